@@ -1,0 +1,4 @@
+//! embatch applies spreadsheet change plans to Veeam Backup Enterprise Manager (EM, "Enterprise
+//! Manager" throughout) through its REST API, and keeps a verifiable audit log of every request.
+//!
+//! The crate is cut by domain; ARCHITECTURE.md has the codemap and the invariants.
