@@ -2,3 +2,13 @@
 //! Manager" throughout) through its REST API, and keeps a verifiable audit log of every request.
 //!
 //! The crate is cut by domain; ARCHITECTURE.md has the codemap and the invariants.
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod em;
+pub mod emulator;
+pub mod exit;
+pub mod logging;
+pub mod plan;
+pub mod runner;

@@ -1,0 +1,489 @@
+//! The command line: clap definitions and their conversion into validated settings.
+//!
+//! Nothing outside this module sees clap. Each subcommand's raw flags become one settings value
+//! (`app::Command`) here, once; the rest of the crate receives plain, checked values.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::{
+    ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings, EmulatorSettings,
+    OutputFormat, PasswordSource, RunRef, ShowSettings,
+};
+use crate::em::{Wire, TlsOptions};
+use crate::emulator::{EmulatorConfig, Faults, Seed};
+use crate::runner::Pace;
+
+/// Applies spreadsheet change plans to Veeam Backup Enterprise Manager, safely and on record.
+///
+/// A plan is a CSV file with the columns account, action and target (plus the optional
+/// object_name, ticket and comment). `check` validates it, `apply` runs it at a pace EM can
+/// bear, and every request is kept in a SQLite audit log (`runs`, `show`).
+///
+/// Exit statuses: 0 all rows applied or already in place; 1 some rows failed; 2 usage or plan
+/// error (nothing sent); 3 connection, TLS or logon failure before any change; 4 interrupted.
+#[derive(Debug, Parser)]
+#[command(name = "embatch", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr: -v info, -vv debug, -vvv trace. EMBATCH_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Try embatch end to end on a built-in emulator: check, then apply, a sample onboarding plan.
+    Demo(DemoArgs),
+    /// Validate a plan offline; with --online, preview what apply would do on the server.
+    Check(CheckArgs),
+    /// Apply a plan: every row once, in plan order per account, under one rate limit.
+    Apply(ApplyArgs),
+    /// List the runs in the audit log, newest first.
+    Runs(DbArgs),
+    /// Show one run's rows and their outcomes.
+    Show(ShowArgs),
+    /// Run a local emulator of the Enterprise Manager REST API, for trials and tests.
+    Emulator(EmulatorArgs),
+}
+
+/// Where the audit log lives.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The SQLite audit log. Created (mode 0600) if missing.
+    #[arg(long, env = "EMBATCH_DB", default_value = "embatch.db")]
+    pub db: PathBuf,
+}
+
+/// How to reach and log on to Enterprise Manager.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Base URL of the EM REST API, e.g. https://em.example.com:9398/api
+    #[arg(long, env = "EMBATCH_URL")]
+    pub url: Option<String>,
+
+    /// Logon user, e.g. TECH\admin. The password comes from EMBATCH_PASSWORD,
+    /// --password-file, or a prompt on a terminal; there is deliberately no password flag.
+    #[arg(long, env = "EMBATCH_USER")]
+    pub user: Option<String>,
+
+    /// Read the password from the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Trust exactly the CA certificates in this PEM file instead of the system roots.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Accept any server certificate. Dangerous: recorded in the audit log and warned about.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Wire format of the REST API.
+    #[arg(long, value_enum, default_value_t = WireArg::Xml)]
+    pub wire: WireArg,
+
+    /// Per-request timeout, in seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+/// The wire formats EM speaks.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum WireArg {
+    /// application/xml (EM's default)
+    Xml,
+    /// application/json
+    Json,
+}
+
+/// How fast and how hard to push the server.
+#[derive(Debug, Args)]
+pub struct PaceArgs {
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+
+    /// Requests per second at most, for every request the run sends: reads, writes, retries
+    /// and logons, all through one shared limiter.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+
+    /// Requests that may be sent at once above the rate after an idle spell.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: u32,
+
+    /// Attempts per request before its row fails (connection errors, timeouts, 429, 5xx).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+}
+
+/// `embatch check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The CSV change plan.
+    pub plan: PathBuf,
+
+    /// Also log on, read the current state of every account in the plan, and print row by row
+    /// what apply would do. Changes nothing on the server.
+    #[arg(long)]
+    pub online: bool,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub pace: PaceArgs,
+
+    /// Print the result as JSON on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// `embatch apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The CSV change plan.
+    pub plan: PathBuf,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub pace: PaceArgs,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Stop scheduling new rows after this many rows have failed.
+    #[arg(long, value_name = "N")]
+    pub max_failures: Option<u64>,
+
+    /// Output format of the final summary (the progress display always goes to stderr).
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OutputArg {
+    /// Human-readable text.
+    Text,
+    /// JSON on stdout, for scripts.
+    Json,
+}
+
+/// `embatch show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A run id, or `last`.
+    pub run: String,
+
+    /// Only the rows that failed (or are in doubt).
+    #[arg(long)]
+    pub failed: bool,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// `embatch demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The audit log the demo writes to.
+    #[arg(long, env = "EMBATCH_DB", default_value = "embatch-demo.db")]
+    pub db: PathBuf,
+
+    /// Wire format the demo uses.
+    #[arg(long, value_enum, default_value_t = WireArg::Xml)]
+    pub wire: WireArg,
+}
+
+/// `embatch emulator`.
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9398")]
+    pub listen: SocketAddr,
+
+    /// Generate this many accounts (TECH\user00001, ...) with a realistic mix of roles,
+    /// scopes and the restore-all-VMs flag.
+    #[arg(long, default_value_t = 0)]
+    pub accounts: usize,
+
+    /// Load users and accounts from a seed file (see samples/emulator-seed.json).
+    #[arg(long, value_name = "FILE")]
+    pub seed: Option<PathBuf>,
+
+    /// Serve HTTPS with a self-signed certificate generated at start.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// With --tls, write the certificate (PEM) here, for the client's --ca-cert.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub cert_out: Option<PathBuf>,
+
+    /// Idle minutes after which a session expires.
+    #[arg(long, default_value_t = 15.0, value_name = "MINUTES")]
+    pub session_timeout: f64,
+
+    /// Answer 201 (no change) instead of 400 when a role the account holds is assigned again.
+    #[arg(long)]
+    pub duplicate_role_ok: bool,
+
+    /// Answer scope POSTs with 202 Accepted instead of 201 Created.
+    #[arg(long)]
+    pub scope_accepted: bool,
+
+    /// Fault: fixed latency added to every answer, in milliseconds.
+    #[arg(long, default_value_t = 0, help_heading = "Faults")]
+    pub latency_ms: u64,
+
+    /// Fault: random extra latency up to this many milliseconds.
+    #[arg(long, default_value_t = 0, help_heading = "Faults")]
+    pub jitter_ms: u64,
+
+    /// Fault: fraction of requests answered 500 (nothing applied).
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Faults")]
+    pub error_500: f64,
+
+    /// Fault: fraction of requests answered 503 with Retry-After.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Faults")]
+    pub error_503: f64,
+
+    /// Fault: fraction of requests answered 429 with Retry-After.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Faults")]
+    pub error_429: f64,
+
+    /// Fault: the Retry-After value, in seconds, for 429 and 503 answers.
+    #[arg(long, default_value_t = 1, value_name = "SECONDS", help_heading = "Faults")]
+    pub retry_after: u64,
+
+    /// Fault: a server-side cap on requests per second; requests over it get 503 + Retry-After.
+    #[arg(long, value_name = "RPS", help_heading = "Faults")]
+    pub max_rps: Option<u32>,
+
+    /// Fault: fraction of connections dropped without an answer, before the change is applied.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Faults")]
+    pub drop_before: f64,
+
+    /// Fault: fraction of connections dropped without an answer, after the change is applied
+    /// (a lost answer).
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Faults")]
+    pub drop_after: f64,
+
+    /// Fault: every session expires after this many requests.
+    #[arg(long, value_name = "N", help_heading = "Faults")]
+    pub expire_after: Option<u64>,
+
+    /// Fault: seed of the fault dice, for reproducible runs.
+    #[arg(long, value_name = "N", help_heading = "Faults")]
+    pub fault_seed: Option<u64>,
+}
+
+/// A usage error found while turning flags into settings.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(message: impl Into<String>) -> UsageError {
+    UsageError(message.into())
+}
+
+impl Cli {
+    /// Turns the parsed flags into one validated command.
+    pub fn into_command(self) -> Result<Command, UsageError> {
+        Ok(match self.command {
+            CliCommand::Demo(a) => Command::Demo(DemoSettings {
+                db: a.db,
+                wire: a.wire.into(),
+            }),
+            CliCommand::Check(a) => Command::Check(CheckSettings {
+                plan: a.plan,
+                online: if a.online {
+                    Some((a.connect.into_settings()?, a.pace.into_pace()?))
+                } else {
+                    None
+                },
+                output: a.output.into(),
+            }),
+            CliCommand::Apply(a) => Command::Apply(ApplySettings {
+                plan: a.plan,
+                connect: a.connect.into_settings()?,
+                pace: a.pace.into_pace()?,
+                db: a.db.db,
+                max_failures: a.max_failures,
+                output: a.output.into(),
+            }),
+            CliCommand::Runs(a) => Command::Runs { db: a.db },
+            CliCommand::Show(a) => Command::Show(ShowSettings {
+                run: parse_run_ref(&a.run)?,
+                failed_only: a.failed,
+                db: a.db.db,
+                output: a.output.into(),
+            }),
+            CliCommand::Emulator(a) => Command::Emulator(a.into_settings()?),
+        })
+    }
+}
+
+fn parse_run_ref(text: &str) -> Result<RunRef, UsageError> {
+    if text.eq_ignore_ascii_case("last") {
+        return Ok(RunRef::Last);
+    }
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .map(RunRef::Id)
+        .ok_or_else(|| usage(format!("run must be a run id or `last`, not '{text}'")))
+}
+
+impl From<WireArg> for Wire {
+    fn from(w: WireArg) -> Self {
+        match w {
+            WireArg::Xml => Wire::Xml,
+            WireArg::Json => Wire::Json,
+        }
+    }
+}
+
+impl From<OutputArg> for OutputFormat {
+    fn from(o: OutputArg) -> Self {
+        match o {
+            OutputArg::Text => OutputFormat::Text,
+            OutputArg::Json => OutputFormat::Json,
+        }
+    }
+}
+
+impl ConnectArgs {
+    fn into_settings(self) -> Result<ConnectSettings, UsageError> {
+        let url = self
+            .url
+            .ok_or_else(|| usage("no server given: pass --url or set EMBATCH_URL"))?;
+        let url = url::Url::parse(&url).map_err(|e| usage(format!("invalid --url '{url}': {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(usage(format!("--url must be http or https, not '{}'", url.scheme())));
+        }
+        let user = self
+            .user
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| usage("no user given: pass --user or set EMBATCH_USER"))?;
+        if self.insecure && self.ca_cert.is_some() {
+            return Err(usage("--insecure and --ca-cert contradict each other; pick one"));
+        }
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
+            return Err(usage("--timeout must be a positive number of seconds"));
+        }
+        let password = match self.password_file {
+            Some(path) => PasswordSource::File(path),
+            None => PasswordSource::EnvOrPrompt,
+        };
+        Ok(ConnectSettings {
+            url,
+            user,
+            password,
+            tls: TlsOptions {
+                ca_cert: self.ca_cert,
+                insecure: self.insecure,
+            },
+            wire: self.wire.into(),
+            timeout: Duration::from_secs_f64(self.timeout),
+        })
+    }
+}
+
+impl PaceArgs {
+    fn into_pace(self) -> Result<Pace, UsageError> {
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err(usage("--rate must be a positive number of requests per second"));
+        }
+        Ok(Pace {
+            concurrency: self.concurrency as usize,
+            rate: self.rate,
+            burst: NonZeroU32::new(self.burst).expect("clap keeps --burst at 1 or more"),
+            max_attempts: self.max_attempts,
+        })
+    }
+}
+
+fn fraction(name: &str, value: f64) -> Result<f64, UsageError> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(usage(format!("--{name} must be a fraction between 0 and 1, not {value}")))
+    }
+}
+
+impl EmulatorArgs {
+    fn into_settings(self) -> Result<EmulatorSettings, UsageError> {
+        let faults = Faults {
+            latency_ms: self.latency_ms,
+            jitter_ms: self.jitter_ms,
+            error_500: fraction("error-500", self.error_500)?,
+            error_503: fraction("error-503", self.error_503)?,
+            error_429: fraction("error-429", self.error_429)?,
+            retry_after_secs: self.retry_after,
+            max_rps: self.max_rps,
+            drop_before: fraction("drop-before", self.drop_before)?,
+            drop_after: fraction("drop-after", self.drop_after)?,
+            expire_after: self.expire_after,
+            seed: self.fault_seed,
+        };
+        if !(self.session_timeout.is_finite() && self.session_timeout > 0.0) {
+            return Err(usage("--session-timeout must be a positive number of minutes"));
+        }
+        let seed = match &self.seed {
+            Some(path) => Some(
+                Seed::from_file(path)
+                    .map_err(|e| usage(format!("cannot load seed {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        let config = EmulatorConfig {
+            listen: Some(self.listen),
+            accounts: self.accounts,
+            seed,
+            session_idle_timeout: Duration::from_secs_f64(self.session_timeout * 60.0),
+            duplicate_role_ok: self.duplicate_role_ok,
+            scope_post_status: if self.scope_accepted { 202 } else { 201 },
+            tls: self.tls,
+            faults,
+            ..EmulatorConfig::default()
+        };
+        Ok(EmulatorSettings {
+            config,
+            cert_out: self.cert_out,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_refs() {
+        assert!(matches!(parse_run_ref("last"), Ok(RunRef::Last)));
+        assert!(matches!(parse_run_ref("12"), Ok(RunRef::Id(12))));
+        assert!(parse_run_ref("0").is_err());
+        assert!(parse_run_ref("x").is_err());
+    }
+}

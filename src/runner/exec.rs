@@ -1,0 +1,256 @@
+//! The executor: one account at a time per worker, rows in plan order, each write sent only
+//! when the account's state says it is needed, and retried only when that is safe.
+//!
+//! The retry rule that keeps changes exactly-once: a write whose outcome is unknown (timeout,
+//! dropped connection, 500/502/504) is never re-sent before the account has been re-read; if
+//! the re-read shows the change, the row is `applied` and nothing more is sent.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngExt;
+use uuid::Uuid;
+
+use crate::em::{Client, EmError, Retry, RequestTag};
+use crate::plan::PlanRow;
+
+use super::pace::{Pace, Pacer};
+use super::state::{AccountState, Change, Decision, RoleTable, decide};
+use super::Outcome;
+
+/// What happened to one row.
+#[derive(Clone, Debug)]
+pub struct RowReport {
+    /// The row's outcome.
+    pub outcome: Outcome,
+    /// Why it failed, or a note on how it ended (no-op reason, confirmation by re-read).
+    pub message: Option<String>,
+    /// The account's state just before the row, as JSON.
+    pub prior_state: Option<String>,
+    /// Facts learnt by applying the row, as JSON (e.g. the id of a created scope).
+    pub result: Option<String>,
+}
+
+impl RowReport {
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
+        RowReport {
+            outcome: Outcome::Failed,
+            message: Some(message.into()),
+            prior_state: None,
+            result: None,
+        }
+    }
+}
+
+/// Everything a worker needs, shared by all workers of a run.
+pub struct Executor {
+    /// The EM client (one session shared by all workers).
+    pub client: Arc<Client>,
+    /// The shared limiter and pause gate.
+    pub pacer: Arc<Pacer>,
+    /// The roles EM knows.
+    pub roles: RoleTable,
+    /// Attempts and backoff.
+    pub pace: Pace,
+}
+
+impl Executor {
+    /// Reads an account's roles, scopes and flag, retrying reads as often as the pace allows.
+    pub async fn read_state(&self, id: Uuid, row: Option<u64>) -> Result<AccountState, EmError> {
+        let client = &*self.client;
+        let account = self
+            .retry_read(row, |tag| async move { client.call(tag).account(id).await })
+            .await?;
+        let roles = self
+            .retry_read(row, |tag| async move { client.call(tag).account_roles(id).await })
+            .await?;
+        let scopes = self
+            .retry_read(row, |tag| async move { client.call(tag).account_scopes(id).await })
+            .await?;
+        Ok(AccountState::from_reads(&account, &roles, &scopes))
+    }
+
+    /// Runs an idempotent read, retrying every error that a retry can cure.
+    pub async fn retry_read<T, F, Fut>(&self, row: Option<u64>, mut read: F) -> Result<T, EmError>
+    where
+        F: FnMut(RequestTag) -> Fut,
+        Fut: Future<Output = Result<T, EmError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match read(RequestTag { row, attempt }).await {
+                Ok(value) => return Ok(value),
+                Err(e) if e.retry() == Retry::Never || attempt >= self.pace.max_attempts => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.wait_before_retry(attempt, &e).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Waits before attempt `attempt + 1`: the server's `Retry-After` (which pauses the whole
+    /// pool), or exponential backoff with jitter.
+    pub async fn wait_before_retry(&self, attempt: u32, error: &EmError) {
+        if let Some(delay) = error.retry_after() {
+            self.pacer.pause_for(delay);
+            tokio::time::sleep(delay).await;
+            return;
+        }
+        let exp = self
+            .pace
+            .backoff
+            .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+            .min(Duration::from_secs(10));
+        // Full jitter in [exp/2, exp] keeps workers that failed together from retrying together.
+        let nanos = exp.as_nanos() as u64;
+        let wait = Duration::from_nanos(rand::rng().random_range(nanos / 2..=nanos.max(1)));
+        tokio::time::sleep(wait).await;
+    }
+
+    /// Runs one row against the account's current state, updating that state.
+    pub async fn run_row(&self, state: &mut AccountState, row_no: u64, row: &PlanRow) -> RowReport {
+        let prior = Some(state.to_json());
+        let change = match decide(&row.action, &self.roles, state) {
+            Decision::Noop(reason) => {
+                return RowReport {
+                    outcome: Outcome::Noop,
+                    message: Some(reason),
+                    prior_state: prior,
+                    result: None,
+                };
+            }
+            Decision::Fail(reason) => {
+                return RowReport {
+                    prior_state: prior,
+                    ..RowReport::failed(reason)
+                };
+            }
+            Decision::Change(change) => change,
+        };
+        let mut report = self.send_change(state, row_no, &change).await;
+        report.prior_state = prior;
+        report
+    }
+
+    async fn send_change(&self, state: &mut AccountState, row_no: u64, change: &Change) -> RowReport {
+        let mut attempt = 1;
+        loop {
+            let tag = RequestTag {
+                row: Some(row_no),
+                attempt,
+            };
+            let error = match self.write(state.id, change, tag).await {
+                Ok(()) => return self.after_success(state, row_no, change, None).await,
+                Err(e) => e,
+            };
+            let retry = error.retry();
+            if retry == Retry::Never {
+                return RowReport::failed(error.to_string());
+            }
+            let last = attempt >= self.pace.max_attempts;
+            if !last {
+                self.wait_before_retry(attempt, &error).await;
+                attempt += 1;
+            }
+            if retry == Retry::CheckFirst {
+                // The write may have taken effect: look before sending it again.
+                match self.read_state(state.id, Some(row_no)).await {
+                    Ok(fresh) => {
+                        merge_known_refs(state, fresh);
+                        if state.shows(change) {
+                            let note = format!("confirmed by re-reading the account after: {error}");
+                            return self.after_success(state, row_no, change, Some(note)).await;
+                        }
+                    }
+                    Err(read_error) => {
+                        return RowReport {
+                            outcome: Outcome::InDoubt,
+                            message: Some(format!(
+                                "{error}; the account could not be re-read to learn whether the change took effect: {read_error}"
+                            )),
+                            prior_state: None,
+                            result: None,
+                        };
+                    }
+                }
+            }
+            if last {
+                return RowReport::failed(format!("gave up after {attempt} attempts: {error}"));
+            }
+        }
+    }
+
+    async fn write(&self, id: Uuid, change: &Change, tag: RequestTag) -> Result<(), EmError> {
+        let call = self.client.call(tag);
+        match change {
+            Change::AssignRole { role, .. } => {
+                call.assign_role(id, &format!("urn:veeam:EnterpriseRole:{role}"))
+                    .await
+            }
+            Change::RemoveRole { role, .. } => call.remove_role(id, *role).await,
+            Change::AddScope { item } => call.add_scopes(id, std::slice::from_ref(item)).await,
+            Change::RemoveScope { scope, .. } => call.remove_scope(id, *scope).await,
+            Change::SetRestoreAllVms(_) => call.toggle_restore_all_vms(id).await,
+        }
+    }
+
+    async fn after_success(
+        &self,
+        state: &mut AccountState,
+        row_no: u64,
+        change: &Change,
+        note: Option<String>,
+    ) -> RowReport {
+        state.apply(change);
+        let mut result = None;
+        if let Change::AddScope { item } = change {
+            // EM does not answer with the new scope's id, so read it back: undo needs it.
+            let client = &*self.client;
+            let id = state.id;
+            let before: Vec<Uuid> = state.scopes.iter().map(|s| s.id).collect();
+            match self
+                .retry_read(Some(row_no), |tag| async move { client.call(tag).account_scopes(id).await })
+                .await
+            {
+                Ok(scopes) => {
+                    let fresh = state.with_scopes(&scopes);
+                    merge_known_refs(state, fresh);
+                    let created = state
+                        .scopes
+                        .iter_mut()
+                        .filter(|s| !before.contains(&s.id))
+                        .find(|s| s.name == item.object_name);
+                    if let Some(scope) = created {
+                        scope.obj_ref = Some(item.obj_ref.clone());
+                        result = Some(
+                            serde_json::json!({ "scope_id": scope.id, "obj_ref": item.obj_ref })
+                                .to_string(),
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!("could not read back the scope just created: {e}"),
+            }
+        }
+        RowReport {
+            outcome: Outcome::Applied,
+            message: note,
+            prior_state: None,
+            result,
+        }
+    }
+}
+
+/// Replaces `state` with a fresh read, keeping the object refs this run already knows: EM's
+/// listing never shows them.
+fn merge_known_refs(state: &mut AccountState, mut fresh: AccountState) {
+    for scope in &mut fresh.scopes {
+        if let Some(known) = state.scopes.iter().find(|s| s.id == scope.id) {
+            scope.obj_ref = known.obj_ref.clone();
+        }
+    }
+    *state = fresh;
+}

@@ -1,0 +1,544 @@
+//! The runner: turns a validated plan into requests, concurrently across accounts and in plan
+//! order within each account, under one shared rate limit, and reports every row's outcome.
+//!
+//! Shape of a run (see ARCHITECTURE.md): the run and its rows are recorded first; then one
+//! logon; then the roles (and, for rows that name accounts, the account list) are resolved;
+//! then `concurrency` workers take one account at a time from a shared queue. A worker reads
+//! the account's state before its first row and decides each row against it (`state`), so rows
+//! already in place are no-ops and the restore-all-VMs toggle is only sent when needed. The
+//! runner emits [`RunEvent`]s for the console reporter and writes outcomes through the audit
+//! handle; it shares no other state with either.
+
+mod exec;
+mod pace;
+mod preview;
+mod report;
+pub mod state;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::audit::{AuditError, AuditHandle, NewRow, NewRun, RowResult, RunStatus};
+use crate::em::{Client, ClientConfig, EmError, RequestTag};
+use crate::plan::{AccountRef, Action, Plan, PlanRow};
+
+pub use exec::{Executor, RowReport};
+pub use pace::{AttemptLog, Pace, Pacer};
+pub use preview::{Preview, PreviewRow, Prediction, preview};
+pub use report::{Reporter, Summary};
+pub use state::{AccountState, RoleTable};
+
+/// A row's outcome, as recorded in the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Not run yet.
+    Pending,
+    /// The change was made.
+    Applied,
+    /// Already in place; nothing was sent.
+    Noop,
+    /// The change could not be made.
+    Failed,
+    /// Not run because the run stopped first.
+    Skipped,
+    /// A write was sent, its answer was lost, and the account could not be re-read to learn
+    /// whether it took effect. `resume` reconciles it by reading the account.
+    InDoubt,
+}
+
+impl Outcome {
+    /// The audit log's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Applied => "applied",
+            Outcome::Noop => "noop",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::InDoubt => "in_doubt",
+        }
+    }
+}
+
+/// Why a run stopped scheduling rows before the plan was done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Ctrl-C.
+    Interrupted,
+    /// `--max-failures` was reached.
+    MaxFailures,
+}
+
+/// What the runner tells the console reporter.
+#[derive(Clone, Debug)]
+pub enum RunEvent {
+    /// A row finished.
+    RowFinished {
+        /// Its outcome.
+        outcome: Outcome,
+    },
+    /// An HTTP attempt ended.
+    Request {
+        /// Its status, if an answer came.
+        status: Option<u16>,
+        /// How long it took.
+        elapsed: Duration,
+    },
+}
+
+/// The settings of one apply run.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// How to reach EM.
+    pub client: ClientConfig,
+    /// Pace and retries.
+    pub pace: Pace,
+    /// Stop scheduling after this many failed rows.
+    pub max_failures: Option<u64>,
+    /// The options recorded with the run, as JSON.
+    pub options_json: String,
+}
+
+/// Setup failures: the run could not start, or its record could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Logon, TLS or connection failure before any change.
+    #[error("connect to {url}: {source}")]
+    Connect {
+        /// The server.
+        url: String,
+        /// The client error.
+        #[source]
+        source: EmError,
+    },
+    /// The roles or accounts could not be read before any change.
+    #[error("read {what} from the server: {source}")]
+    Resolve {
+        /// What was being read.
+        what: &'static str,
+        /// The client error.
+        #[source]
+        source: EmError,
+    },
+    /// The audit log failed; the run stops because changes must not go unrecorded.
+    #[error("write the audit log: {0}")]
+    Audit(#[from] AuditError),
+}
+
+/// The end of a run, for the summary and the exit status.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// The run's id in the audit log.
+    pub run_id: i64,
+    /// Counts per outcome, requests and timing.
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<StopReason>,
+}
+
+/// One account's rows, in plan order.
+struct AccountGroup {
+    id: Option<Uuid>,
+    label: String,
+    rows: Vec<usize>,
+}
+
+/// Applies `plan`: records the run, logs on, resolves names, runs the rows and records the end.
+pub async fn apply(
+    plan: &Plan,
+    settings: RunSettings,
+    audit: AuditHandle,
+    cancel: CancellationToken,
+    reporter: Reporter,
+) -> Result<RunReport, RunError> {
+    let run_id = audit
+        .begin_run(NewRun {
+            kind: "apply".into(),
+            parent_run_id: None,
+            operator: settings.client.user.clone(),
+            server_url: settings.client.base_url.to_string(),
+            wire: settings.client.wire.as_str().into(),
+            tls_verify: !settings.client.tls.insecure,
+            insecure: settings.client.tls.insecure,
+            plan_file: Some(plan.file.clone()),
+            plan_sha256: Some(plan.sha256.clone()),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            options: settings.options_json.clone(),
+        })
+        .await?;
+    audit
+        .add_rows(run_id, plan.rows.iter().enumerate().map(|(i, r)| new_row(i, r)).collect())
+        .await?;
+
+    let outcome = run_rows(plan, run_id, &settings, &audit, cancel, reporter).await;
+    let status = match &outcome {
+        Err(RunError::Audit(_)) | Err(RunError::Connect { .. }) | Err(RunError::Resolve { .. }) => {
+            RunStatus::Aborted
+        }
+        Ok(report) if report.stopped == Some(StopReason::Interrupted) => RunStatus::Interrupted,
+        Ok(report) if report.summary.failed > 0 || report.summary.in_doubt > 0 => RunStatus::Failed,
+        Ok(report) if report.stopped.is_some() => RunStatus::Interrupted,
+        Ok(_) => RunStatus::Completed,
+    };
+    audit.end_run(run_id, status).await?;
+    outcome
+}
+
+fn new_row(index: usize, row: &PlanRow) -> NewRow {
+    let object_name = match &row.action {
+        Action::AddScope { object_name, .. } => Some(object_name.clone()),
+        _ => None,
+    };
+    let annotations = if row.annotations.is_empty() {
+        None
+    } else {
+        let map: serde_json::Map<String, serde_json::Value> = row
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        Some(serde_json::Value::Object(map).to_string())
+    };
+    NewRow {
+        row_no: index as u64,
+        line: row.line,
+        account: account_text(&row.account),
+        action: row.action.name().into(),
+        target: row.action.target_text(),
+        object_name,
+        ticket: row.ticket.clone(),
+        comment: row.comment.clone(),
+        annotations,
+    }
+}
+
+fn account_text(account: &AccountRef) -> String {
+    match account {
+        AccountRef::Id(id) => id.to_string(),
+        AccountRef::Name(name) => name.clone(),
+    }
+}
+
+async fn run_rows(
+    plan: &Plan,
+    run_id: i64,
+    settings: &RunSettings,
+    audit: &AuditHandle,
+    cancel: CancellationToken,
+    reporter: Reporter,
+) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let (events, reporter_task) = reporter.start(plan.rows.len() as u64);
+    let pacer = Arc::new(Pacer::new(
+        &settings.pace,
+        Some(AttemptLog {
+            audit: audit.clone(),
+            run_id,
+        }),
+        Some(events.clone()),
+    ));
+    let client = Arc::new(
+        Client::new(settings.client.clone(), pacer.clone()).map_err(|source| RunError::Connect {
+            url: settings.client.base_url.to_string(),
+            source,
+        })?,
+    );
+    let (executor, groups) = connect_and_resolve(plan, client.clone(), pacer.clone(), &settings.pace).await?;
+    let executor = Arc::new(executor);
+
+    let rows = Arc::new(plan.rows.clone());
+    let queue = Arc::new(Mutex::new(VecDeque::from(groups)));
+    let failures = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(Mutex::new(None::<StopReason>));
+    let tracker = TaskTracker::new();
+    for _ in 0..settings.pace.concurrency {
+        let worker = Worker {
+            executor: executor.clone(),
+            rows: rows.clone(),
+            queue: queue.clone(),
+            audit: audit.clone(),
+            run_id,
+            events: events.clone(),
+            cancel: cancel.clone(),
+            failures: failures.clone(),
+            max_failures: settings.max_failures,
+            stop: stop.clone(),
+        };
+        tracker.spawn(worker.run());
+    }
+    tracker.close();
+    tracker.wait().await;
+
+    // Rows never started stay resumable; mark them so the log says why they did not run.
+    let mut stopped = *stop.lock().expect("stop lock is never poisoned");
+    if cancel.is_cancelled() && stopped.is_none() {
+        stopped = Some(StopReason::Interrupted);
+    }
+    let leftover: Vec<usize> = queue
+        .lock()
+        .expect("queue lock is never poisoned")
+        .drain(..)
+        .flat_map(|g| g.rows)
+        .collect();
+    for index in leftover {
+        audit.row_finished(
+            run_id,
+            index as u64,
+            RowResult {
+                outcome: Outcome::Skipped.as_str().into(),
+                error: Some("not run: the run stopped before this row".into()),
+                prior_state: None,
+                result: None,
+            },
+        );
+        let _ = events.send(RunEvent::RowFinished {
+            outcome: Outcome::Skipped,
+        });
+    }
+
+    // Logging out is a courtesy to the server; a failure here changes nothing for the run.
+    if let Err(e) = client.logout().await {
+        tracing::warn!("logout failed: {e}");
+    }
+    drop(events);
+    drop(executor);
+    let mut summary = reporter_task.await.unwrap_or_default();
+    summary.requests = pacer.requests();
+    summary.elapsed_secs = started.elapsed().as_secs_f64();
+    Ok(RunReport {
+        run_id,
+        summary,
+        stopped,
+    })
+}
+
+/// Logs on, reads the role table and (when rows name accounts) the account list, and groups
+/// the plan's rows by account.
+async fn connect_and_resolve(
+    plan: &Plan,
+    client: Arc<Client>,
+    pacer: Arc<Pacer>,
+    pace: &Pace,
+) -> Result<(Executor, Vec<AccountGroup>), RunError> {
+    let mut executor = Executor {
+        client: client.clone(),
+        pacer,
+        roles: RoleTable::default(),
+        pace: pace.clone(),
+    };
+    let url = client.base_url().to_string();
+    executor
+        .retry_read(None, |_tag| {
+            let client = client.clone();
+            async move { client.logon().await }
+        })
+        .await
+        .map_err(|source| RunError::Connect { url, source })?;
+
+    let c = &*client;
+    let roles = executor
+        .retry_read(None, |tag| async move { c.call(tag).roles().await })
+        .await
+        .map_err(|source| RunError::Resolve {
+            what: "the role list",
+            source,
+        })?;
+    executor.roles = RoleTable::new(
+        roles
+            .iter()
+            .filter_map(|r| uid_guid(&r.uid).map(|id| (id, r.name.clone())))
+            .collect(),
+    );
+
+    let names_needed = plan
+        .rows
+        .iter()
+        .any(|r| matches!(r.account, AccountRef::Name(_)));
+    let mut by_name: HashMap<String, Uuid> = HashMap::new();
+    if names_needed {
+        let accounts = executor
+            .retry_read(None, |tag| async move { c.call(tag).accounts().await })
+            .await
+            .map_err(|source| RunError::Resolve {
+                what: "the account list",
+                source,
+            })?;
+        for a in accounts {
+            if let Some(id) = uid_guid(&a.uid) {
+                by_name.insert(a.name.to_lowercase(), id);
+            }
+        }
+    }
+    Ok((executor, group_rows(&plan.rows, &by_name)))
+}
+
+/// The GUID at the end of a UID such as `urn:veeam:EnterpriseRole:<guid>`.
+fn uid_guid(uid: &str) -> Option<Uuid> {
+    uid.rsplit(':').next().and_then(|g| Uuid::parse_str(g).ok())
+}
+
+/// Groups rows by the account they resolve to, keeping plan order within each account and
+/// ordering accounts by their first row.
+fn group_rows(rows: &[PlanRow], by_name: &HashMap<String, Uuid>) -> Vec<AccountGroup> {
+    let mut groups: Vec<AccountGroup> = Vec::new();
+    let mut index: HashMap<(Option<Uuid>, String), usize> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let (id, label) = match &row.account {
+            AccountRef::Id(id) => (Some(*id), id.to_string()),
+            AccountRef::Name(name) => (by_name.get(&name.to_lowercase()).copied(), name.clone()),
+        };
+        // Rows that resolve to the same account share a group whatever form named it; rows
+        // naming an unknown account are grouped by that name so they fail together.
+        let key = match id {
+            Some(id) => (Some(id), String::new()),
+            None => (None, label.to_lowercase()),
+        };
+        let slot = *index.entry(key).or_insert_with(|| {
+            groups.push(AccountGroup {
+                id,
+                label: label.clone(),
+                rows: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[slot].rows.push(i);
+    }
+    groups
+}
+
+struct Worker {
+    executor: Arc<Executor>,
+    rows: Arc<Vec<PlanRow>>,
+    queue: Arc<Mutex<VecDeque<AccountGroup>>>,
+    audit: AuditHandle,
+    run_id: i64,
+    events: mpsc::UnboundedSender<RunEvent>,
+    cancel: CancellationToken,
+    failures: Arc<AtomicU64>,
+    max_failures: Option<u64>,
+    stop: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl Worker {
+    async fn run(self) {
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let group = self.queue.lock().expect("queue lock is never poisoned").pop_front();
+            let Some(group) = group else { return };
+            self.run_account(group).await;
+        }
+    }
+
+    async fn run_account(&self, group: AccountGroup) {
+        let first = group.rows[0] as u64;
+        let Some(id) = group.id else {
+            for &i in &group.rows {
+                self.finish(i, RowReport::failed(format!("unknown account '{}'", group.label)));
+            }
+            return;
+        };
+        let mut state = match self.executor.read_state(id, Some(first)).await {
+            Ok(state) => state,
+            Err(e) => {
+                for &i in &group.rows {
+                    self.finish(i, RowReport::failed(format!("read account {}: {e}", group.label)));
+                }
+                return;
+            }
+        };
+        for (n, &i) in group.rows.iter().enumerate() {
+            if self.cancel.is_cancelled() {
+                // Put the rest back so the run marks them as not run.
+                let rest = group.rows[n..].to_vec();
+                self.queue
+                    .lock()
+                    .expect("queue lock is never poisoned")
+                    .push_front(AccountGroup {
+                        id: group.id,
+                        label: group.label.clone(),
+                        rows: rest,
+                    });
+                return;
+            }
+            self.audit.row_account(self.run_id, i as u64, &id.to_string());
+            let report = self.executor.run_row(&mut state, i as u64, &self.rows[i]).await;
+            self.finish(i, report);
+        }
+    }
+
+    fn finish(&self, index: usize, report: RowReport) {
+        let outcome = report.outcome;
+        self.audit.row_finished(
+            self.run_id,
+            index as u64,
+            RowResult {
+                outcome: outcome.as_str().into(),
+                error: report.message,
+                prior_state: report.prior_state,
+                result: report.result,
+            },
+        );
+        let _ = self.events.send(RunEvent::RowFinished { outcome });
+        if outcome == Outcome::Failed {
+            let failed = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.max_failures.is_some_and(|max| failed >= max) {
+                let mut stop = self.stop.lock().expect("stop lock is never poisoned");
+                stop.get_or_insert(StopReason::MaxFailures);
+                self.cancel.cancel();
+            }
+        }
+    }
+}
+
+/// A tag for requests that belong to no row.
+pub fn untagged() -> RequestTag {
+    RequestTag::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::RoleRef;
+
+    fn row(line: u64, account: AccountRef) -> PlanRow {
+        PlanRow {
+            line,
+            account,
+            action: Action::AssignRole(RoleRef::Name("Portal User".into())),
+            ticket: None,
+            comment: None,
+            annotations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rows_group_by_resolved_account_in_plan_order() {
+        let alice = Uuid::from_u128(1);
+        let by_name = HashMap::from([("tech\\alice".to_string(), alice)]);
+        let rows = vec![
+            row(2, AccountRef::Name("TECH\\alice".into())),
+            row(3, AccountRef::Name("TECH\\ghost".into())),
+            row(4, AccountRef::Id(alice)),
+            row(5, AccountRef::Name("tech\\GHOST".into())),
+        ];
+        let groups = group_rows(&rows, &by_name);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].id, Some(alice));
+        assert_eq!(groups[0].rows, vec![0, 2]);
+        assert_eq!(groups[1].id, None);
+        assert_eq!(groups[1].rows, vec![1, 3]);
+    }
+}

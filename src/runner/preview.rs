@@ -1,0 +1,174 @@
+//! `check --online`: reads the live state of every account in the plan and predicts, row by
+//! row, what `apply` would do. It sends no write and records nothing.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio_util::task::JoinSet;
+
+use crate::em::Client;
+use crate::plan::Plan;
+
+use super::exec::Executor;
+use super::pace::{Pace, Pacer};
+use super::state::{Change, Decision, decide};
+use super::{RunError, connect_and_resolve};
+
+/// What apply would do with one row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "prediction", content = "detail")]
+pub enum Prediction {
+    /// A change would be sent.
+    Change(String),
+    /// Already in place.
+    Noop(String),
+    /// The row would fail.
+    Fail(String),
+}
+
+/// One row of the preview.
+#[derive(Clone, Debug, Serialize)]
+pub struct PreviewRow {
+    /// The row's physical line in the plan.
+    pub line: u64,
+    /// The account as the plan names it.
+    pub account: String,
+    /// The action.
+    pub action: String,
+    /// The target.
+    pub target: String,
+    /// What apply would do.
+    #[serde(flatten)]
+    pub prediction: Prediction,
+}
+
+/// The whole preview.
+#[derive(Clone, Debug, Serialize)]
+pub struct Preview {
+    /// Rows in plan order.
+    pub rows: Vec<PreviewRow>,
+    /// Rows that would change something.
+    pub changes: usize,
+    /// Rows already in place.
+    pub noops: usize,
+    /// Rows that would fail.
+    pub failures: usize,
+}
+
+impl Preview {
+    /// The preview as text, one row a line.
+    pub fn text(&self, file: &str) -> String {
+        let mut out = String::new();
+        for r in &self.rows {
+            let (word, detail) = match &r.prediction {
+                Prediction::Change(d) => ("change", d),
+                Prediction::Noop(d) => ("no-op ", d),
+                Prediction::Fail(d) => ("FAIL  ", d),
+            };
+            let _ = writeln!(out, "{file}:{}: {word} {} {} {}: {detail}", r.line, r.account, r.action, r.target);
+        }
+        let _ = writeln!(
+            out,
+            "{} rows: {} would change, {} already in place, {} would fail",
+            self.rows.len(),
+            self.changes,
+            self.noops,
+            self.failures
+        );
+        out
+    }
+}
+
+/// Reads the state of the plan's accounts and predicts each row.
+pub async fn preview(plan: &Plan, client: crate::em::ClientConfig, pace: Pace) -> Result<Preview, RunError> {
+    let pacer = Arc::new(Pacer::new(&pace, None, None));
+    let client = Arc::new(Client::new(client.clone(), pacer.clone()).map_err(|source| {
+        RunError::Connect {
+            url: client.base_url.to_string(),
+            source,
+        }
+    })?);
+    let (executor, groups) = connect_and_resolve(plan, client.clone(), pacer, &pace).await?;
+    let executor = Arc::new(executor);
+    let mut predictions: Vec<Option<Prediction>> = vec![None; plan.rows.len()];
+
+    // Reads run `concurrency` accounts at a time, like apply.
+    let mut tasks = JoinSet::new();
+    let mut pending = groups.into_iter();
+    loop {
+        while tasks.len() < pace.concurrency {
+            let Some(group) = pending.next() else { break };
+            let executor = executor.clone();
+            let rows: Vec<(usize, crate::plan::PlanRow)> =
+                group.rows.iter().map(|&i| (i, plan.rows[i].clone())).collect();
+            tasks.spawn(async move {
+                let Some(id) = group.id else {
+                    let why = format!("unknown account '{}'", group.label);
+                    return rows.into_iter().map(|(i, _)| (i, Prediction::Fail(why.clone()))).collect::<Vec<_>>();
+                };
+                let mut state = match executor.read_state(id, None).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let why = format!("cannot read account {}: {e}", group.label);
+                        return rows.into_iter().map(|(i, _)| (i, Prediction::Fail(why.clone()))).collect();
+                    }
+                };
+                rows.into_iter()
+                    .map(|(i, row)| {
+                        let p = match decide(&row.action, &executor.roles, &state) {
+                            Decision::Noop(why) => Prediction::Noop(why),
+                            Decision::Fail(why) => Prediction::Fail(why),
+                            Decision::Change(change) => {
+                                let what = describe(&change);
+                                state.simulate(&change);
+                                Prediction::Change(what)
+                            }
+                        };
+                        (i, p)
+                    })
+                    .collect()
+            });
+        }
+        let Some(done) = tasks.join_next().await else { break };
+        for (i, p) in done.expect("preview tasks do not panic") {
+            predictions[i] = Some(p);
+        }
+    }
+    if let Err(e) = client.logout().await {
+        tracing::warn!("logout failed: {e}");
+    }
+
+    let rows: Vec<PreviewRow> = plan
+        .rows
+        .iter()
+        .zip(predictions)
+        .map(|(row, p)| PreviewRow {
+            line: row.line,
+            account: super::account_text(&row.account),
+            action: row.action.name().to_string(),
+            target: row.action.target_text(),
+            prediction: p.expect("every row got a prediction"),
+        })
+        .collect();
+    let count = |f: fn(&Prediction) -> bool| rows.iter().filter(|r| f(&r.prediction)).count();
+    Ok(Preview {
+        changes: count(|p| matches!(p, Prediction::Change(_))),
+        noops: count(|p| matches!(p, Prediction::Noop(_))),
+        failures: count(|p| matches!(p, Prediction::Fail(_))),
+        rows,
+    })
+}
+
+fn describe(change: &Change) -> String {
+    match change {
+        Change::AssignRole { name, .. } => format!("would assign {name}"),
+        Change::RemoveRole { name, .. } => format!("would remove {name}"),
+        Change::AddScope { item } => format!("would add scope {} ({})", item.object_name, item.obj_ref),
+        Change::RemoveScope { name, scope } => format!("would remove scope {name} ({scope})"),
+        Change::SetRestoreAllVms(v) => format!(
+            "would turn restore-all-vms {} (one toggle)",
+            if *v { "on" } else { "off" }
+        ),
+    }
+}
