@@ -414,6 +414,7 @@ impl PaceArgs {
             rate: self.rate,
             burst: NonZeroU32::new(self.burst).expect("clap keeps --burst at 1 or more"),
             max_attempts: self.max_attempts,
+            ..Pace::default()
         })
     }
 }

@@ -5,12 +5,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::Serialize;
-use tokio_util::task::JoinSet;
+use tokio::task::JoinSet;
 
 use crate::em::Client;
 use crate::plan::Plan;
 
-use super::exec::Executor;
 use super::pace::{Pace, Pacer};
 use super::state::{Change, Decision, decide};
 use super::{RunError, connect_and_resolve};

@@ -323,10 +323,6 @@ pub fn decide(action: &Action, roles: &RoleTable, state: &AccountState) -> Decis
                 Decision::Change(Change::SetRestoreAllVms(*value))
             }
         }
-        other => Decision::Fail(format!(
-            "action {} is not supported by apply yet",
-            other.name()
-        )),
     }
 }
 

@@ -1,0 +1,144 @@
+//! The audit log: a SQLite file (mode 0600) created and upgraded from the numbered SQL files in
+//! `migrations/`, written by one writer thread that owns the connection and commits in groups,
+//! and read by the queries behind `runs` and `show`.
+//!
+//! Every HTTP attempt is recorded as an intent, committed, before the request is sent; so a
+//! crash leaves evidence of what may have been sent. No secret is ever written here.
+
+mod read;
+mod write;
+
+pub use read::{AuditReader, RowFilter, RowInfo, RunInfo, RunSelector};
+pub use write::{AuditHandle, AuditWriter};
+
+/// A failure of the audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The schema could not be created or upgraded.
+    #[error("migrate the schema: {0}")]
+    Migrate(String),
+    /// The file could not be created or its mode set.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The writer thread is gone (it failed earlier, or was closed).
+    #[error("the audit writer stopped: {0}")]
+    WriterGone(String),
+    /// The run asked for does not exist.
+    #[error("no run {0} in the audit log")]
+    NoSuchRun(String),
+}
+
+/// A run to record.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    /// `apply`, `replay`, `undo`, `resume`, `snapshot`.
+    pub kind: String,
+    /// The run this one replays, undoes or resumes.
+    pub parent_run_id: Option<i64>,
+    /// The logon user.
+    pub operator: String,
+    /// The API base URL.
+    pub server_url: String,
+    /// `xml` or `json`.
+    pub wire: String,
+    /// Whether the server's certificate was verified.
+    pub tls_verify: bool,
+    /// Whether `--insecure` was given.
+    pub insecure: bool,
+    /// The plan's file name.
+    pub plan_file: Option<String>,
+    /// The plan's SHA-256.
+    pub plan_sha256: Option<String>,
+    /// embatch's version.
+    pub tool_version: String,
+    /// The run's options, as JSON.
+    pub options: String,
+}
+
+/// A plan row to record, before it runs.
+#[derive(Clone, Debug)]
+pub struct NewRow {
+    /// The row's index in the plan (0-based); with the run id, its key.
+    pub row_no: u64,
+    /// The physical line in the plan.
+    pub line: u64,
+    /// The account as the plan names it.
+    pub account: String,
+    /// The action.
+    pub action: String,
+    /// The target.
+    pub target: String,
+    /// The scope's display name, for `add-scope`.
+    pub object_name: Option<String>,
+    /// The change ticket.
+    pub ticket: Option<String>,
+    /// The comment.
+    pub comment: Option<String>,
+    /// Extra columns, as a JSON object.
+    pub annotations: Option<String>,
+}
+
+/// How a row ended.
+#[derive(Clone, Debug)]
+pub struct RowResult {
+    /// `applied`, `noop`, `failed`, `skipped`, `in_doubt`.
+    pub outcome: String,
+    /// Why it failed, or a note.
+    pub error: Option<String>,
+    /// The account's state just before the row, as JSON.
+    pub prior_state: Option<String>,
+    /// Facts learnt by the row, as JSON (e.g. a created scope's id).
+    pub result: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Still running (or crashed while running).
+    Running,
+    /// Every row applied or no-op.
+    Completed,
+    /// Finished with failed or in-doubt rows.
+    Failed,
+    /// Stopped early: Ctrl-C or `--max-failures`.
+    Interrupted,
+    /// Setup failed (logon, resolve) or the log could not be written.
+    Aborted,
+}
+
+impl RunStatus {
+    /// The audit log's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Aborted => "aborted",
+        }
+    }
+}
+
+/// An HTTP attempt about to be sent.
+#[derive(Clone, Debug)]
+pub struct AttemptStart {
+    /// The run.
+    pub run_id: i64,
+    /// The plan row it serves, if any.
+    pub row_no: Option<u64>,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+    /// The method.
+    pub method: String,
+    /// The URL path and query (never a header).
+    pub path: String,
+}

@@ -1,0 +1,1 @@
+//! The JSON wire format (`Accept: application/json`), through serde.

@@ -1,0 +1,1 @@
+//! The XML wire format (EM's default), through quick-xml.

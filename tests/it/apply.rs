@@ -1,0 +1,261 @@
+//! `apply` end to end against the emulator: actions, no-ops, ordering, retries, faults, pace.
+
+use std::time::{Duration, Instant};
+
+use embatch::em::Wire;
+use embatch::emulator::{EmulatorConfig, Faults, StateSnapshot};
+use embatch::runner::Outcome;
+
+use crate::support::{self, WIRES};
+
+/// The first generated account matching `pred`, as (name, snapshot index).
+fn pick<'a>(
+    state: &'a StateSnapshot,
+    skip: &[&str],
+    pred: impl Fn(&embatch::emulator::AccountSnapshot) -> bool,
+) -> &'a embatch::emulator::AccountSnapshot {
+    state
+        .accounts
+        .iter()
+        .filter(|a| a.name.starts_with("TECH\\user"))
+        .filter(|a| !skip.contains(&a.name.as_str()))
+        .find(|a| pred(a))
+        .expect("the generated accounts include one that fits")
+}
+
+fn has_role(a: &embatch::emulator::AccountSnapshot, name: &str) -> bool {
+    a.roles.iter().any(|r| r.name == name)
+}
+
+#[tokio::test]
+async fn every_action_applied_then_all_noop_on_rerun() {
+    for wire in WIRES {
+        let emu = support::emulator(EmulatorConfig {
+            accounts: 40,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        let state = emu.state();
+        let a = pick(&state, &[], |a| has_role(a, "Portal User") && !has_role(a, "VM Restore Operator"));
+        let b = pick(&state, &[&a.name], |a| a.roles.len() >= 2);
+        let c = pick(&state, &[&a.name, &b.name], |a| !a.allow_restore_all_vms && !a.scopes.is_empty());
+        let d = pick(&state, &[&a.name, &b.name, &c.name], |a| a.allow_restore_all_vms);
+        let b_role = &b.roles[0].name;
+        let c_scope = &c.scopes[0].name;
+        let plan = format!(
+            "account,action,target,object_name,ticket\n\
+             {a},assign-role,VM Restore Operator,,CHG-1\n\
+             {b},remove-role,{b_role},,CHG-1\n\
+             {c},remove-scope,{c_scope},,CHG-1\n\
+             {c},restore-all-vms,on,,CHG-1\n\
+             {d},add-scope,urn:VMware:ResourcePool:11111111-2222-3333-4444-555555555555.resgroup-77,Payroll-RP,CHG-1\n\
+             {d},restore-all-vms,off,,CHG-1\n",
+            a = a.name,
+            b = b.name,
+            c = c.name,
+            d = d.name,
+        );
+        let run = support::apply(&emu, &plan, wire, support::fast_pace()).await;
+        assert_eq!(run.outcomes(), vec![Outcome::Applied; 6], "{wire:?}: {:?}", run.errors());
+        let after = emu.state();
+        let get = |n: &str| after.accounts.iter().find(|x| x.name == n).unwrap();
+        assert!(has_role(get(&a.name), "VM Restore Operator"));
+        assert!(!has_role(get(&b.name), b_role));
+        assert!(get(&c.name).allow_restore_all_vms);
+        assert!(!get(&c.name).scopes.iter().any(|s| &s.name == c_scope));
+        assert!(!get(&d.name).allow_restore_all_vms);
+        assert!(get(&d.name).scopes.iter().any(|s| s.name == "Payroll-RP"));
+        // The created scope's id is recorded for undo.
+        assert!(run.results().iter().any(|r| r.as_deref().is_some_and(|r| r.contains("scope_id"))));
+
+        // Running the same plan again changes nothing and sends no write.
+        let writes_before = emu.journal().len();
+        let again = support::apply(&emu, &plan, wire, support::fast_pace()).await;
+        assert_eq!(again.outcomes(), vec![Outcome::Noop; 6], "{wire:?}");
+        assert_eq!(emu.journal().len(), writes_before);
+    }
+}
+
+#[tokio::test]
+async fn rows_of_one_account_run_in_plan_order() {
+    for wire in WIRES {
+        let emu = support::emulator(EmulatorConfig {
+            accounts: 40,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        let state = emu.state();
+        let only = pick(&state, &[], |a| a.roles.len() == 1 && a.roles[0].name == "Portal User");
+        // Removing the only role would be refused, but not after the assign that precedes it.
+        let plan = format!(
+            "account,action,target\n{n},assign-role,File Restore Operator\n{n},remove-role,Portal User\n",
+            n = only.name
+        );
+        let run = support::apply(&emu, &plan, wire, support::fast_pace()).await;
+        assert_eq!(run.outcomes(), vec![Outcome::Applied, Outcome::Applied], "{:?}", run.errors());
+        let after = emu.state();
+        let acc = after.accounts.iter().find(|x| x.name == only.name).unwrap();
+        assert_eq!(acc.roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["File Restore Operator"]);
+    }
+}
+
+#[tokio::test]
+async fn last_role_refusal_fails_that_row_only() {
+    let emu = support::emulator(EmulatorConfig {
+        accounts: 40,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let state = emu.state();
+    let only = pick(&state, &[], |a| a.roles.len() == 1);
+    let other = pick(&state, &[&only.name], |a| !has_role(a, "SQL Restore Operator"));
+    let plan = format!(
+        "account,action,target\n{n},remove-role,{r}\n{o},assign-role,SQL Restore Operator\n",
+        n = only.name,
+        r = only.roles[0].name,
+        o = other.name
+    );
+    let run = support::apply(&emu, &plan, Wire::Xml, support::fast_pace()).await;
+    assert_eq!(run.outcomes(), vec![Outcome::Failed, Outcome::Applied]);
+    assert!(run.errors()[0].as_deref().unwrap().contains("last role"), "{:?}", run.errors());
+    assert_eq!(run.report.summary.failed, 1);
+}
+
+/// A plan of `n` role assignments over distinct generated accounts that lack the role.
+fn assign_plan(state: &StateSnapshot, n: usize, role: &str) -> String {
+    let mut plan = String::from("account,action,target\n");
+    let mut count = 0;
+    for a in state.accounts.iter().filter(|a| a.name.starts_with("TECH\\user")) {
+        if !has_role(a, role) && count < n {
+            plan.push_str(&format!("{},assign-role,{role}\n", a.name));
+            count += 1;
+        }
+    }
+    assert_eq!(count, n, "enough accounts lack {role}");
+    plan
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried_to_success_and_all_recorded() {
+    for wire in WIRES {
+        let emu = support::emulator(EmulatorConfig {
+            accounts: 60,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        let plan = assign_plan(&emu.state(), 30, "Exchange Restore Operator");
+        emu.set_faults(Faults {
+            error_500: 0.1,
+            error_503: 0.05,
+            error_429: 0.05,
+            retry_after_secs: 1,
+            seed: Some(7),
+            ..Faults::default()
+        });
+        let mut pace = support::fast_pace();
+        pace.max_attempts = 8;
+        let run = support::apply(&emu, &plan, wire, pace).await;
+        assert_eq!(run.outcomes(), vec![Outcome::Applied; 30], "{:?}", run.errors());
+        let received = emu.requests();
+        assert!(received.iter().any(|r| r.status == Some(500)), "some 500s were injected");
+        assert!(received.iter().any(|r| matches!(r.status, Some(429 | 503))));
+        // Every request the emulator saw is in request_log, and with the same status.
+        assert_eq!(run.request_log_len(), received.len());
+        // No assignment was made twice.
+        let assigned = emu
+            .journal()
+            .iter()
+            .filter(|e| matches!(e.effect, embatch::emulator::Effect::RoleAssigned { .. }))
+            .count();
+        assert_eq!(assigned, 30);
+    }
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_checked_not_resent() {
+    for wire in WIRES {
+        let emu = support::emulator(EmulatorConfig {
+            accounts: 60,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        let state = emu.state();
+        let mut plan = assign_plan(&state, 20, "Oracle Restore Operator");
+        // Toggles are the dangerous case: a blind resend would flip the flag back.
+        for a in state.accounts.iter().filter(|a| a.name.starts_with("TECH\\user")).take(20) {
+            let want = if a.allow_restore_all_vms { "off" } else { "on" };
+            if a.allow_restore_all_vms || !a.scopes.is_empty() {
+                plan.push_str(&format!("{},restore-all-vms,{want}\n", a.name));
+            }
+        }
+        emu.set_faults(Faults {
+            drop_after: 0.3,
+            seed: Some(11),
+            ..Faults::default()
+        });
+        let mut pace = support::fast_pace();
+        pace.max_attempts = 10;
+        let run = support::apply(&emu, &plan, wire, pace).await;
+        assert!(
+            run.outcomes().iter().all(|o| *o == Outcome::Applied),
+            "{:?}",
+            run.errors()
+        );
+        assert!(emu.requests().iter().any(|r| r.dropped), "some answers were lost");
+        // Exactly one effect per row: nothing applied twice.
+        assert_eq!(emu.journal().len(), run.outcomes().len());
+        let after = emu.state();
+        for a in state.accounts.iter().filter(|a| a.name.starts_with("TECH\\user")).take(20) {
+            if a.allow_restore_all_vms || !a.scopes.is_empty() {
+                let now = after.accounts.iter().find(|x| x.id == a.id).unwrap();
+                assert_eq!(now.allow_restore_all_vms, !a.allow_restore_all_vms, "{}", a.name);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_expiring_mid_run_is_renewed() {
+    for wire in WIRES {
+        let emu = support::emulator(EmulatorConfig {
+            accounts: 40,
+            faults: Faults {
+                expire_after: Some(7),
+                ..Faults::default()
+            },
+            ..EmulatorConfig::default()
+        })
+        .await;
+        let plan = assign_plan(&emu.state(), 15, "SQL Restore Operator");
+        let run = support::apply(&emu, &plan, wire, support::fast_pace()).await;
+        assert_eq!(run.outcomes(), vec![Outcome::Applied; 15], "{:?}", run.errors());
+        let logons = emu
+            .requests()
+            .iter()
+            .filter(|r| r.path.to_lowercase().contains("sessionmngr"))
+            .count();
+        assert!(logons > 1, "the session was renewed ({logons} logons)");
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_never_exceeded() {
+    let emu = support::emulator(EmulatorConfig {
+        accounts: 40,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let plan = assign_plan(&emu.state(), 10, "File Restore Operator");
+    let mut pace = support::fast_pace();
+    pace.rate = 20.0;
+    pace.burst = std::num::NonZeroU32::new(1).unwrap();
+    pace.concurrency = 8;
+    let started = Instant::now();
+    let run = support::apply(&emu, &plan, Wire::Json, pace).await;
+    let elapsed = started.elapsed();
+    let requests = emu.requests().len() as f64;
+    // With a burst of one, n requests at 20/s take at least (n - 1) / 20 seconds.
+    let floor = Duration::from_secs_f64((requests - 1.0) / 20.0);
+    assert!(elapsed >= floor, "{requests} requests in {elapsed:?}, floor {floor:?}");
+    assert_eq!(run.report.summary.applied, 10);
+}

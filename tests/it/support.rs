@@ -1,0 +1,137 @@
+//! Test fixtures: an in-process emulator, clients and runs against it, and temporary audit logs.
+
+use std::sync::Arc;
+
+use embatch::em::{Client, ClientConfig, NoopObserver, Secret, TlsOptions, Wire};
+use embatch::emulator::{self, EmulatorConfig, RunningEmulator};
+
+/// Both wire formats, for tests that must hold in each.
+pub const WIRES: [Wire; 2] = [Wire::Xml, Wire::Json];
+
+/// Starts an emulator with `config` on 127.0.0.1 and a free port.
+pub async fn emulator(config: EmulatorConfig) -> RunningEmulator {
+    emulator::start(config).await.expect("the emulator starts")
+}
+
+/// A client configuration for the emulator's admin logon.
+pub fn client_config(emu: &RunningEmulator, wire: Wire) -> ClientConfig {
+    let defaults = EmulatorConfig::default();
+    let mut tls = TlsOptions::default();
+    if let Some(pem) = emu.cert_pem() {
+        let path = std::env::temp_dir().join(format!("embatch-test-ca-{}.pem", emu.addr().port()));
+        std::fs::write(&path, pem).expect("write the test CA");
+        tls.ca_cert = Some(path);
+    }
+    ClientConfig::new(
+        url::Url::parse(&emu.base_url()).expect("the emulator URL parses"),
+        defaults.admin_user.clone(),
+        Secret::new(defaults.admin_password.clone()),
+        wire,
+        tls,
+    )
+}
+
+/// A client for the emulator's admin, not yet logged on.
+pub fn client(emu: &RunningEmulator, wire: Wire) -> Client {
+    Client::new(client_config(emu, wire), Arc::new(NoopObserver)).expect("the client builds")
+}
+
+/// A pace for tests: fast enough to be quick, still through the limiter.
+pub fn fast_pace() -> embatch::runner::Pace {
+    embatch::runner::Pace {
+        concurrency: 8,
+        rate: 2000.0,
+        burst: std::num::NonZeroU32::new(50).unwrap(),
+        max_attempts: 5,
+        backoff: std::time::Duration::from_millis(10),
+    }
+}
+
+/// A finished run and the audit log it wrote.
+pub struct Run {
+    /// What the runner reported.
+    pub report: embatch::runner::RunReport,
+    /// The audit log (kept alive with the run).
+    pub dir: tempfile::TempDir,
+}
+
+impl Run {
+    /// The audit log's path.
+    pub fn db(&self) -> std::path::PathBuf {
+        self.dir.path().join("audit.db")
+    }
+
+    fn column(&self, column: &str) -> Vec<Option<String>> {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {column} FROM change_log WHERE run_id = ?1 ORDER BY row_no"
+            ))
+            .unwrap();
+        stmt.query_map([self.report.run_id], |r| r.get::<_, Option<String>>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    /// Each row's outcome, in plan order, read back from the `change_log` view.
+    pub fn outcomes(&self) -> Vec<embatch::runner::Outcome> {
+        use embatch::runner::Outcome::*;
+        self.column("outcome")
+            .into_iter()
+            .map(|o| match o.as_deref() {
+                Some("applied") => Applied,
+                Some("noop") => Noop,
+                Some("failed") => Failed,
+                Some("skipped") => Skipped,
+                Some("in_doubt") => InDoubt,
+                _ => Pending,
+            })
+            .collect()
+    }
+
+    /// Each row's error text, in plan order.
+    pub fn errors(&self) -> Vec<Option<String>> {
+        self.column("error")
+    }
+
+    /// Each row's result JSON, in plan order.
+    pub fn results(&self) -> Vec<Option<String>> {
+        self.column("result")
+    }
+
+    /// The number of HTTP attempts in `request_log` for this run.
+    pub fn request_log_len(&self) -> usize {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM request_log WHERE run_id = ?1",
+            [self.report.run_id],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as usize
+    }
+}
+
+/// Applies `plan` (CSV text) against the emulator, with a fresh audit log.
+pub async fn apply(emu: &RunningEmulator, plan: &str, wire: Wire, pace: embatch::runner::Pace) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = embatch::plan::parse("plan.csv", plan.as_bytes()).expect("the test plan is valid");
+    let writer = embatch::audit::AuditWriter::spawn(&dir.path().join("audit.db")).unwrap();
+    let settings = embatch::runner::RunSettings {
+        client: client_config(emu, wire),
+        pace,
+        max_failures: None,
+        options_json: "{}".into(),
+    };
+    let report = embatch::runner::apply(
+        &plan,
+        settings,
+        writer.handle(),
+        tokio_util::sync::CancellationToken::new(),
+        embatch::runner::Reporter::Quiet,
+    )
+    .await
+    .expect("the run starts");
+    writer.close().await.unwrap();
+    Run { report, dir }
+}
