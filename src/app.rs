@@ -484,6 +484,8 @@ async fn run_emulator(s: EmulatorSettings) -> Result<Exit, AppError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| AppError::Emulator(format!("cannot listen on {listen}: {e}")))?;
+    // With port 0 the system picks the port; the banner must show the real one.
+    let listen = listener.local_addr()?;
     let mut config = s.config;
     if config.tls {
         let material = emulator::self_signed(&[listen.ip().to_string()])

@@ -3,4 +3,5 @@
 mod apply;
 mod cli;
 mod client;
+mod emulator;
 mod support;
