@@ -1,7 +1,7 @@
 //! The client's error: what went wrong, with the status when EM answered, and whether a retry
 //! is safe.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Whether a failed request may be sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,16 +61,228 @@ pub enum EmError {
 impl EmError {
     /// The HTTP status, when EM answered.
     pub fn status(&self) -> Option<u16> {
-        todo!()
+        match self {
+            EmError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 
     /// Whether retrying is safe.
     pub fn retry(&self) -> Retry {
-        todo!()
+        match self {
+            EmError::Api { status, path, .. } => retry_for_status(*status, path),
+            EmError::Transport { retry, .. } => *retry,
+            // A 2xx answer the client cannot read reads the same way next time; for a write,
+            // EM has already acted.
+            EmError::Decode { .. } => Retry::Never,
+            EmError::Setup(_) => Retry::Never,
+        }
     }
 
     /// The delay the server asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
-        todo!()
+        match self {
+            EmError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Whether the logon resource is the one `path` names: a 401 there means the credentials were
+/// refused, not that a session expired.
+pub(crate) fn is_logon_path(path: &str) -> bool {
+    path.to_ascii_lowercase().contains("/sessionmngr")
+}
+
+/// The retry advice for an error status.
+pub(crate) fn retry_for_status(status: u16, path: &str) -> Retry {
+    match status {
+        // Bad credentials stay bad. Elsewhere a 401 means the session died and EM did not act;
+        // the client has already logged on again, and the call may simply be sent again.
+        401 if is_logon_path(path) => Retry::Never,
+        401 => Retry::Safe,
+        // The server did not act: throttled, overloaded or in maintenance, or it gave up
+        // waiting for the request itself.
+        408 | 429 | 503 => Retry::Safe,
+        // 500, 502, 504 and the rest: EM (or whatever stands before it) may have acted.
+        500..=599 => Retry::CheckFirst,
+        _ => Retry::Never,
+    }
+}
+
+/// Parses a `Retry-After` value: delay seconds, or an HTTP date (a date in the past means no
+/// wait).
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = time::PrimitiveDateTime::parse(value, HTTP_DATE)
+        .ok()?
+        .assume_utc();
+    let now = time::OffsetDateTime::from(now);
+    let wait = date - now;
+    Some(if wait.is_negative() {
+        Duration::ZERO
+    } else {
+        wait.unsigned_abs()
+    })
+}
+
+/// The IMF-fixdate form of an HTTP date, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+const HTTP_DATE: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);
+
+/// Classifies a failure below HTTP and describes it (without the URL, which the error's
+/// method and path already give).
+pub(crate) fn classify_transport(error: &reqwest::Error) -> (Retry, String) {
+    let chain = error_chain(error);
+    let mut parts: Vec<String> = Vec::new();
+    for e in &chain {
+        let text = e.to_string();
+        // io::Error and some wrappers repeat their inner error's text.
+        if parts.last().is_none_or(|last| *last != text) && !text.is_empty() {
+            parts.push(text);
+        }
+    }
+    let mut message = parts.join(": ");
+    if let Some(url) = error.url() {
+        message = message.replace(&format!(" for url ({url})"), "");
+    }
+    let tls = chain
+        .iter()
+        .any(|e| e.downcast_ref::<rustls::Error>().is_some())
+        || parts
+            .iter()
+            .any(|p| p.to_ascii_lowercase().contains("certificate"));
+    let retry = if tls {
+        // A certificate or handshake failure repeats until trust is configured differently.
+        Retry::Never
+    } else if error.is_connect() {
+        // Refused, unreachable, DNS, connect timeout: the request never left.
+        Retry::Safe
+    } else if error.is_builder() {
+        Retry::Never
+    } else {
+        // A timeout or a connection lost after the request went out: EM may have acted.
+        Retry::CheckFirst
+    };
+    (retry, message)
+}
+
+/// `error` and its sources. `std::io::Error::source` skips the error an `io::Error` wraps
+/// (where rustls puts its certificate errors), so the walk steps into it with `get_ref`.
+pub(crate) fn error_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut chain = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        chain.push(e);
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+        if chain.len() > 32 {
+            break;
+        }
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, path: &str) -> EmError {
+        EmError::Api {
+            method: "GET".into(),
+            path: path.into(),
+            status,
+            message: "m".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn status_classification() {
+        let cases = [
+            (400, Retry::Never),
+            (403, Retry::Never),
+            (404, Retry::Never),
+            (405, Retry::Never),
+            (409, Retry::Never),
+            (401, Retry::Safe),
+            (408, Retry::Safe),
+            (429, Retry::Safe),
+            (503, Retry::Safe),
+            (500, Retry::CheckFirst),
+            (501, Retry::CheckFirst),
+            (502, Retry::CheckFirst),
+            (504, Retry::CheckFirst),
+        ];
+        for (status, retry) in cases {
+            let e = api(status, "/api/security/roles");
+            assert_eq!((e.status(), e.retry()), (Some(status), retry), "{status}");
+        }
+        assert_eq!(api(401, "/api/sessionMngr/?v=latest").retry(), Retry::Never);
+        assert_eq!(api(401, "/api/SESSIONMNGR/").retry(), Retry::Never);
+    }
+
+    #[test]
+    fn other_variants() {
+        let t = EmError::Transport {
+            method: "GET".into(),
+            path: "/api/".into(),
+            message: "connection refused".into(),
+            retry: Retry::Safe,
+        };
+        assert_eq!(
+            (t.status(), t.retry(), t.retry_after()),
+            (None, Retry::Safe, None)
+        );
+        let d = EmError::Decode {
+            method: "GET".into(),
+            path: "/api/".into(),
+            message: "x".into(),
+        };
+        assert_eq!((d.status(), d.retry()), (None, Retry::Never));
+        assert_eq!(EmError::Setup("x".into()).retry(), Retry::Never);
+        let throttled = EmError::Api {
+            method: "GET".into(),
+            path: "/api/security".into(),
+            status: 429,
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            throttled.to_string(),
+            "GET /api/security: HTTP 429: slow down"
+        );
+    }
+
+    #[test]
+    fn retry_after_values() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 }

@@ -6,9 +6,11 @@
 //! included, so nothing can bypass the shared rate limit or the audit log.
 
 mod client;
+mod codec;
 mod error;
 mod json;
 mod model;
+mod tls;
 mod xml;
 
 use std::future::Future;
@@ -89,7 +91,13 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A configuration with the default timeout (30 s).
-    pub fn new(base_url: url::Url, user: String, password: Secret, wire: Wire, tls: TlsOptions) -> Self {
+    pub fn new(
+        base_url: url::Url,
+        user: String,
+        password: Secret,
+        wire: Wire,
+        tls: TlsOptions,
+    ) -> Self {
         ClientConfig {
             base_url,
             user,
@@ -125,7 +133,12 @@ pub trait RequestObserver: Send + Sync {
     fn before_send(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
     /// Records that the request is about to leave; returns an id for [`RequestObserver::finished`].
     /// The path is the URL path and query, never a header.
-    fn sending(&self, tag: RequestTag, method: &str, path: &str) -> Pin<Box<dyn Future<Output = u64> + Send + '_>>;
+    fn sending(
+        &self,
+        tag: RequestTag,
+        method: &str,
+        path: &str,
+    ) -> Pin<Box<dyn Future<Output = u64> + Send + '_>>;
     /// Records how the attempt ended.
     fn finished(&self, id: u64, outcome: &AttemptOutcome, elapsed: Duration);
 }
@@ -138,7 +151,12 @@ impl RequestObserver for NoopObserver {
     fn before_send(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async {})
     }
-    fn sending(&self, _tag: RequestTag, _method: &str, _path: &str) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {
+    fn sending(
+        &self,
+        _tag: RequestTag,
+        _method: &str,
+        _path: &str,
+    ) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {
         Box::pin(async { 0 })
     }
     fn finished(&self, _id: u64, _outcome: &AttemptOutcome, _elapsed: Duration) {}

@@ -57,9 +57,14 @@ impl AccountType {
 
     /// Parses EM's spelling, case-insensitively.
     pub fn parse(text: &str) -> Option<Self> {
-        [AccountType::User, AccountType::Group, AccountType::ExternalUser, AccountType::ExternalGroup]
-            .into_iter()
-            .find(|t| t.as_str().eq_ignore_ascii_case(text.trim()))
+        [
+            AccountType::User,
+            AccountType::Group,
+            AccountType::ExternalUser,
+            AccountType::ExternalGroup,
+        ]
+        .into_iter()
+        .find(|t| t.as_str().eq_ignore_ascii_case(text.trim()))
     }
 }
 
