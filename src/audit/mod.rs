@@ -4,7 +4,29 @@
 //!
 //! Every HTTP attempt is recorded as an intent, committed, before the request is sent; so a
 //! crash leaves evidence of what may have been sent. No secret is ever written here.
+//!
+//! The tables are private; three views are the stable interface for auditors, and their column
+//! names do not change (`migrations/01-initial/up.sql` defines them):
+//!
+//! - `run_summary`, one row per run: `run_id`, `kind`, `parent_run_id`, `status`, `started_at`,
+//!   `ended_at`, `operator`, `server_url`, `wire`, `tls_verify`, `insecure`, `plan_file`,
+//!   `plan_sha256`, `tool_version`, `options`, and the counts `rows`, `applied`, `noop`,
+//!   `failed`, `skipped`, `in_doubt`, `pending`, `requests`.
+//! - `change_log`, one row per plan row: `run_id`, `row_no`, `line`, `account`, `account_id`,
+//!   `action`, `target`, `object_name`, `outcome`, `error`, `prior_state`, `result`, `ticket`,
+//!   `comment`, `annotations`, `finished_at`.
+//! - `request_log`, one row per HTTP attempt: `attempt_id`, `run_id`, `row_no`, `attempt`,
+//!   `method`, `path`, `status`, `error`, `started_at`, `duration_ms`. An attempt with neither
+//!   status, error nor duration was about to be sent, or in flight, when its process stopped.
+//!
+//! Timestamps are RFC 3339 in UTC with milliseconds (`2026-11-23T10:21:03.123Z`). The status
+//! stored for a run whose process died is still `running`; [`AuditReader`] reports it as
+//! `crashed`.
 
+mod db;
+#[cfg(test)]
+mod fixtures;
+mod process;
 mod read;
 mod write;
 

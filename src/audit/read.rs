@@ -1,10 +1,18 @@
 //! Reading the log for `runs` and `show`, through the stable views.
+//!
+//! The reader has its own connection and never writes a record; it reads the same views
+//! auditors query, so what `runs` and `show` print is what the views say. Only the status of a
+//! run left `running` by a process that is gone is computed here (`crashed`), not stored: a later
+//! `resume` continues such a run.
 
 use std::path::Path;
 
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::AuditError;
+use super::db::{self, Create, Durability};
+use super::process::WriterIdentity;
 
 /// Which run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,26 +102,382 @@ pub struct RowInfo {
 }
 
 /// A read-only view of the log.
-pub struct AuditReader {}
+pub struct AuditReader {
+    conn: Connection,
+}
+
+/// The columns of `run_summary` behind [`RunInfo`], and the writer's identity from the table.
+const RUN_QUERY: &str = "
+    SELECT s.run_id, s.kind, s.parent_run_id, s.status, s.started_at, s.ended_at, s.operator,
+           s.server_url, s.wire, s.tls_verify, s.plan_file, s.plan_sha256, s.tool_version,
+           s.rows, s.applied, s.noop, s.failed, s.skipped, s.in_doubt, s.pending, s.requests,
+           r.writer_pid, r.writer_start, r.writer_boot_id
+    FROM run_summary s JOIN runs r ON r.id = s.run_id";
 
 impl AuditReader {
     /// Opens the log read-only (migrating it first if it is older than this tool).
+    ///
+    /// The file must exist. The connection itself is read-write, because migrating needs it;
+    /// the reader never writes a record.
     pub fn open(path: &Path) -> Result<AuditReader, AuditError> {
-        let _ = path;
-        todo!()
+        let conn = db::open(path, Create::No, Durability::Full)?;
+        Ok(AuditReader { conn })
     }
+
     /// Every run, newest first.
     pub fn runs(&self) -> Result<Vec<RunInfo>, AuditError> {
-        todo!()
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{RUN_QUERY} ORDER BY s.run_id DESC"))?;
+        let runs = stmt
+            .query_map([], run_info)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(runs)
     }
+
     /// One run.
     pub fn run(&self, which: RunSelector) -> Result<RunInfo, AuditError> {
-        let _ = which;
-        todo!()
+        let id = match which {
+            RunSelector::Id(id) => id,
+            // Looked up first, so the summary below is computed for one run only.
+            RunSelector::Last => self
+                .conn
+                .query_row("SELECT max(id) FROM runs", [], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })?
+                .ok_or_else(|| AuditError::NoSuchRun("yet".into()))?,
+        };
+        self.conn
+            .prepare_cached(&format!("{RUN_QUERY} WHERE s.run_id = ?1"))?
+            .query_row([id], run_info)
+            .optional()?
+            .ok_or_else(|| AuditError::NoSuchRun(id.to_string()))
     }
+
     /// A run's rows in plan order.
     pub fn rows(&self, run_id: i64, filter: RowFilter) -> Result<Vec<RowInfo>, AuditError> {
-        let _ = (run_id, filter);
-        todo!()
+        let exists = self
+            .conn
+            .query_row("SELECT 1 FROM runs WHERE id = ?1", [run_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            return Err(AuditError::NoSuchRun(run_id.to_string()));
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT row_no, line, account, action, target, outcome, error, ticket, finished_at
+             FROM change_log
+             WHERE run_id = ?1 AND (NOT ?2 OR outcome IN ('failed', 'in_doubt'))
+             ORDER BY row_no",
+        )?;
+        let rows = stmt
+            .query_map(params![run_id, filter.failed_only], |r| {
+                Ok(RowInfo {
+                    row_no: unsigned(r, 0)?,
+                    line: unsigned(r, 1)?,
+                    account: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    outcome: r.get(5)?,
+                    error: r.get(6)?,
+                    ticket: r.get(7)?,
+                    finished_at: r.get(8)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// SQLite's own check of the file: `ok`, or one problem per line.
+    pub fn integrity_check(&self) -> Result<String, AuditError> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let lines = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(lines.join("\n"))
+    }
+
+    /// The reader's connection, for queries beyond `runs` and `show`. Callers must not write
+    /// through it: the writer thread is the only writer of records.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Reads a count or index, stored as a signed integer.
+fn unsigned(r: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
+    let v: i64 = r.get(idx)?;
+    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v))
+}
+
+/// Builds a [`RunInfo`] from a row of [`RUN_QUERY`].
+fn run_info(r: &Row<'_>) -> rusqlite::Result<RunInfo> {
+    let mut status: String = r.get(3)?;
+    if status == "running" {
+        let writer = WriterIdentity {
+            pid: r.get(21)?,
+            start: r
+                .get::<_, Option<i64>>(22)?
+                .and_then(|v| u64::try_from(v).ok()),
+            boot_id: r.get(23)?,
+        };
+        if writer.is_gone() {
+            status = "crashed".into();
+        }
+    }
+    Ok(RunInfo {
+        run_id: r.get(0)?,
+        kind: r.get(1)?,
+        parent_run_id: r.get(2)?,
+        status,
+        started_at: r.get(4)?,
+        ended_at: r.get(5)?,
+        operator: r.get(6)?,
+        server_url: r.get(7)?,
+        wire: r.get(8)?,
+        tls_verify: r.get(9)?,
+        plan_file: r.get(10)?,
+        plan_sha256: r.get(11)?,
+        tool_version: r.get(12)?,
+        rows: unsigned(r, 13)?,
+        applied: unsigned(r, 14)?,
+        noop: unsigned(r, 15)?,
+        failed: unsigned(r, 16)?,
+        skipped: unsigned(r, 17)?,
+        in_doubt: unsigned(r, 18)?,
+        pending: unsigned(r, 19)?,
+        requests: unsigned(r, 20)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::fixtures::{new_rows, new_run, outcome};
+    use crate::audit::{AttemptStart, AuditWriter, RowResult, RunStatus};
+
+    /// A log with two runs: run 1 finished with one row of each outcome, run 2 still running.
+    async fn two_runs(path: &Path) -> AuditWriter {
+        let writer = AuditWriter::spawn(path).unwrap();
+        let audit = writer.handle();
+        let first = audit.begin_run(new_run()).await.unwrap();
+        audit.add_rows(first, new_rows(6)).await.unwrap();
+        for (i, o) in ["applied", "noop", "failed", "skipped", "in_doubt"]
+            .into_iter()
+            .enumerate()
+        {
+            audit.row_finished(
+                first,
+                i as u64,
+                RowResult {
+                    error: (o == "failed").then(|| "EM refused".to_string()),
+                    ..outcome(o)
+                },
+            );
+        }
+        for n in 1..=2 {
+            let id = audit
+                .attempt_started(AttemptStart {
+                    run_id: first,
+                    row_no: Some(0),
+                    attempt: n,
+                    method: "POST".into(),
+                    path: "/api/x".into(),
+                })
+                .await
+                .unwrap();
+            audit.attempt_finished(id, Some(200), None, std::time::Duration::ZERO);
+        }
+        audit.end_run(first, RunStatus::Failed).await.unwrap();
+        let second = audit
+            .begin_run(crate::audit::NewRun {
+                kind: "resume".into(),
+                parent_run_id: Some(first),
+                ..new_run()
+            })
+            .await
+            .unwrap();
+        audit.add_rows(second, new_rows(2)).await.unwrap();
+        writer
+    }
+
+    #[tokio::test]
+    async fn lists_runs_newest_first_with_their_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = two_runs(&path).await;
+        let reader = AuditReader::open(&path).unwrap();
+        let runs = reader.runs().unwrap();
+        assert_eq!(runs.iter().map(|r| r.run_id).collect::<Vec<_>>(), [2, 1]);
+
+        let first = &runs[1];
+        assert_eq!(first.status, "failed");
+        assert_eq!(first.kind, "apply");
+        assert!(first.ended_at.is_some());
+        assert!(first.tls_verify);
+        assert_eq!(first.plan_file.as_deref(), Some("plan.csv"));
+        assert_eq!(
+            [
+                first.rows,
+                first.applied,
+                first.noop,
+                first.failed,
+                first.skipped,
+                first.in_doubt,
+                first.pending,
+                first.requests
+            ],
+            [6, 1, 1, 1, 1, 1, 1, 2]
+        );
+
+        // The second run's writer is this process, still open: running, not crashed.
+        let second = &runs[0];
+        assert_eq!(second.status, "running");
+        assert_eq!(
+            (second.kind.as_str(), second.parent_run_id),
+            ("resume", Some(1))
+        );
+        assert_eq!((second.rows, second.pending, second.requests), (2, 2, 0));
+        assert_eq!(second.ended_at, None);
+        writer.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn selects_one_run_or_says_there_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        AuditWriter::spawn(&path).unwrap().close().await.unwrap();
+        let reader = AuditReader::open(&path).unwrap();
+        let err = reader.run(RunSelector::Last).unwrap_err();
+        assert_eq!(err.to_string(), "no run yet in the audit log");
+
+        two_runs(&path).await.close().await.unwrap();
+        assert_eq!(reader.run(RunSelector::Last).unwrap().run_id, 2);
+        assert_eq!(reader.run(RunSelector::Id(1)).unwrap().run_id, 1);
+        let err = reader.run(RunSelector::Id(9)).unwrap_err();
+        assert!(
+            matches!(err, AuditError::NoSuchRun(ref id) if id == "9"),
+            "{err}"
+        );
+        assert!(matches!(
+            reader.rows(9, RowFilter::default()),
+            Err(AuditError::NoSuchRun(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn lists_rows_in_plan_order_or_only_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        two_runs(&path).await.close().await.unwrap();
+        let reader = AuditReader::open(&path).unwrap();
+        let rows = reader.rows(1, RowFilter::default()).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.row_no).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 5]
+        );
+        assert_eq!(rows[2].line, 4);
+        assert_eq!(rows[2].account, "TECH\\acct2");
+        assert_eq!(rows[2].error.as_deref(), Some("EM refused"));
+        assert_eq!(rows[2].ticket.as_deref(), Some("CHG-2"));
+        assert!(rows[2].finished_at.is_some());
+        assert_eq!(rows[5].outcome, "pending");
+        assert_eq!(rows[5].finished_at, None);
+
+        let failed = reader.rows(1, RowFilter { failed_only: true }).unwrap();
+        assert_eq!(
+            failed
+                .iter()
+                .map(|r| r.outcome.as_str())
+                .collect::<Vec<_>>(),
+            ["failed", "in_doubt"]
+        );
+        assert!(
+            reader
+                .rows(2, RowFilter { failed_only: true })
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_running_run_whose_writer_is_gone_is_crashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        two_runs(&path).await.close().await.unwrap();
+        let reader = AuditReader::open(&path).unwrap();
+        assert_eq!(reader.run(RunSelector::Id(2)).unwrap().status, "running");
+
+        // Above the largest pid Linux hands out (4194304): no such process.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute("UPDATE runs SET writer_pid = 999999999", [])
+            .unwrap();
+        let expected = if cfg!(target_os = "linux") {
+            "crashed"
+        } else {
+            "running"
+        };
+        assert_eq!(reader.run(RunSelector::Id(2)).unwrap().status, expected);
+        assert_eq!(reader.runs().unwrap()[0].status, expected);
+        // A finished run keeps its status whatever became of its writer.
+        assert_eq!(reader.run(RunSelector::Id(1)).unwrap().status, "failed");
+        // The stored status is unchanged, so a resume can continue the run.
+        let stored: String = other
+            .query_row("SELECT status FROM run_summary WHERE run_id = 2", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(stored, "running");
+    }
+
+    #[test]
+    fn migrates_an_older_file_and_checks_integrity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        // An empty file is a database at schema version 0.
+        std::fs::write(&path, b"").unwrap();
+        let reader = AuditReader::open(&path).unwrap();
+        assert!(reader.runs().unwrap().is_empty());
+        assert_eq!(reader.integrity_check().unwrap(), "ok");
+        let views: i64 = reader
+            .connection()
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'view'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(views, 3);
+    }
+
+    #[test]
+    fn the_summary_of_one_run_reads_only_that_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        std::fs::write(&path, b"").unwrap();
+        let reader = AuditReader::open(&path).unwrap();
+        let plan: Vec<String> = reader
+            .connection()
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {RUN_QUERY} WHERE s.run_id = ?1"
+            ))
+            .unwrap()
+            .query_map([1], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        // Every table is reached through its key, none scanned whole: the WHERE is pushed down
+        // into the view's aggregate.
+        assert!(
+            plan.iter()
+                .any(|step| step.starts_with("SEARCH p USING PRIMARY KEY (run_id=?)")),
+            "{plan:#?}"
+        );
+        assert!(
+            plan.iter()
+                .all(|step| !step.starts_with("SCAN p") && !step.starts_with("SCAN r")),
+            "{plan:#?}"
+        );
     }
 }

@@ -1,24 +1,125 @@
 //! The single writer: one thread owns the SQLite connection; everyone else sends it messages.
+//!
+//! The thread commits in groups: it blocks for one message, drains whatever else is queued (up
+//! to [`GROUP_CAP`]), applies them all in one transaction, commits, and only then answers the
+//! callers waiting on them. So an awaited call such as [`AuditHandle::attempt_started`] returns
+//! only once its record is durable, while many concurrent callers share one fsync. Fire-and-forget
+//! records ride along with the next group, and [`AuditWriter::close`] flushes the rest.
+//!
+//! A failed write is not retried: the writer remembers it, answers every later awaited call with
+//! [`AuditError::WriterGone`] and drops later fire-and-forget records, so the run stops instead
+//! of making changes that go unrecorded.
 
 use std::path::Path;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::db::{self, Create, Durability, int};
+use super::process::WriterIdentity;
 use super::{AttemptStart, AuditError, NewRow, NewRun, RowResult, RunStatus};
+
+/// The most messages applied in one transaction, so one commit (and the wait of its callers)
+/// stays short even when senders outpace the disk.
+const GROUP_CAP: usize = 4096;
 
 /// The writer thread. Close it to flush and stop.
 pub struct AuditWriter {
     handle: AuditHandle,
+    thread: JoinHandle<()>,
 }
 
 /// A cheap, cloneable way to send records to the writer.
 #[derive(Clone, Debug)]
-pub struct AuditHandle {}
+pub struct AuditHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+/// The answer to an awaited message.
+type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
+
+/// A message for the writer thread.
+enum Msg {
+    /// Something to write.
+    Record(Record),
+    /// Commit everything before it, stop, and answer with the writer's final state.
+    Close { reply: Reply<()> },
+}
+
+/// One record for the writer thread, with the caller's reply channel if it waits.
+enum Record {
+    BeginRun {
+        // Boxed: a run is much larger than the other records, which are far more numerous.
+        run: Box<NewRun>,
+        at: String,
+        reply: Reply<i64>,
+    },
+    AddRows {
+        run_id: i64,
+        rows: Vec<NewRow>,
+        reply: Reply<()>,
+    },
+    EndRun {
+        run_id: i64,
+        status: RunStatus,
+        at: String,
+        reply: Reply<()>,
+    },
+    RowAccount {
+        run_id: i64,
+        row_no: u64,
+        account_id: String,
+    },
+    RowFinished {
+        run_id: i64,
+        row_no: u64,
+        result: RowResult,
+        at: String,
+    },
+    AttemptStarted {
+        start: AttemptStart,
+        at: String,
+        reply: Reply<u64>,
+    },
+    AttemptFinished {
+        id: u64,
+        status: Option<u16>,
+        error: Option<String>,
+        elapsed: Duration,
+    },
+}
 
 impl AuditWriter {
     /// Opens (creating with mode 0600, migrating) the log at `path` and starts the writer.
     pub fn spawn(path: &Path) -> Result<AuditWriter, AuditError> {
-        let _ = path;
-        todo!()
+        AuditWriter::spawn_with(path, Durability::Full)
+    }
+
+    /// Like [`AuditWriter::spawn`], with a chosen durability.
+    pub(crate) fn spawn_with(
+        path: &Path,
+        durability: Durability,
+    ) -> Result<AuditWriter, AuditError> {
+        let conn = db::open(path, Create::Yes, durability)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            conn,
+            identity: WriterIdentity::current(),
+            failed: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("embatch-audit".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| AuditError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(AuditWriter {
+            handle: AuditHandle { tx },
+            thread,
+        })
     }
 
     /// A handle for senders.
@@ -27,45 +128,960 @@ impl AuditWriter {
     }
 
     /// Flushes everything sent so far and stops the writer.
+    ///
+    /// Records sent through other handles after this are refused (awaited calls answer
+    /// [`AuditError::WriterGone`]). Reports the error that stopped the writer earlier, if any.
     pub async fn close(self) -> Result<(), AuditError> {
-        todo!()
+        let (reply, answer) = oneshot::channel();
+        let sent = self.handle.tx.send(Msg::Close { reply }).is_ok();
+        let result = if sent {
+            answer.await.unwrap_or_else(|_| {
+                Err(AuditError::WriterGone(
+                    "the writer thread ended without answering".into(),
+                ))
+            })
+        } else {
+            Err(AuditError::WriterGone("the writer thread is gone".into()))
+        };
+        // The thread answers as its very last act, so this join does not block for long.
+        if self.thread.join().is_err() {
+            return Err(AuditError::WriterGone("the writer thread panicked".into()));
+        }
+        result
     }
 }
 
 impl AuditHandle {
-    /// Records a new run; answers its id once committed.
-    pub async fn begin_run(&self, run: NewRun) -> Result<i64, AuditError> {
-        let _ = run;
-        todo!()
+    /// Sends an awaited record and waits for the commit that holds it.
+    async fn call<T>(&self, record: impl FnOnce(Reply<T>) -> Record) -> Result<T, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Msg::Record(record(reply))).is_err() {
+            return Err(AuditError::WriterGone("the audit log is closed".into()));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(AuditError::WriterGone(
+                "the writer thread ended without answering".into(),
+            ))
+        })
     }
+
+    /// Sends a fire-and-forget record.
+    fn post(&self, record: Record) {
+        if self.tx.send(Msg::Record(record)).is_err() {
+            // Only after close (or a panic of the writer thread); the run's next awaited call,
+            // or close itself, reports it.
+            tracing::error!("an audit record was dropped: the audit log is closed");
+        }
+    }
+
+    /// Records a new run; answers its id once committed.
+    pub async fn begin_run(&self, mut run: NewRun) -> Result<i64, AuditError> {
+        let at = db::now();
+        run.server_url = without_password(&run.server_url);
+        let run = Box::new(run);
+        self.call(|reply| Record::BeginRun { run, at, reply }).await
+    }
+
     /// Records the run's rows (all `pending`), committed before it answers.
     pub async fn add_rows(&self, run_id: i64, rows: Vec<NewRow>) -> Result<(), AuditError> {
-        let _ = (run_id, rows);
-        todo!()
+        self.call(|reply| Record::AddRows {
+            run_id,
+            rows,
+            reply,
+        })
+        .await
     }
+
     /// Records the run's end, committed before it answers.
     pub async fn end_run(&self, run_id: i64, status: RunStatus) -> Result<(), AuditError> {
-        let _ = (run_id, status);
-        todo!()
+        let at = db::now();
+        self.call(|reply| Record::EndRun {
+            run_id,
+            status,
+            at,
+            reply,
+        })
+        .await
     }
+
     /// Records the account id a row resolved to (fire and forget).
     pub fn row_account(&self, run_id: i64, row_no: u64, account_id: &str) {
-        let _ = (run_id, row_no, account_id);
-        todo!()
+        self.post(Record::RowAccount {
+            run_id,
+            row_no,
+            account_id: account_id.to_string(),
+        });
     }
+
     /// Records a row's outcome (fire and forget; committed with the next group).
     pub fn row_finished(&self, run_id: i64, row_no: u64, result: RowResult) {
-        let _ = (run_id, row_no, result);
-        todo!()
+        self.post(Record::RowFinished {
+            run_id,
+            row_no,
+            result,
+            at: db::now(),
+        });
     }
+
     /// Records an attempt's intent and answers its id once the intent is committed.
     pub async fn attempt_started(&self, start: AttemptStart) -> Result<u64, AuditError> {
-        let _ = start;
-        todo!()
+        let at = db::now();
+        self.call(|reply| Record::AttemptStarted { start, at, reply })
+            .await
     }
+
     /// Records how an attempt ended (fire and forget).
-    pub fn attempt_finished(&self, id: u64, status: Option<u16>, error: Option<String>, elapsed: Duration) {
-        let _ = (id, status, error, elapsed);
-        todo!()
+    pub fn attempt_finished(
+        &self,
+        id: u64,
+        status: Option<u16>,
+        error: Option<String>,
+        elapsed: Duration,
+    ) {
+        self.post(Record::AttemptFinished {
+            id,
+            status,
+            error,
+            elapsed,
+        });
+    }
+}
+
+/// `url` without a password in its user info: a URL given as `https://user:secret@host/api`
+/// must not carry the secret into the log.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Only URLs that cannot have a password refuse this, and this one has one.
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    identity: WriterIdentity,
+    /// Why the writer stopped writing, once it has.
+    failed: Option<String>,
+}
+
+impl Writer {
+    /// The thread's loop: one group per turn until closed or every handle is gone.
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut close_replies = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < GROUP_CAP {
+                match rx.try_recv() {
+                    Ok(msg) => group.push(msg),
+                    Err(_) => break,
+                }
+            }
+            close_replies.extend(self.apply_group(group));
+            if !close_replies.is_empty() {
+                break;
+            }
+        }
+        // Refuse whatever raced with close; the senders learn that the log is closed.
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Record(record) => refuse(record, "the audit log is closed"),
+                Msg::Close { reply } => close_replies.push(reply),
+            }
+        }
+        let mut result = match self.failed.take() {
+            Some(text) => Err(text),
+            None => Ok(()),
+        };
+        // Closing the last connection checkpoints the WAL into the main file.
+        if let Err((_, e)) = self.conn.close()
+            && result.is_ok()
+        {
+            result = Err(format!("close the audit log: {e}"));
+        }
+        for reply in close_replies {
+            let _ = reply.send(result.clone().map_err(AuditError::WriterGone));
+        }
+    }
+
+    /// Applies one group in one transaction and answers its callers; returns the replies of any
+    /// close requests in it, which are answered when the thread ends.
+    fn apply_group(&mut self, group: Vec<Msg>) -> Vec<Reply<()>> {
+        let mut closes = Vec::new();
+        let mut records = Vec::with_capacity(group.len());
+        for msg in group {
+            match msg {
+                Msg::Record(record) => records.push(record),
+                Msg::Close { reply } => closes.push(reply),
+            }
+        }
+        if let Some(text) = &self.failed {
+            records.into_iter().for_each(|r| refuse(r, text));
+            return closes;
+        }
+        // The answers are held back until the commit: a caller learns of its record only once
+        // the record is durable.
+        let mut ids = Vec::with_capacity(records.len());
+        let result = (|| -> Result<(), String> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(context("begin a transaction"))?;
+            for record in &records {
+                ids.push(apply(&tx, &self.identity, record)?);
+            }
+            tx.commit().map_err(context("commit"))
+        })();
+        match result {
+            Ok(()) => {
+                for (record, id) in records.into_iter().zip(ids) {
+                    succeed(record, id);
+                }
+            }
+            Err(text) => {
+                // The transaction rolled back as it dropped: nothing of this group is in the
+                // file, and every caller of it is told so.
+                tracing::error!("the audit log could not be written: {text}");
+                records.into_iter().for_each(|r| refuse(r, &text));
+                self.failed = Some(text);
+            }
+        }
+        closes
+    }
+}
+
+/// The reply channel of a caller waiting for its record's commit.
+enum Waiter {
+    RunId(Reply<i64>),
+    Done(Reply<()>),
+    AttemptId(Reply<u64>),
+}
+
+impl Record {
+    /// The caller's reply channel, if it waits.
+    fn into_waiter(self) -> Option<Waiter> {
+        match self {
+            Record::BeginRun { reply, .. } => Some(Waiter::RunId(reply)),
+            Record::AddRows { reply, .. } | Record::EndRun { reply, .. } => {
+                Some(Waiter::Done(reply))
+            }
+            Record::AttemptStarted { reply, .. } => Some(Waiter::AttemptId(reply)),
+            Record::RowAccount { .. }
+            | Record::RowFinished { .. }
+            | Record::AttemptFinished { .. } => None,
+        }
+    }
+}
+
+// A caller that stopped waiting (its task was dropped) needs no answer, hence the ignored send
+// results below.
+
+/// Answers a committed record's caller, if it waits; `id` is the rowid the record got.
+fn succeed(record: Record, id: i64) {
+    match record.into_waiter() {
+        Some(Waiter::RunId(reply)) => drop(reply.send(Ok(id))),
+        Some(Waiter::Done(reply)) => drop(reply.send(Ok(()))),
+        Some(Waiter::AttemptId(reply)) => {
+            let id = u64::try_from(id)
+                .expect("SQLite hands out positive rowids to a table that never sets them");
+            drop(reply.send(Ok(id)))
+        }
+        None => {}
+    }
+}
+
+/// Answers the caller of a record that will not be written, if it waits.
+fn refuse(record: Record, text: &str) {
+    let gone = || AuditError::WriterGone(text.to_string());
+    match record.into_waiter() {
+        Some(Waiter::RunId(reply)) => drop(reply.send(Err(gone()))),
+        Some(Waiter::Done(reply)) => drop(reply.send(Err(gone()))),
+        Some(Waiter::AttemptId(reply)) => drop(reply.send(Err(gone()))),
+        None => {}
+    }
+}
+
+/// Turns a SQLite error into the writer's error text, saying what was being written.
+fn context(what: &'static str) -> impl Fn(rusqlite::Error) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// Checks that an update found its record: an update that matches nothing would lose the record
+/// without a word.
+fn found(changed: usize, what: impl FnOnce() -> String) -> Result<(), String> {
+    if changed == 1 { Ok(()) } else { Err(what()) }
+}
+
+/// Writes one record inside the group's transaction; returns the rowid of an inserted run or
+/// attempt (0 for other records), to answer with after the commit.
+fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64, String> {
+    match record {
+        Record::BeginRun { run, at, .. } => {
+            let ctx = context("record a run");
+            conn.prepare_cached(
+                "INSERT INTO runs (kind, parent_run_id, status, started_at, operator, server_url,
+                     wire, tls_verify, insecure, plan_file, plan_sha256, tool_version, options,
+                     writer_pid, writer_start, writer_boot_id)
+                 VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    run.kind,
+                    run.parent_run_id,
+                    at,
+                    run.operator,
+                    run.server_url,
+                    run.wire,
+                    run.tls_verify,
+                    run.insecure,
+                    run.plan_file,
+                    run.plan_sha256,
+                    run.tool_version,
+                    run.options,
+                    me.pid,
+                    me.start.map(int).transpose()?,
+                    me.boot_id,
+                ])
+            })
+            .map_err(ctx)?;
+            Ok(conn.last_insert_rowid())
+        }
+        Record::AddRows { run_id, rows, .. } => {
+            let ctx = context("record the plan rows");
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO plan_rows (run_id, row_no, line, account, action, target,
+                         object_name, ticket, comment, annotations)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(&ctx)?;
+            for row in rows {
+                stmt.execute(params![
+                    run_id,
+                    int(row.row_no).map_err(&ctx)?,
+                    int(row.line).map_err(&ctx)?,
+                    row.account,
+                    row.action,
+                    row.target,
+                    row.object_name,
+                    row.ticket,
+                    row.comment,
+                    row.annotations,
+                ])
+                .map_err(&ctx)?;
+            }
+            Ok(0)
+        }
+        Record::EndRun {
+            run_id, status, at, ..
+        } => {
+            let changed = conn
+                .prepare_cached("UPDATE runs SET status = ?2, ended_at = ?3 WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute(params![run_id, status.as_str(), at]))
+                .map_err(context("record the end of the run"))?;
+            found(changed, || {
+                format!("record the end of run {run_id}: no such run")
+            })?;
+            Ok(0)
+        }
+        Record::RowAccount {
+            run_id,
+            row_no,
+            account_id,
+        } => {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE plan_rows SET account_id = ?3 WHERE run_id = ?1 AND row_no = ?2",
+                )
+                .and_then(|mut stmt| stmt.execute(params![run_id, int(*row_no)?, account_id]))
+                .map_err(context("record a row's account id"))?;
+            found(changed, || {
+                format!("record the account id of row {row_no} of run {run_id}: no such row")
+            })?;
+            Ok(0)
+        }
+        Record::RowFinished {
+            run_id,
+            row_no,
+            result,
+            at,
+        } => {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE plan_rows
+                     SET outcome = ?3, error = ?4, prior_state = ?5, result = ?6, finished_at = ?7
+                     WHERE run_id = ?1 AND row_no = ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        run_id,
+                        int(*row_no)?,
+                        result.outcome,
+                        result.error,
+                        result.prior_state,
+                        result.result,
+                        at,
+                    ])
+                })
+                .map_err(context("record a row's outcome"))?;
+            found(changed, || {
+                format!("record the outcome of row {row_no} of run {run_id}: no such row")
+            })?;
+            Ok(0)
+        }
+        Record::AttemptStarted { start, at, .. } => {
+            conn.prepare_cached(
+                "INSERT INTO attempts (run_id, row_no, attempt, method, path, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    start.run_id,
+                    start.row_no.map(int).transpose()?,
+                    start.attempt,
+                    start.method,
+                    start.path,
+                    at,
+                ])
+            })
+            .map_err(context("record a request"))?;
+            Ok(conn.last_insert_rowid())
+        }
+        Record::AttemptFinished {
+            id,
+            status,
+            error,
+            elapsed,
+        } => {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE attempts SET status = ?2, error = ?3, duration_ms = ?4 WHERE id = ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        int(*id)?,
+                        status,
+                        error,
+                        elapsed.as_secs_f64() * 1000.0
+                    ])
+                })
+                .map_err(context("record the end of a request"))?;
+            found(changed, || {
+                format!("record the end of request {id}: no such request")
+            })?;
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::audit::fixtures::{new_rows, new_run, outcome};
+
+    fn attempt(run_id: i64, row_no: Option<u64>, n: u32) -> AttemptStart {
+        AttemptStart {
+            run_id,
+            row_no,
+            attempt: n,
+            method: "POST".into(),
+            path: "/api/security/accounts/1/roles".into(),
+        }
+    }
+
+    fn is_timestamp(s: &str) -> bool {
+        let b = s.as_bytes();
+        s.len() == 24
+            && b[4] == b'-'
+            && b[10] == b'T'
+            && b[19] == b'.'
+            && b[23] == b'Z'
+            && time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .is_ok()
+    }
+
+    #[tokio::test]
+    async fn records_show_up_in_the_three_views() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let audit = writer.handle();
+
+        let run_id = audit.begin_run(new_run()).await.unwrap();
+        let mut rows = new_rows(3);
+        rows[1].object_name = Some("Finance VMs".into());
+        rows[1].annotations = Some(r#"{"team":"ops"}"#.into());
+        rows[1].comment = Some("quarterly review".into());
+        audit.add_rows(run_id, rows).await.unwrap();
+
+        audit.row_account(run_id, 0, "11111111-2222-3333-4444-555555555555");
+        let a1 = audit
+            .attempt_started(attempt(run_id, Some(0), 1))
+            .await
+            .unwrap();
+        audit.attempt_finished(a1, Some(503), None, Duration::from_micros(12_500));
+        let a2 = audit
+            .attempt_started(attempt(run_id, Some(0), 2))
+            .await
+            .unwrap();
+        audit.attempt_finished(a2, Some(204), None, Duration::from_millis(3));
+        let a3 = audit
+            .attempt_started(attempt(run_id, None, 1))
+            .await
+            .unwrap();
+        audit.attempt_finished(a3, None, Some("connection reset".into()), Duration::ZERO);
+        audit.row_finished(
+            run_id,
+            0,
+            RowResult {
+                outcome: "applied".into(),
+                error: None,
+                prior_state: Some(r#"{"roles":[]}"#.into()),
+                result: Some(r#"{"role":"Portal User"}"#.into()),
+            },
+        );
+        audit.row_finished(
+            run_id,
+            1,
+            RowResult {
+                error: Some("EM refused: 400 bad scope".into()),
+                ..outcome("failed")
+            },
+        );
+        audit.end_run(run_id, RunStatus::Failed).await.unwrap();
+        writer.close().await.unwrap();
+
+        let conn = Connection::open(&path).unwrap();
+        let summary = conn
+            .query_row(
+                "SELECT kind, parent_run_id, status, started_at, ended_at, operator, server_url,
+                        wire, tls_verify, insecure, plan_file, plan_sha256, tool_version, options,
+                        rows, applied, noop, failed, skipped, in_doubt, pending, requests
+                 FROM run_summary WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok((
+                        (
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<i64>>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, String>(6)?,
+                        ),
+                        (
+                            r.get::<_, String>(7)?,
+                            r.get::<_, bool>(8)?,
+                            r.get::<_, bool>(9)?,
+                            r.get::<_, Option<String>>(10)?,
+                            r.get::<_, Option<String>>(11)?,
+                            r.get::<_, String>(12)?,
+                            r.get::<_, String>(13)?,
+                        ),
+                        [14, 15, 16, 17, 18, 19, 20, 21].map(|i| r.get::<_, i64>(i).unwrap()),
+                    ))
+                },
+            )
+            .unwrap();
+        let (head, conn_info, counts) = summary;
+        assert_eq!(head.0, "apply");
+        assert_eq!(head.1, None);
+        assert_eq!(head.2, "failed");
+        assert!(is_timestamp(&head.3), "{}", head.3);
+        assert!(is_timestamp(head.4.as_deref().unwrap()));
+        assert!(head.3 <= *head.4.as_ref().unwrap());
+        assert_eq!(head.5, "TECH\\alice");
+        assert_eq!(head.6, "https://127.0.0.1:9398/api");
+        assert_eq!(conn_info.0, "xml");
+        assert!(conn_info.1);
+        assert!(!conn_info.2);
+        assert_eq!(conn_info.3.as_deref(), Some("plan.csv"));
+        assert_eq!(conn_info.4, Some("ab".repeat(32)));
+        assert_eq!(conn_info.5, "0.1.0");
+        assert_eq!(conn_info.6, r#"{"concurrency":4}"#);
+        // rows, applied, noop, failed, skipped, in_doubt, pending, requests
+        assert_eq!(counts, [3, 1, 0, 1, 0, 0, 1, 3]);
+
+        let mut stmt = conn
+            .prepare(
+                "SELECT row_no, line, account, account_id, action, target, object_name, outcome,
+                        error, prior_state, result, ticket, comment, annotations, finished_at
+                 FROM change_log WHERE run_id = ?1 ORDER BY row_no",
+            )
+            .unwrap();
+        let rows: Vec<Vec<Option<String>>> = stmt
+            .query_map([run_id], |r| {
+                Ok((0..15)
+                    .map(|i| match r.get_ref(i).unwrap() {
+                        rusqlite::types::ValueRef::Null => None,
+                        rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
+                        v => Some(v.as_str().unwrap().to_string()),
+                    })
+                    .collect())
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(rows.len(), 3);
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            rows[0][..14],
+            [
+                s("0"),
+                s("2"),
+                s("TECH\\acct0"),
+                s("11111111-2222-3333-4444-555555555555"),
+                s("assign-role"),
+                s("Portal User"),
+                None,
+                s("applied"),
+                None,
+                s(r#"{"roles":[]}"#),
+                s(r#"{"role":"Portal User"}"#),
+                s("CHG-0"),
+                None,
+                None,
+            ]
+        );
+        assert!(is_timestamp(rows[0][14].as_deref().unwrap()));
+        assert_eq!(rows[1][6], s("Finance VMs"));
+        assert_eq!(rows[1][7], s("failed"));
+        assert_eq!(rows[1][8], s("EM refused: 400 bad scope"));
+        assert_eq!(rows[1][12], s("quarterly review"));
+        assert_eq!(rows[1][13], s(r#"{"team":"ops"}"#));
+        assert_eq!(rows[2][3], None, "no account id yet");
+        assert_eq!(rows[2][7], s("pending"));
+        assert_eq!(rows[2][14], None, "not finished");
+
+        let mut stmt = conn
+            .prepare(
+                "SELECT attempt_id, run_id, row_no, attempt, method, path, status, error,
+                        started_at, duration_ms
+                 FROM request_log ORDER BY attempt_id",
+            )
+            .unwrap();
+        type Req = (
+            i64,
+            i64,
+            Option<i64>,
+            u32,
+            String,
+            String,
+            Option<u16>,
+            Option<String>,
+            String,
+            f64,
+        );
+        let reqs: Vec<Req> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(reqs.len(), 3);
+        assert_eq!(
+            (
+                reqs[0].0, reqs[0].1, reqs[0].2, reqs[0].3, reqs[0].6, reqs[0].9
+            ),
+            (a1 as i64, run_id, Some(0), 1, Some(503), 12.5)
+        );
+        assert_eq!(
+            (reqs[0].4.as_str(), reqs[0].5.as_str()),
+            ("POST", "/api/security/accounts/1/roles")
+        );
+        assert!(is_timestamp(&reqs[0].8));
+        assert_eq!(
+            (reqs[1].0, reqs[1].3, reqs[1].6, reqs[1].9),
+            (a2 as i64, 2, Some(204), 3.0)
+        );
+        assert_eq!((reqs[2].0, reqs[2].2, reqs[2].6), (a3 as i64, None, None));
+        assert_eq!(reqs[2].7.as_deref(), Some("connection reset"));
+    }
+
+    #[test]
+    fn a_password_in_the_server_url_is_not_kept() {
+        assert_eq!(
+            without_password("https://svc:s3cret@em.example.com:9398/api"),
+            "https://svc@em.example.com:9398/api"
+        );
+        assert_eq!(
+            without_password("https://em.example.com:9398/api"),
+            "https://em.example.com:9398/api"
+        );
+        assert_eq!(without_password("not a url"), "not a url");
+    }
+
+    #[tokio::test]
+    async fn an_attempt_is_committed_when_it_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let audit = writer.handle();
+        let run_id = audit.begin_run(new_run()).await.unwrap();
+        audit.add_rows(run_id, new_rows(1)).await.unwrap();
+        let reader = Connection::open(&path).unwrap();
+        for n in 1..=3 {
+            let id = audit
+                .attempt_started(attempt(run_id, Some(0), n))
+                .await
+                .unwrap();
+            // Nothing else is sent before this read: the intent must already be durable and
+            // visible to another connection, with no end recorded yet.
+            let (attempt, duration): (u32, Option<f64>) = reader
+                .query_row(
+                    "SELECT attempt, duration_ms FROM request_log WHERE attempt_id = ?1",
+                    [id as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!((attempt, duration), (n, None));
+            audit.attempt_finished(id, Some(200), None, Duration::from_millis(1));
+        }
+        writer.close().await.unwrap();
+        let unfinished: i64 = reader
+            .query_row(
+                "SELECT count(*) FROM request_log WHERE duration_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unfinished, 0, "close flushes the fire-and-forget ends");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_under_many_senders_loses_nothing() {
+        const TASKS: u64 = 16;
+        const EACH: u64 = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let audit = writer.handle();
+        let run_id = audit.begin_run(new_run()).await.unwrap();
+        audit.add_rows(run_id, new_rows(TASKS)).await.unwrap();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let audit = audit.clone();
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for n in 0..EACH {
+                        let id = audit
+                            .attempt_started(attempt(run_id, Some(t), n as u32 + 1))
+                            .await
+                            .unwrap();
+                        audit.attempt_finished(id, Some(200), None, Duration::from_millis(n));
+                        ids.push(id);
+                    }
+                    audit.row_finished(run_id, t, outcome("applied"));
+                    ids
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.extend(t.await.unwrap());
+        }
+        writer.close().await.unwrap();
+
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(
+            ids.len() as u64,
+            TASKS * EACH,
+            "every attempt got its own id"
+        );
+        let conn = Connection::open(&path).unwrap();
+        let (requests, applied): (i64, i64) = conn
+            .query_row(
+                "SELECT requests, applied FROM run_summary WHERE run_id = ?1",
+                [run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((requests as u64, applied as u64), (TASKS * EACH, TASKS));
+        let finished: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM request_log WHERE status = 200 AND duration_ms IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(finished as u64, TASKS * EACH);
+        // Per row, the attempt numbers are exactly 1..=EACH: nothing duplicated or missing.
+        let per_row: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM (SELECT row_no FROM request_log GROUP BY row_no
+                  HAVING count(DISTINCT attempt) = ?1 AND min(attempt) = 1 AND max(attempt) = ?1)",
+                [EACH as i64],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(per_row as u64, TASKS);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fire_and_forget_write_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let audit = writer.handle();
+        let run_id = audit.begin_run(new_run()).await.unwrap();
+        audit.add_rows(run_id, new_rows(1)).await.unwrap();
+        // There is no row 7: the outcome would be lost, so the writer stops.
+        audit.row_finished(run_id, 7, outcome("applied"));
+        let err = audit
+            .attempt_started(attempt(run_id, Some(0), 1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuditError::WriterGone(t) if t.contains("row 7") && t.contains("no such row")),
+            "{err}"
+        );
+        // Every later awaited call gets the same error, and so does close.
+        let again = audit.end_run(run_id, RunStatus::Aborted).await.unwrap_err();
+        assert_eq!(again.to_string(), err.to_string());
+        let closed = writer.close().await.unwrap_err();
+        assert_eq!(closed.to_string(), err.to_string());
+        // Later records are refused, not lost silently.
+        let late = audit.begin_run(new_run()).await.unwrap_err();
+        assert!(late.to_string().contains("closed"), "{late}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_is_rolled_back_and_reported_to_its_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let audit = writer.handle();
+        let run_id = audit.begin_run(new_run()).await.unwrap();
+        // Stands in for a failing disk: every new attempt is refused by SQLite.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON attempts
+                 BEGIN SELECT RAISE(ABORT, 'disk refused the write'); END;",
+            )
+            .unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let audit = audit.clone();
+                tokio::spawn(async move { audit.attempt_started(attempt(run_id, None, n)).await })
+            })
+            .collect();
+        for t in tasks {
+            let err = t.await.unwrap().unwrap_err();
+            assert!(err.to_string().contains("disk refused the write"), "{err}");
+        }
+        assert!(writer.close().await.is_err());
+        let n: i64 = other
+            .query_row("SELECT count(*) FROM request_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn close_flushes_without_any_awaited_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let audit = writer.handle();
+        let run_id = audit.begin_run(new_run()).await.unwrap();
+        audit.add_rows(run_id, new_rows(500)).await.unwrap();
+        for i in 0..500 {
+            audit.row_finished(run_id, i, outcome("noop"));
+        }
+        writer.close().await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let noop: i64 = conn
+            .query_row("SELECT noop FROM run_summary", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(noop, 500);
+    }
+
+    /// Measures the writer's sustained records per second, with FULL and NORMAL durability, in
+    /// two shapes of load: many concurrent awaited intents (each request of a run), and a stream
+    /// of fire-and-forget row outcomes. Run with
+    /// `cargo test --lib audit::write::tests::throughput -- --ignored --nocapture`;
+    /// `EMBATCH_BENCH_DIR` chooses the file system (default: the system's temporary directory).
+    #[ignore = "a measurement, not a check; prints records per second"]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn throughput() {
+        let base = std::env::var_os("EMBATCH_BENCH_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        for durability in [Durability::Full, Durability::Normal] {
+            for senders in [16u64, 256] {
+                let dir = tempfile::tempdir_in(&base).unwrap();
+                let writer = AuditWriter::spawn_with(&dir.path().join("a.db"), durability).unwrap();
+                let audit = writer.handle();
+                let run_id = audit.begin_run(new_run()).await.unwrap();
+                audit.add_rows(run_id, new_rows(senders)).await.unwrap();
+                let each = 40_000 / senders;
+                let started = Instant::now();
+                let barrier = Arc::new(tokio::sync::Barrier::new(senders as usize));
+                let tasks: Vec<_> = (0..senders)
+                    .map(|t| {
+                        let audit = audit.clone();
+                        let barrier = barrier.clone();
+                        tokio::spawn(async move {
+                            barrier.wait().await;
+                            for n in 0..each {
+                                let id = audit
+                                    .attempt_started(attempt(run_id, Some(t), n as u32 + 1))
+                                    .await
+                                    .unwrap();
+                                audit.attempt_finished(id, Some(200), None, Duration::ZERO);
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                writer.close().await.unwrap();
+                let records = 2 * senders * each;
+                let secs = started.elapsed().as_secs_f64();
+                println!(
+                    "{durability:?}: {senders} senders, awaited intent + end: {records} records in {secs:.2}s = {:.0} records/s",
+                    records as f64 / secs
+                );
+            }
+
+            let dir = tempfile::tempdir_in(&base).unwrap();
+            let writer = AuditWriter::spawn_with(&dir.path().join("b.db"), durability).unwrap();
+            let audit = writer.handle();
+            let run_id = audit.begin_run(new_run()).await.unwrap();
+            let rows = 200_000;
+            let started = Instant::now();
+            audit.add_rows(run_id, new_rows(rows)).await.unwrap();
+            for i in 0..rows {
+                audit.row_finished(run_id, i, outcome("applied"));
+            }
+            writer.close().await.unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "{durability:?}: add {rows} rows + {rows} fire-and-forget outcomes: {:.0} records/s",
+                (2 * rows) as f64 / secs
+            );
+        }
     }
 }

@@ -1,0 +1,385 @@
+//! Opening the audit log file: checking the path, creating it with mode 0600, setting the
+//! connection's pragmas and migrating the schema from the SQL files embedded from `migrations/`.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use include_dir::{Dir, include_dir};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite_migration::{MigrationDefinitionError, Migrations};
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+
+use super::AuditError;
+
+/// The numbered migrations, embedded in the binary (build.rs reruns the build when they change).
+static MIGRATIONS_DIR: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+
+/// How long a connection waits for another one holding the write lock (another embatch run on
+/// the same file, or a migration) before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T10:21:03.123Z`; fixed width, so the
+/// timestamps sort as text.
+const TIMESTAMP: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// How durable each commit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss.
+    Full,
+    /// `synchronous=NORMAL`: a commit survives a crash of the process but may be lost with
+    /// power; only for measuring what FULL costs.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Normal,
+}
+
+/// Whether opening may create the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// Create the file (mode 0600) if it does not exist: the writer.
+    Yes,
+    /// The file must exist: readers, which have nothing to read in a new log.
+    No,
+}
+
+/// The current time as the log writes it.
+pub(crate) fn now() -> String {
+    timestamp(OffsetDateTime::now_utc())
+}
+
+/// `at` as the log writes it.
+pub(crate) fn timestamp(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(TIMESTAMP)
+        .expect("a UTC date-time always formats with a fixed description")
+}
+
+/// Converts a count or index for SQLite, which stores signed 64-bit integers.
+pub(crate) fn int(v: u64) -> rusqlite::Result<i64> {
+    i64::try_from(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// Opens the log at `path` (creating it if `create` allows), sets the pragmas and migrates the
+/// schema to the newest version.
+pub(crate) fn open(
+    path: &Path,
+    create: Create,
+    durability: Durability,
+) -> Result<Connection, AuditError> {
+    prepare_file(path, create)?;
+    // No SQLITE_OPEN_CREATE: the file exists now with the right mode, and if it vanished in
+    // between, SQLite must not recreate it with the default one. No SQLITE_OPEN_URI either, so a
+    // file named `file:...` is a file.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // WAL is what lets `runs` and `show` read while a run writes; a file system that cannot
+        // hold it (some network file systems) still works, just with readers and the writer
+        // waiting on each other.
+        tracing::warn!(
+            "{}: the audit log is in {mode} journal mode, not WAL",
+            path.display()
+        );
+    }
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// The embedded migrations.
+fn migrations() -> Result<Migrations<'static>, AuditError> {
+    Migrations::from_directory(&MIGRATIONS_DIR).map_err(|e| AuditError::Migrate(e.to_string()))
+}
+
+/// Brings the schema to the newest version.
+fn migrate(conn: &mut Connection) -> Result<(), AuditError> {
+    let migrations = migrations()?;
+    // An immediate transaction takes the write lock before the schema version is read again, so
+    // two processes opening a new file at once queue up instead of failing on a stale read.
+    conn.set_transaction_behavior(TransactionBehavior::Immediate);
+    let result = migrations.to_latest(conn);
+    conn.set_transaction_behavior(TransactionBehavior::Deferred);
+    match result {
+        Ok(()) => Ok(()),
+        Err(rusqlite_migration::Error::MigrationDefinition(
+            MigrationDefinitionError::DatabaseTooFarAhead,
+        )) => Err(AuditError::Migrate(
+            "the file was written by a newer embatch; use that version to read or write it".into(),
+        )),
+        // The library reads the schema version before its transaction starts, so a process that
+        // lost the race to migrate a new file fails here on tables that now exist; it is fine if
+        // the winner left the schema up to date.
+        Err(e) => match migrations.pending_migrations(conn) {
+            Ok(0) => Ok(()),
+            _ => Err(AuditError::Migrate(e.to_string())),
+        },
+    }
+}
+
+/// Checks that `path` names a regular file (creating it with mode 0600 if allowed), and that the
+/// file and any `-wal`/`-shm` companions are not readable by others.
+fn prepare_file(path: &Path, create: Create) -> Result<(), AuditError> {
+    let io_error = |source: io::Error| AuditError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if path.as_os_str().is_empty() {
+        return Err(io_error(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the audit log path is empty",
+        )));
+    }
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(io_error(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory, not an audit log file",
+            )));
+        }
+        Ok(meta) if !meta.is_file() => {
+            return Err(io_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is not a regular file",
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create == Create::Yes => {
+            create_file(path).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => io_error(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "cannot create the audit log: its directory does not exist",
+                )),
+                _ => io_error(e),
+            })?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(io_error(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no audit log here",
+            )));
+        }
+        Err(e) => return Err(io_error(e)),
+    }
+    restrict_mode(path)
+}
+
+/// Creates an empty file with mode 0600 (SQLite treats an empty file as a new database). A file
+/// created meanwhile by someone else is left alone.
+fn create_file(path: &Path) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes group and other permissions away from the log and its `-wal`/`-shm` files. SQLite
+/// creates the companions with the main file's mode, so a 0600 main file keeps them private; a
+/// file made by other means (e.g. the sqlite3 shell under umask 022) is tightened here. A file
+/// whose mode cannot be changed (it belongs to someone else) is used as it is, with a warning:
+/// its owner chose its mode.
+#[cfg(unix)]
+fn restrict_mode(path: &Path) -> Result<(), AuditError> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut companions = Vec::new();
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        companions.push(std::path::PathBuf::from(name));
+    }
+    for file in std::iter::once(path).chain(companions.iter().map(|p| p.as_path())) {
+        let meta = match fs::metadata(file) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(AuditError::Io {
+                    path: file.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match fs::set_permissions(file, fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => tracing::warn!(
+                "{}: was readable by others (mode {mode:o}); restricted to its owner",
+                file.display()
+            ),
+            Err(e) => tracing::warn!(
+                "{}: is readable by others (mode {mode:o}) and could not be restricted: {e}",
+                file.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Other systems have no Unix mode to restrict.
+#[cfg(not(unix))]
+fn restrict_mode(_path: &Path) -> Result<(), AuditError> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn migrates_a_fresh_file_and_reopens_idempotently() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let conn = open(&path, Create::Yes, Durability::Full).unwrap();
+        let expected = MIGRATIONS_DIR.dirs().count() as i64;
+        assert!(expected >= 1);
+        assert_eq!(user_version(&conn), expected);
+        for view in ["run_summary", "change_log", "request_log"] {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_schema WHERE type = 'view' AND name = ?1",
+                    [view],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 1, "{view}");
+        }
+        drop(conn);
+        let again = open(&path, Create::Yes, Durability::Full).unwrap();
+        assert_eq!(user_version(&again), expected);
+        let mode: String = again
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = again
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        let sync: i64 = again
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
+    }
+
+    #[test]
+    fn concurrent_openers_of_a_new_file_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || open(&path, Create::Yes, Durability::Full).map(drop))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+    }
+
+    #[test]
+    fn refuses_a_file_from_a_newer_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let conn = open(&path, Create::Yes, Durability::Full).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        drop(conn);
+        let err = open(&path, Create::Yes, Durability::Full).unwrap_err();
+        assert!(
+            matches!(&err, AuditError::Migrate(m) if m.contains("newer embatch")),
+            "{err}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn creates_the_file_and_its_companions_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let conn = open(&path, Create::Yes, Durability::Full).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        for name in ["audit.db", "audit.db-wal", "audit.db-shm"] {
+            let mode = fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn tightens_an_existing_file_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        fs::write(&path, b"").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        open(&path, Create::Yes, Durability::Full).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn refuses_a_directory_and_a_missing_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = open(dir.path(), Create::Yes, Durability::Full).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+
+        let missing = dir.path().join("no-such-dir").join("audit.db");
+        let err = open(&missing, Create::Yes, Durability::Full).unwrap_err();
+        assert!(
+            err.to_string().contains("directory does not exist"),
+            "{err}"
+        );
+
+        let err = open(Path::new(""), Create::Yes, Durability::Full).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn a_reader_does_not_create_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let err = open(&path, Create::No, Durability::Full).unwrap_err();
+        assert!(err.to_string().contains("no audit log"), "{err}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        let at = time::macros::datetime!(2026-11-23 11:21:03.123456 +01:00);
+        assert_eq!(timestamp(at), "2026-11-23T10:21:03.123Z");
+        let now = now();
+        assert_eq!(now.len(), "2026-11-23T10:21:03.123Z".len());
+        assert!(now.ends_with('Z'));
+    }
+}

@@ -1,0 +1,47 @@
+//! Builders of runs and rows for the audit log's unit tests.
+
+use super::{NewRow, NewRun, RowResult};
+
+/// An `apply` run against a local server.
+pub(crate) fn new_run() -> NewRun {
+    NewRun {
+        kind: "apply".into(),
+        parent_run_id: None,
+        operator: "TECH\\alice".into(),
+        server_url: "https://127.0.0.1:9398/api".into(),
+        wire: "xml".into(),
+        tls_verify: true,
+        insecure: false,
+        plan_file: Some("plan.csv".into()),
+        plan_sha256: Some("ab".repeat(32)),
+        tool_version: "0.1.0".into(),
+        options: r#"{"concurrency":4}"#.into(),
+    }
+}
+
+/// `n` rows, row `i` on line `i + 2` for account `acct<i>`.
+pub(crate) fn new_rows(n: u64) -> Vec<NewRow> {
+    (0..n)
+        .map(|i| NewRow {
+            row_no: i,
+            line: i + 2,
+            account: format!("TECH\\acct{i}"),
+            action: "assign-role".into(),
+            target: "Portal User".into(),
+            object_name: None,
+            ticket: Some(format!("CHG-{i}")),
+            comment: None,
+            annotations: None,
+        })
+        .collect()
+}
+
+/// A row outcome with nothing else to say.
+pub(crate) fn outcome(outcome: &str) -> RowResult {
+    RowResult {
+        outcome: outcome.into(),
+        error: None,
+        prior_state: None,
+        result: None,
+    }
+}
