@@ -4,10 +4,25 @@
 //!
 //! Line numbers are the physical lines an editor shows: the header is line 1 and blank lines
 //! count.
+//!
+//! Validation runs in one pass over the file: `records` splits the text into records with
+//! their lines, the header decides which column is which, `cells` gives each cell its meaning,
+//! and `checks` compares each valid row with the rows before it. Every problem is collected;
+//! a plan is returned only when there is none.
 
+mod cells;
+mod checks;
+mod records;
+
+use std::borrow::Cow;
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use cells::{Kind, quoted};
+use checks::Tracker;
+use records::{RecordInfo, Records};
 
 /// How a row names its account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -70,7 +85,19 @@ impl Action {
 
     /// The target as text (normalised: GUIDs lower-case, `on`/`off` for the flag).
     pub fn target_text(&self) -> String {
-        todo!()
+        match self {
+            Action::AssignRole(RoleRef::Id(id)) | Action::RemoveRole(RoleRef::Id(id)) => {
+                id.to_string()
+            }
+            Action::AssignRole(RoleRef::Name(name)) | Action::RemoveRole(RoleRef::Name(name)) => {
+                name.clone()
+            }
+            Action::AddScope { obj_ref, .. } => obj_ref.clone(),
+            Action::RemoveScope(ScopeRef::Id(id)) => id.to_string(),
+            Action::RemoveScope(ScopeRef::Name(name)) => name.clone(),
+            Action::RestoreAllVms(true) => "on".into(),
+            Action::RestoreAllVms(false) => "off".into(),
+        }
     }
 }
 
@@ -141,12 +168,1227 @@ impl std::fmt::Display for PlanErrors {
 
 /// Reads and validates the plan at `path`.
 pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
-    let _ = path;
-    todo!()
+    let file = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => parse(&file, &bytes),
+        Err(e) => Err(PlanErrors(vec![PlanError {
+            file,
+            line: 0,
+            message: format!("cannot read the plan: {e}"),
+        }])),
+    }
 }
 
 /// Validates plan `bytes`, naming them `file` in messages.
 pub fn parse(file: &str, bytes: &[u8]) -> Result<Plan, PlanErrors> {
-    let _ = (file, bytes);
-    todo!()
+    let mut problems = Problems {
+        file,
+        list: Vec::new(),
+    };
+    // Excel's "Unicode Text" export is UTF-16; read as UTF-8 every line of it would be
+    // reported, so it gets one message that says what to do instead.
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        problems.add(
+            0,
+            "the plan is UTF-16 text; save it as UTF-8 (\"CSV UTF-8\" in Excel)".into(),
+        );
+        return Err(PlanErrors(problems.list));
+    }
+    let body = bytes.strip_prefix(records::BOM).unwrap_or(bytes);
+    let (text, bad_lines) = match std::str::from_utf8(body) {
+        Ok(text) => (Cow::Borrowed(text), Vec::new()),
+        Err(_) => {
+            let bad = records::invalid_utf8_lines(body);
+            for b in &bad {
+                problems.add(
+                    b.line,
+                    format!(
+                        "not valid UTF-8 (byte 0x{:02X} at column {}); save the plan as UTF-8 \
+                         (\"CSV UTF-8\" in Excel)",
+                        b.byte, b.column
+                    ),
+                );
+            }
+            // Invalid bytes never merge with the ASCII around them, so the lossy text keeps
+            // every delimiter, quote and line break where it was; the rest of the file can be
+            // checked while the lines with bad bytes are left out.
+            (
+                String::from_utf8_lossy(body),
+                bad.into_iter().map(|b| b.line).collect(),
+            )
+        }
+    };
+    let rows = read_rows(&text, &bad_lines, &mut problems);
+    if problems.list.is_empty() {
+        Ok(Plan {
+            file: file.to_string(),
+            rows,
+            sha256: hex::encode(Sha256::digest(bytes)),
+        })
+    } else {
+        // A stable sort keeps the problems of one line in the order they were found.
+        problems.list.sort_by_key(|p| p.line);
+        Err(PlanErrors(problems.list))
+    }
+}
+
+/// The problems found so far.
+struct Problems<'f> {
+    file: &'f str,
+    list: Vec<PlanError>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, line: u64, message: String) {
+        self.list.push(PlanError {
+            file: self.file.to_string(),
+            line,
+            message,
+        });
+    }
+}
+
+/// Reads the header and every row of `text`, reporting problems; returns the valid rows.
+fn read_rows(text: &str, bad_lines: &[u64], problems: &mut Problems<'_>) -> Vec<PlanRow> {
+    let delimiter = records::detect_delimiter(text);
+    let mut records = Records::new(text, delimiter);
+    let mut fields: Vec<Cow<'_, str>> = Vec::new();
+    let header_info = loop {
+        match records.next_into(&mut fields) {
+            None => {
+                problems.add(0, "the plan has no rows: the file is empty".into());
+                return Vec::new();
+            }
+            Some(info) if info.unterminated.is_none() && records::is_blank(&fields) => {}
+            Some(info) => break info,
+        }
+    };
+    if let Some(at) = header_info.unterminated {
+        // The open quote swallowed the rest of the file, so there is nothing else to read.
+        problems.add(at, UNTERMINATED.into());
+        return Vec::new();
+    }
+    let header = Header::read(&fields, header_info.line, delimiter, problems);
+
+    // Every row takes at least one line, so the line count bounds the number of rows; sizing
+    // the tables once spares a large plan the repeated growing and copying.
+    let lines = text.bytes().filter(|&b| b == b'\n').count();
+    let mut tracker = Tracker::with_capacity(lines);
+    let mut rows = Vec::with_capacity(lines);
+    let mut records_seen = 0u64;
+    while let Some(info) = records.next_into(&mut fields) {
+        if info.unterminated.is_none() && records::is_blank(&fields) {
+            continue;
+        }
+        records_seen += 1;
+        if let Some(at) = info.unterminated {
+            problems.add(at, UNTERMINATED.into());
+        } else if !touches(bad_lines, &info)
+            && let Some(row) = header.row(info.line, &fields, &mut tracker, problems)
+        {
+            rows.push(row);
+        }
+    }
+    if records_seen == 0 {
+        problems.add(0, "the plan has no rows".into());
+    }
+    rows
+}
+
+const UNTERMINATED: &str =
+    "unterminated quoted field: the quote opened on this line is never closed";
+
+/// Whether the record spans a line already reported as not UTF-8; such a record is not
+/// checked further, since its text is not what the user wrote.
+fn touches(bad_lines: &[u64], info: &RecordInfo) -> bool {
+    let from = bad_lines.partition_point(|&l| l < info.line);
+    bad_lines.get(from).is_some_and(|&l| l <= info.last_line)
+}
+
+/// The columns a plan knows by name. The discriminants index `Known::ALL` and the header's
+/// per-column tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    Account = 0,
+    Action = 1,
+    Target = 2,
+    ObjectName = 3,
+    Ticket = 4,
+    Comment = 5,
+}
+
+impl Known {
+    /// Every known column, in discriminant order: its name and whether the plan must have it.
+    const ALL: [(Known, &'static str, bool); 6] = [
+        (Known::Account, "account", true),
+        (Known::Action, "action", true),
+        (Known::Target, "target", true),
+        (Known::ObjectName, "object_name", false),
+        (Known::Ticket, "ticket", false),
+        (Known::Comment, "comment", false),
+    ];
+}
+
+/// What one header cell makes of its column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Column {
+    Known(Known),
+    /// Any other name: kept with each row as an annotation.
+    Annotation(String),
+    /// An empty header cell between named ones.
+    Unnamed,
+}
+
+/// The header: which column is which.
+struct Header {
+    /// The columns up to the last named one; empty header cells after it are ignored.
+    columns: Vec<Column>,
+    /// The column holding each known name, in `Known::ALL` order; `None` when the name is
+    /// missing or given twice, so that no row is read from a column that cannot be trusted.
+    index: [Option<usize>; 6],
+    /// Whether each known name appears at all.
+    present: [bool; 6],
+    delimiter: u8,
+}
+
+/// A header name folded for matching: trimmed, lower-case, with spaces and dashes read as
+/// underscores (spreadsheet users write `Object Name` as often as `object_name`).
+fn fold_name(name: &str) -> String {
+    name.trim()
+        .chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| if c == ' ' || c == '-' { '_' } else { c })
+        .collect()
+}
+
+impl Header {
+    /// Reads the header record on `line`, reporting every problem with it.
+    fn read(
+        fields: &[Cow<'_, str>],
+        line: u64,
+        delimiter: u8,
+        problems: &mut Problems<'_>,
+    ) -> Header {
+        let width = fields
+            .iter()
+            .rposition(|f| !f.trim().is_empty())
+            .map_or(0, |i| i + 1);
+        let mut header = Header {
+            columns: Vec::with_capacity(width),
+            index: [None; 6],
+            present: [false; 6],
+            delimiter,
+        };
+        let mut duplicated = [false; 6];
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (i, field) in fields[..width].iter().enumerate() {
+            let name = field.trim();
+            if name.is_empty() {
+                header.columns.push(Column::Unnamed);
+                continue;
+            }
+            let folded = fold_name(name);
+            let known = Known::ALL.iter().position(|(_, n, _)| *n == folded);
+            if let Some(first) = seen.get(&folded) {
+                problems.add(
+                    line,
+                    format!(
+                        "duplicate column {} (columns {} and {})",
+                        quoted(name),
+                        first + 1,
+                        i + 1
+                    ),
+                );
+                if let Some(k) = known {
+                    duplicated[k] = true;
+                }
+            } else {
+                seen.insert(folded, i);
+                if let Some(k) = known {
+                    header.index[k] = Some(i);
+                    header.present[k] = true;
+                }
+            }
+            header.columns.push(match known {
+                Some(k) => Column::Known(Known::ALL[k].0),
+                None => Column::Annotation(name.to_string()),
+            });
+        }
+        for (k, dup) in duplicated.iter().enumerate() {
+            if *dup {
+                header.index[k] = None;
+            }
+        }
+
+        let missing: Vec<&str> = Known::ALL
+            .iter()
+            .enumerate()
+            .filter(|(k, (_, _, required))| *required && !header.present[*k])
+            .map(|(_, (_, n, _))| *n)
+            .collect();
+        if missing.len() == 3 {
+            problems.add(
+                line,
+                "missing required columns account, action and target: the first line must be a header \
+                 such as account,action,target"
+                    .into(),
+            );
+        } else {
+            for name in missing {
+                let hint = header
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, c)| match c {
+                        Column::Annotation(h) if cells::edit_distance(&fold_name(h), name) <= 2 => {
+                            Some(format!(
+                                " (column {} is {}; did you mean '{name}'?)",
+                                i + 1,
+                                quoted(h)
+                            ))
+                        }
+                        _ => None,
+                    });
+                problems.add(
+                    line,
+                    format!(
+                        "missing required column '{name}'{}",
+                        hint.unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        header
+    }
+
+    /// The trimmed cell of known column `which`, or `None` when that column cannot be read.
+    fn cell<'f>(&self, fields: &'f [Cow<'_, str>], which: Known) -> Option<&'f str> {
+        self.index[which as usize].map(|i| fields.get(i).map_or("", |f| f.trim()))
+    }
+
+    /// Checks one data record, reporting each problem; the row when it has none.
+    fn row(
+        &self,
+        line: u64,
+        fields: &[Cow<'_, str>],
+        tracker: &mut Tracker,
+        problems: &mut Problems<'_>,
+    ) -> Option<PlanRow> {
+        let mut valid = true;
+        let mut fail = |problems: &mut Problems<'_>, message: String| {
+            valid = false;
+            problems.add(line, message);
+        };
+
+        let width = self.columns.len();
+        if let Some(last) = fields.iter().rposition(|f| !f.trim().is_empty())
+            && last >= width
+        {
+            let delimiter = match self.delimiter {
+                b'\t' => "a tab".to_string(),
+                d => format!("'{}'", char::from(d)),
+            };
+            fail(
+                problems,
+                format!(
+                    "too many cells: the header has {width} columns but this row has {} (the last is {}); \
+                     a value that contains {delimiter} must be quoted",
+                    last + 1,
+                    quoted(fields[last].trim())
+                ),
+            );
+        }
+        for (i, column) in self.columns.iter().enumerate() {
+            if *column == Column::Unnamed
+                && let Some(value) = fields.get(i).map(|f| f.trim()).filter(|v| !v.is_empty())
+            {
+                fail(
+                    problems,
+                    format!(
+                        "value {} in column {}, which has no header",
+                        quoted(value),
+                        i + 1
+                    ),
+                );
+            }
+        }
+
+        let account = match self.cell(fields, Known::Account).map(cells::parse_account) {
+            Some(Ok(account)) => Some(account),
+            Some(Err(message)) => {
+                fail(problems, message);
+                None
+            }
+            None => None,
+        };
+        let kind = match self.cell(fields, Known::Action).map(cells::parse_kind) {
+            Some(Ok(kind)) => Some(kind),
+            Some(Err(message)) => {
+                fail(problems, message);
+                None
+            }
+            None => None,
+        };
+        let action =
+            match kind.map(|kind| self.action(kind, self.cell(fields, Known::Target), fields)) {
+                Some(Ok(action)) => action,
+                Some(Err(messages)) => {
+                    for m in messages {
+                        fail(problems, m);
+                    }
+                    None
+                }
+                None => None,
+            };
+        let (Some(account), Some(action), true) = (account, action, valid) else {
+            return None;
+        };
+
+        tracker.check(line, &account, &action, &mut |m| problems.add(line, m));
+        let text = |which| {
+            self.cell(fields, which)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let annotations = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c {
+                Column::Annotation(h) => fields
+                    .get(i)
+                    .map(|f| f.trim())
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (h.clone(), v.to_string())),
+                _ => None,
+            })
+            .collect();
+        Some(PlanRow {
+            line,
+            account,
+            action,
+            ticket: text(Known::Ticket),
+            comment: text(Known::Comment),
+            annotations,
+        })
+    }
+
+    /// The action of a row, from its kind and target (and object name for add-scope).
+    /// `Ok(None)` when a column it needs cannot be read, which the header already reported.
+    fn action(
+        &self,
+        kind: Kind,
+        target: Option<&str>,
+        fields: &[Cow<'_, str>],
+    ) -> Result<Option<Action>, Vec<String>> {
+        let one = |r: Result<Action, String>| r.map(Some).map_err(|m| vec![m]);
+        let Some(target) = target else {
+            // Without a target column an add-scope row can still be checked for its object
+            // name; every other check needs the target.
+            return match kind {
+                Kind::AddScope => self.object_name(fields).map(|_| None).map_err(|m| vec![m]),
+                _ => Ok(None),
+            };
+        };
+        match kind {
+            Kind::AssignRole => one(cells::parse_role(kind, target).map(Action::AssignRole)),
+            Kind::RemoveRole => one(cells::parse_role(kind, target).map(Action::RemoveRole)),
+            Kind::RemoveScope => one(cells::parse_scope(target).map(Action::RemoveScope)),
+            Kind::RestoreAllVms => one(cells::parse_flag(target).map(Action::RestoreAllVms)),
+            Kind::AddScope => {
+                let checked_ref = cells::check_obj_ref(target);
+                let object_name = self.object_name(fields);
+                let messages: Vec<String> = [checked_ref.err(), object_name.clone().err()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                if !messages.is_empty() {
+                    return Err(messages);
+                }
+                Ok(object_name.ok().flatten().map(|name| Action::AddScope {
+                    obj_ref: target.to_string(),
+                    object_name: name.to_string(),
+                }))
+            }
+        }
+    }
+
+    /// The object name of an add-scope row; `Ok(None)` when the column is given twice, which
+    /// the header already reported.
+    fn object_name<'f>(&self, fields: &'f [Cow<'_, str>]) -> Result<Option<&'f str>, String> {
+        match self.cell(fields, Known::ObjectName) {
+            Some("") => Err("add-scope needs an object_name (the scope's display name)".into()),
+            Some(name) => cells::plain("object_name", name).map(|()| Some(name)),
+            None if !self.present[Known::ObjectName as usize] => Err(
+                "add-scope needs an object_name (the scope's display name), but the plan has no \
+                 object_name column"
+                    .into(),
+            ),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G1: &str = "0f8e6a57-1c2b-4d3e-9f40-5a6b7c8d9e01";
+    const G2: &str = "6c1d0e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
+    const ROLE: &str = "d19a3d33-cb77-4ffe-94e6-001432483a4e";
+    const REF: &str = "urn:VMware:ResourcePool:11111111-2222-3333-4444-555555555555.resgroup-12";
+
+    fn ok(text: &str) -> Plan {
+        parse("plan.csv", text.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Each problem as `LINE: message`.
+    fn problems(bytes: &[u8]) -> Vec<String> {
+        match parse("plan.csv", bytes) {
+            Ok(plan) => panic!("accepted: {:?}", plan.rows),
+            Err(e) => {
+                e.0.iter()
+                    .map(|p| format!("{}: {}", p.line, p.message))
+                    .collect()
+            }
+        }
+    }
+
+    fn problems_of(text: &str) -> Vec<String> {
+        problems(text.as_bytes())
+    }
+
+    fn uuid(s: &str) -> Uuid {
+        Uuid::parse_str(s).unwrap()
+    }
+
+    #[test]
+    fn known_columns_are_listed_in_discriminant_order() {
+        for (i, (k, _, _)) in Known::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+    }
+
+    #[test]
+    fn every_action_and_form_is_read() {
+        let plan = ok(&format!(
+            "account,action,target,object_name,ticket,comment,requested_by\n\
+             TECH\\alice,assign-role,Portal User,,CHG-1,new starter,HR\n\
+             {G1},remove-role,urn:veeam:EnterpriseRole:{ROLE},,CHG-1,,\n\
+             urn:veeam:EnterpriseAccount:{},ASSIGN-ROLE,{},,,,\n\
+             TECH\\bob,add-scope,{REF},Finance-RP,,,\n\
+             TECH\\bob,remove-scope,Old-RP,,,,\n\
+             TECH\\bob,remove-scope,{G1},,,,\n\
+             TECH\\carol,restore-all-vms,Off,,,,\n",
+            G2.to_uppercase(),
+            ROLE.to_uppercase()
+        ));
+        assert_eq!(plan.file, "plan.csv");
+        let got: Vec<(u64, AccountRef, Action)> = plan
+            .rows
+            .iter()
+            .map(|r| (r.line, r.account.clone(), r.action.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    2,
+                    AccountRef::Name("TECH\\alice".into()),
+                    Action::AssignRole(RoleRef::Name("Portal User".into()))
+                ),
+                (
+                    3,
+                    AccountRef::Id(uuid(G1)),
+                    Action::RemoveRole(RoleRef::Id(uuid(ROLE)))
+                ),
+                (
+                    4,
+                    AccountRef::Id(uuid(G2)),
+                    Action::AssignRole(RoleRef::Id(uuid(ROLE)))
+                ),
+                (
+                    5,
+                    AccountRef::Name("TECH\\bob".into()),
+                    Action::AddScope {
+                        obj_ref: REF.into(),
+                        object_name: "Finance-RP".into()
+                    }
+                ),
+                (
+                    6,
+                    AccountRef::Name("TECH\\bob".into()),
+                    Action::RemoveScope(ScopeRef::Name("Old-RP".into()))
+                ),
+                (
+                    7,
+                    AccountRef::Name("TECH\\bob".into()),
+                    Action::RemoveScope(ScopeRef::Id(uuid(G1)))
+                ),
+                (
+                    8,
+                    AccountRef::Name("TECH\\carol".into()),
+                    Action::RestoreAllVms(false)
+                ),
+            ]
+        );
+        let first = &plan.rows[0];
+        assert_eq!(first.ticket.as_deref(), Some("CHG-1"));
+        assert_eq!(first.comment.as_deref(), Some("new starter"));
+        assert_eq!(
+            first.annotations,
+            vec![("requested_by".to_string(), "HR".to_string())]
+        );
+        // Empty optional cells are absent, not empty strings.
+        assert_eq!(plan.rows[1].comment, None);
+        assert_eq!(plan.rows[2].ticket, None);
+        assert!(plan.rows[1].annotations.is_empty());
+    }
+
+    #[test]
+    fn target_text_is_normalised() {
+        let t = |a: Action| a.target_text();
+        assert_eq!(
+            t(Action::AssignRole(RoleRef::Id(uuid(&ROLE.to_uppercase())))),
+            ROLE
+        );
+        assert_eq!(
+            t(Action::RemoveRole(RoleRef::Name("Portal User".into()))),
+            "Portal User"
+        );
+        assert_eq!(
+            t(Action::AddScope {
+                obj_ref: REF.into(),
+                object_name: "x".into()
+            }),
+            REF
+        );
+        assert_eq!(t(Action::RemoveScope(ScopeRef::Id(uuid(G1)))), G1);
+        assert_eq!(
+            t(Action::RemoveScope(ScopeRef::Name("Old-RP".into()))),
+            "Old-RP"
+        );
+        assert_eq!(t(Action::RestoreAllVms(true)), "on");
+        assert_eq!(t(Action::RestoreAllVms(false)), "off");
+        let plan = ok(&format!(
+            "account,action,target\na,assign-role,urn:veeam:EnterpriseRole:{}\n",
+            ROLE.to_uppercase()
+        ));
+        assert_eq!(plan.rows[0].action.target_text(), ROLE);
+        let plan =
+            ok("account,action,target\na,assign-role,  Portal User  \nb,restore-all-vms,YES\n");
+        assert_eq!(plan.rows[0].action.target_text(), "Portal User");
+        assert_eq!(plan.rows[1].action.target_text(), "on");
+    }
+
+    #[test]
+    fn columns_match_case_insensitively_in_any_order_after_trimming() {
+        let plan = ok(
+            " Target ;ACTION; Account ;Object Name;Ticket\nFinance-RP;remove-scope;TECH\\bob;;T-9\n",
+        );
+        let row = &plan.rows[0];
+        assert_eq!(row.account, AccountRef::Name("TECH\\bob".into()));
+        assert_eq!(
+            row.action,
+            Action::RemoveScope(ScopeRef::Name("Finance-RP".into()))
+        );
+        assert_eq!(row.ticket.as_deref(), Some("T-9"));
+        assert!(row.annotations.is_empty());
+        let plan = ok(&format!(
+            "account,action,target,object-name\na,add-scope,{REF},Finance\n"
+        ));
+        assert!(
+            matches!(&plan.rows[0].action, Action::AddScope { object_name, .. } if object_name == "Finance")
+        );
+    }
+
+    #[test]
+    fn annotations_keep_their_header_as_written_and_skip_empty_values() {
+        let plan = ok(
+            "account,action,target,Requested By,cost centre\na,restore-all-vms,on,HR,\nb,restore-all-vms,on,,4711\n",
+        );
+        assert_eq!(
+            plan.rows[0].annotations,
+            vec![("Requested By".to_string(), "HR".to_string())]
+        );
+        assert_eq!(
+            plan.rows[1].annotations,
+            vec![("cost centre".to_string(), "4711".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_spreadsheet_export_is_accepted_as_it_comes() {
+        let bytes = b"\xEF\xBB\xBFaccount;action;target;object_name;comment;;\r\n\
+                      TECH\\alice;assign-role;\"Portal User\";;\"said \"\"hi\"\"; twice\";;\r\n\
+                      \r\n\
+                      ;;;;;;\r\n\
+                      TECH\\bob;restore-all-vms;off;;\"two\r\nlines\";;\r\n\
+                      TECH\\carol;assign-role;VM Restore Operator;;;;\r\n";
+        let plan = parse("x.csv", bytes).unwrap();
+        assert_eq!(
+            plan.rows.iter().map(|r| r.line).collect::<Vec<_>>(),
+            [2, 5, 7]
+        );
+        assert_eq!(plan.rows[0].comment.as_deref(), Some("said \"hi\"; twice"));
+        assert_eq!(plan.rows[1].comment.as_deref(), Some("two\r\nlines"));
+        assert_eq!(plan.rows[0].account, AccountRef::Name("TECH\\alice".into()));
+    }
+
+    #[test]
+    fn tab_delimited_plans_are_read() {
+        let plan = ok(
+            "account\taction\ttarget\tcomment\nTECH\\alice\tassign-role\tPortal User\tcomma, here\n",
+        );
+        assert_eq!(plan.rows[0].comment.as_deref(), Some("comma, here"));
+    }
+
+    #[test]
+    fn line_numbers_are_physical_lines() {
+        // The bad row is always the file's fifth line, whatever comes before it.
+        let bad = "TECH\\x,frobnicate,y";
+        for (what, before) in [
+            (
+                "lf",
+                "account,action,target\na,restore-all-vms,on\nb,restore-all-vms,on\nc,restore-all-vms,on\n",
+            ),
+            (
+                "crlf",
+                "account,action,target\r\na,restore-all-vms,on\r\nb,restore-all-vms,on\r\nc,restore-all-vms,on\r\n",
+            ),
+            (
+                "bom",
+                "\u{feff}account,action,target\na,restore-all-vms,on\nb,restore-all-vms,on\nc,restore-all-vms,on\n",
+            ),
+            (
+                "blank lines",
+                "account,action,target\n\na,restore-all-vms,on\n\n",
+            ),
+            (
+                "crlf blank lines",
+                "account,action,target\r\n\r\na,restore-all-vms,on\r\n\r\n",
+            ),
+            (
+                "leading blank lines",
+                "\n\naccount,action,target\na,restore-all-vms,on\n",
+            ),
+            (
+                "multi-line field",
+                "account,action,target,comment\na,restore-all-vms,on,\"one\ntwo\nthree\"\n",
+            ),
+            (
+                "multi-line crlf field",
+                "account,action,target,comment\r\na,restore-all-vms,on,\"one\r\ntwo\r\nthree\"\r\n",
+            ),
+            (
+                "lone cr",
+                "account,action,target\ra,restore-all-vms,on\rb,restore-all-vms,on\rc,restore-all-vms,on\r",
+            ),
+            (
+                "blank spreadsheet rows",
+                "account,action,target\n,,\n , \na,restore-all-vms,on\n",
+            ),
+        ] {
+            let got = problems_of(&format!("{before}{bad}\n"));
+            assert_eq!(
+                got,
+                [
+                    "5: unknown action 'frobnicate' (expected one of assign-role, remove-role, add-scope, remove-scope, restore-all-vms)"
+                ],
+                "{what}"
+            );
+        }
+        // A record that spans lines is named by its first line.
+        let got = problems_of("account,action,target,comment\na,restore-all-vms,\"o\nn\",x\n");
+        assert_eq!(got, ["2: restore-all-vms takes on or off, not 'o\nn'"]);
+        // The header need not be line 1.
+        let got = problems_of("\n\naccount,action\na,restore-all-vms\n");
+        assert_eq!(got, ["3: missing required column 'target'"]);
+    }
+
+    #[test]
+    fn rows_keep_their_physical_lines() {
+        let plan = ok(
+            "\r\naccount,action,target,comment\r\n\r\na,restore-all-vms,on,\"x\r\ny\"\r\nb,restore-all-vms,on,\r\n",
+        );
+        assert_eq!(plan.rows.iter().map(|r| r.line).collect::<Vec<_>>(), [4, 6]);
+    }
+
+    #[test]
+    fn trailing_empty_columns_and_empty_header_cells_are_ignored() {
+        let plan = ok(
+            "account,action,target,,,\na,restore-all-vms,on,,,\nb,restore-all-vms,on,,,,,,,,\nc,restore-all-vms,on\n",
+        );
+        assert_eq!(plan.rows.len(), 3);
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_refused_per_line_and_the_rest_is_still_checked() {
+        let got = problems(b"account,action,target,comment\nTECH\\m\xfcller,assign-role,Portal User,\na,frobnicate,x,\nb,restore-all-vms,on,Gr\xfc\xdfe\n");
+        // Columns count characters, as an editor does: line 4's bad byte follows 23 of them.
+        assert_eq!(
+            got,
+            [
+                "2: not valid UTF-8 (byte 0xFC at column 7); save the plan as UTF-8 (\"CSV UTF-8\" in Excel)",
+                "3: unknown action 'frobnicate' (expected one of assign-role, remove-role, add-scope, remove-scope, restore-all-vms)",
+                "4: not valid UTF-8 (byte 0xFC at column 24); save the plan as UTF-8 (\"CSV UTF-8\" in Excel)",
+            ]
+        );
+    }
+
+    #[test]
+    fn utf16_is_refused_once_for_the_whole_file() {
+        let utf16: Vec<u8> = "\u{feff}account\taction\ttarget\r\na\trestore-all-vms\ton\r\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(
+            problems(&utf16),
+            ["0: the plan is UTF-16 text; save it as UTF-8 (\"CSV UTF-8\" in Excel)"]
+        );
+    }
+
+    #[test]
+    fn missing_required_columns_are_refused_and_the_rest_is_still_checked() {
+        assert_eq!(
+            problems_of("account,action,ticket\nTECH\\a,asign-role,T1\n"),
+            [
+                "1: missing required column 'target'",
+                "2: unknown action 'asign-role' (did you mean 'assign-role'?)"
+            ]
+        );
+        assert_eq!(
+            problems_of("acount,action,tagret\na,restore-all-vms,on\n"),
+            [
+                "1: missing required column 'account' (column 1 is 'acount'; did you mean 'account'?)",
+                "1: missing required column 'target' (column 3 is 'tagret'; did you mean 'target'?)",
+            ]
+        );
+        assert_eq!(
+            problems_of("TECH\\alice,assign-role,Portal User\nTECH\\bob,assign-role,Portal User\n"),
+            [
+                "1: missing required columns account, action and target: the first line must be a header such as account,action,target"
+            ]
+        );
+    }
+
+    #[test]
+    fn add_scope_without_an_object_name_column_is_refused_per_row() {
+        assert_eq!(
+            problems_of(&format!(
+                "account,action,target\na,add-scope,{REF}\nb,restore-all-vms,on\n"
+            )),
+            [
+                "2: add-scope needs an object_name (the scope's display name), but the plan has no object_name column"
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_columns_are_refused() {
+        assert_eq!(
+            problems_of("account,action,target,Account,note, NOTE \na,restore-all-vms,on,b,x,y\n"),
+            [
+                "1: duplicate column 'Account' (columns 1 and 4)",
+                "1: duplicate column 'NOTE' (columns 5 and 6)"
+            ]
+        );
+    }
+
+    #[test]
+    fn values_under_unnamed_columns_are_refused() {
+        assert_eq!(
+            problems_of(
+                "account,,action,target\na,,restore-all-vms,on\nb,oops,restore-all-vms,on\n"
+            ),
+            ["3: value 'oops' in column 2, which has no header"]
+        );
+    }
+
+    #[test]
+    fn rows_wider_than_the_header_are_refused() {
+        assert_eq!(
+            problems_of(
+                "account,action,target\nTECH\\a,assign-role,Portal User,\nTECH\\b,assign-role,Portal, User\n"
+            ),
+            [
+                "3: too many cells: the header has 3 columns but this row has 4 (the last is 'User'); a value that contains ',' must be quoted"
+            ]
+        );
+        assert_eq!(
+            problems_of("account\taction\ttarget\na\trestore-all-vms\ton\tx\n"),
+            [
+                "2: too many cells: the header has 3 columns but this row has 4 (the last is 'x'); a value that contains a tab must be quoted"
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_required_cells_are_refused() {
+        assert_eq!(
+            problems_of(&format!(
+                "account,action,target,object_name\n,assign-role,Portal User,\na,,Portal User,\nb,assign-role, ,\nc,add-scope,{REF},\nd,restore-all-vms\n"
+            )),
+            [
+                "2: empty account",
+                "3: empty action",
+                "4: empty target: assign-role needs a role name, GUID or urn:veeam:EnterpriseRole:<guid>",
+                "5: add-scope needs an object_name (the scope's display name)",
+                "6: empty target: restore-all-vms needs on or off",
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_guids_and_urns_are_refused() {
+        assert_eq!(
+            problems_of(
+                "account,action,target,object_name\n\
+                 urn:veeam:EnterpriseAccount:123,assign-role,Portal User,\n\
+                 0f8e6a57-1c2b-4d3e-9f40,assign-role,urn:veeam:EnterpriseRole:nope,\n\
+                 a,add-scope,urn:VMware:ResourcePool:resgroup-1,X\n\
+                 b,remove-scope,abc-123,\n"
+            ),
+            [
+                "2: malformed account URN 'urn:veeam:EnterpriseAccount:123' (expected urn:veeam:EnterpriseAccount:<guid>)",
+                "3: malformed account GUID '0f8e6a57-1c2b-4d3e-9f40'",
+                "3: malformed role URN 'urn:veeam:EnterpriseRole:nope' (expected urn:veeam:EnterpriseRole:<guid>)",
+                "4: malformed hierarchy object ref 'urn:VMware:ResourcePool:resgroup-1' (expected urn:<Platform>:<ObjType>:<root>.<objref>, e.g. urn:VMware:ResourcePool:<root>.resgroup-1)",
+                "5: malformed scope GUID 'abc-123'",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_rows_name_the_earlier_line() {
+        assert_eq!(
+            problems_of(&format!(
+                "account,action,target\n\
+                 TECH\\alice,assign-role,Portal User\n\
+                 tech\\ALICE,assign-role,portal user\n\
+                 {G1},remove-role,{ROLE}\n\
+                 urn:veeam:EnterpriseAccount:{},remove-role,urn:veeam:EnterpriseRole:{ROLE}\n",
+                G1.to_uppercase()
+            )),
+            ["3: duplicate of line 2", "5: duplicate of line 4"]
+        );
+    }
+
+    #[test]
+    fn contradictory_rows_name_both_lines() {
+        assert_eq!(
+            problems_of(
+                "account,action,target\n\
+                 TECH\\alice,assign-role,Portal User\n\
+                 TECH\\bob,restore-all-vms,on\n\
+                 TECH\\Alice,remove-role,PORTAL USER\n\
+                 TECH\\BOB,restore-all-vms,no\n"
+            ),
+            [
+                "4: contradicts line 2: assign-role and remove-role of the same role for one account (lines 2 and 4)",
+                "5: contradicts line 3: restore-all-vms on and off for one account (lines 3 and 5)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_guid_and_a_name_are_not_correlated() {
+        ok(&format!(
+            "account,action,target\nTECH\\alice,assign-role,Portal User\n{G1},remove-role,Portal User\n"
+        ));
+        ok(&format!(
+            "account,action,target\na,assign-role,Portal User\na,remove-role,{ROLE}\n"
+        ));
+    }
+
+    #[test]
+    fn a_plan_without_rows_is_refused() {
+        assert_eq!(
+            problems(b""),
+            ["0: the plan has no rows: the file is empty"]
+        );
+        assert_eq!(
+            problems(b"\xEF\xBB\xBF\r\n\r\n"),
+            ["0: the plan has no rows: the file is empty"]
+        );
+        assert_eq!(
+            problems_of("account,action,target\n"),
+            ["0: the plan has no rows"]
+        );
+        assert_eq!(
+            problems_of("account,action,target\r\n\r\n,,\r\n"),
+            ["0: the plan has no rows"]
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_refused_at_its_line() {
+        assert_eq!(
+            problems_of(
+                "account,action,target,comment\na,restore-all-vms,on,\nb,restore-all-vms,off,\"oops\nc,restore-all-vms,on,\n"
+            ),
+            ["3: unterminated quoted field: the quote opened on this line is never closed"]
+        );
+        assert_eq!(
+            problems_of("account,\"action,target\na,b,c\n"),
+            ["1: unterminated quoted field: the quote opened on this line is never closed"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_line_order() {
+        let got = problems_of(&format!(
+            "account,action,target,object_name\n\
+             a,asign-role,x,\n\
+             ,add-scope,{REF},\n\
+             b,restore-all-vms,on\n\
+             b,restore-all-vms,on\n"
+        ));
+        assert_eq!(
+            got,
+            [
+                "2: unknown action 'asign-role' (did you mean 'assign-role'?)",
+                "3: empty account",
+                "3: add-scope needs an object_name (the scope's display name)",
+                "5: duplicate of line 4",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_report_reads_file_line_message() {
+        let text = format!(
+            "Account;Action;Target;Object_Name;Ticket\r\n\
+             TECH\\alice;asign-role;Portal User;;CHG-7\r\n\
+             urn:veeam:EnterpriseAccount:42;assign-role;Portal User;;CHG-7\r\n\
+             \r\n\
+             TECH\\bob;add-scope;urn:VMware:ResourcePool:resgroup-9;;CHG-7\r\n\
+             TECH\\carol;assign-role;\"SQL Restore\r\nOperator\";;CHG-7\r\n\
+             TECH\\carol;restore-all-vms;maybe;;CHG-7\r\n\
+             TECH\\dave;assign-role;Portal User;;CHG-7\r\n\
+             TECH\\Dave;remove-role;portal user;;CHG-7\r\n\
+             TECH\\dave;assign-role;Portal User;;CHG-7\r\n\
+             {G1};remove-scope;Finance-RP;;CHG-7;extra\r\n"
+        );
+        let report = parse("samples/plan.csv", text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        insta::assert_snapshot!(report);
+    }
+
+    #[test]
+    fn sha256_and_file_name() {
+        let bytes = b"account,action,target\na,restore-all-vms,on\n";
+        let plan = parse("dir/p.csv", bytes).unwrap();
+        assert_eq!(plan.file, "dir/p.csv");
+        assert_eq!(plan.sha256, hex::encode(Sha256::digest(bytes)));
+        assert_eq!(plan.sha256.len(), 64);
+        assert!(
+            plan.sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        // The hash covers the raw bytes, BOM included.
+        let with_bom = [b"\xEF\xBB\xBF".as_slice(), bytes].concat();
+        assert_ne!(parse("p.csv", &with_bom).unwrap().sha256, plan.sha256);
+    }
+
+    #[test]
+    fn load_reads_the_file_and_names_it_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.csv");
+        std::fs::write(&path, "account,action,target\na,restore-all-vms,on\n").unwrap();
+        let plan = load(&path).unwrap();
+        assert_eq!(plan.file, path.display().to_string());
+        assert_eq!(plan.rows.len(), 1);
+
+        let missing = dir.path().join("missing.csv");
+        let err = load(&missing).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].line, 0);
+        assert!(
+            err.0[0].message.starts_with("cannot read the plan: "),
+            "{}",
+            err.0[0].message
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: cannot read", missing.display()))
+        );
+
+        std::fs::write(&path, "account,action\na,restore-all-vms\n").unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(err.to_string().starts_with(&format!(
+            "{}:1: missing required column 'target'",
+            path.display()
+        )));
+    }
+
+    #[test]
+    fn the_samples_validate_as_documented() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+        for good in ["onboarding.csv", "excel-semicolon.csv"] {
+            let plan = load(&root.join(good)).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!plan.rows.is_empty());
+        }
+        let mut bad: Vec<_> = std::fs::read_dir(root.join("bad"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+            .collect();
+        bad.sort();
+        assert!(bad.len() >= 6);
+        for path in bad {
+            let errors = load(&path).unwrap_err().0;
+            let mut lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+            lines.dedup();
+            assert!(
+                lines.len() >= 2,
+                "{}: problems on two lines at least: {errors:?}",
+                path.display()
+            );
+        }
+    }
+
+    mod roundtrip {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Free text that exercises quoting: delimiters, quotes and line breaks.
+        fn text() -> impl Strategy<Value = String> {
+            proptest::string::string_regex("[a-zA-Z0-9 ,;\t\"\r\nÄé-]{0,12}")
+                .unwrap()
+                .prop_map(|s| s.trim().to_string())
+        }
+
+        fn action() -> impl Strategy<Value = Action> {
+            let role = prop_oneof![
+                any::<u128>().prop_map(|n| RoleRef::Id(Uuid::from_u128(n))),
+                proptest::sample::select(vec![
+                    "Portal User",
+                    "VM Restore Operator",
+                    "SQL Restore Operator"
+                ])
+                .prop_map(|n| RoleRef::Name(n.into())),
+            ];
+            prop_oneof![
+                role.clone().prop_map(Action::AssignRole),
+                role.prop_map(Action::RemoveRole),
+                ("[a-z]{1,8}", 1u32..1000, "[A-Za-z][A-Za-z0-9 ,-]{0,10}").prop_map(
+                    |(root, n, name)| Action::AddScope {
+                        obj_ref: format!("urn:VMware:ResourcePool:{root}.resgroup-{n}"),
+                        object_name: name.trim().to_string() + "x",
+                    }
+                ),
+                any::<u128>().prop_map(|n| Action::RemoveScope(ScopeRef::Id(Uuid::from_u128(n)))),
+                "[A-Z][a-z]{0,8}".prop_map(|n| Action::RemoveScope(ScopeRef::Name(n))),
+                any::<bool>().prop_map(Action::RestoreAllVms),
+            ]
+        }
+
+        fn quote(field: &str, delimiter: char) -> String {
+            if field.contains([delimiter, '"', '\r', '\n']) {
+                format!("\"{}\"", field.replace('"', "\"\""))
+            } else {
+                field.to_string()
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_valid_plan_parses_back_to_its_rows(
+                rows in proptest::collection::vec((action(), text(), text(), any::<bool>()), 1..20),
+                delimiter in proptest::sample::select(vec![',', ';', '\t']),
+                crlf in any::<bool>(),
+                bom in any::<bool>(),
+                blank_every in 0usize..4,
+            ) {
+                let eol = if crlf { "\r\n" } else { "\n" };
+                let d = delimiter.to_string();
+                let mut csv = String::new();
+                if bom {
+                    csv.push('\u{feff}');
+                }
+                csv.push_str(&["account", "action", "target", "object_name", "ticket", "comment"].join(&d));
+                csv.push_str(eol);
+                let mut line = 2u64;
+                let mut expected = Vec::new();
+                for (i, (action, ticket, comment, by_id)) in rows.iter().enumerate() {
+                    if blank_every > 0 && i % blank_every == 0 {
+                        csv.push_str(eol);
+                        line += 1;
+                    }
+                    // One account per row keeps the plan free of duplicates and contradictions.
+                    let account = if *by_id {
+                        AccountRef::Id(Uuid::from_u128(i as u128 + 1))
+                    } else {
+                        AccountRef::Name(format!("TECH\\user{i}"))
+                    };
+                    let account_text = match &account {
+                        AccountRef::Id(id) => format!("urn:veeam:EnterpriseAccount:{id}"),
+                        AccountRef::Name(n) => n.clone(),
+                    };
+                    let object_name = match action {
+                        Action::AddScope { object_name, .. } => object_name.clone(),
+                        _ => String::new(),
+                    };
+                    let fields = [account_text, action.name().to_string(), action.target_text(), object_name, ticket.clone(), comment.clone()];
+                    let record: Vec<String> = fields.iter().map(|f| quote(f, delimiter)).collect();
+                    let record = record.join(&d);
+                    csv.push_str(&record);
+                    csv.push_str(eol);
+                    expected.push(PlanRow {
+                        line,
+                        account,
+                        action: action.clone(),
+                        ticket: Some(ticket.clone()).filter(|t| !t.is_empty()),
+                        comment: Some(comment.clone()).filter(|c| !c.is_empty()),
+                        annotations: Vec::new(),
+                    });
+                    line += 1 + record.matches('\n').count() as u64 + record.matches('\r').count() as u64
+                        - record.matches("\r\n").count() as u64;
+                }
+                let plan = parse("p.csv", csv.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}\n{csv}")))?;
+                prop_assert_eq!(plan.rows, expected);
+            }
+        }
+    }
+
+    /// Times the check of a generated 1,000,000-row plan. Run with
+    /// `cargo test --lib plan::tests::bench -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a benchmark; run it explicitly"]
+    fn bench_one_million_rows() {
+        let mut csv =
+            String::from("account,action,target,object_name,ticket,comment,requested_by\n");
+        for i in 0..1_000_000u32 {
+            match i % 5 {
+                0 => csv.push_str(&format!("TECH\\user{i:07},assign-role,Portal User,,CHG-{},onboarding,HR\n", i / 100)),
+                1 => csv.push_str(&format!(
+                    "urn:veeam:EnterpriseAccount:{},remove-role,urn:veeam:EnterpriseRole:{ROLE},,CHG-{},,\n",
+                    Uuid::from_u128(u128::from(i))
+                , i / 100)),
+                2 => csv.push_str(&format!(
+                    "TECH\\user{i:07},add-scope,urn:VMware:ResourcePool:11111111-2222-3333-4444-555555555555.resgroup-{i},\"RP {i}, east\",,,\n"
+                )),
+                3 => csv.push_str(&format!("TECH\\user{i:07},remove-scope,Old-RP,,,\"left, see \"\"HR\"\"\",\n")),
+                _ => csv.push_str(&format!("TECH\\user{i:07},restore-all-vms,off,,,,\n")),
+            }
+        }
+        let started = std::time::Instant::now();
+        let plan = parse("big.csv", csv.as_bytes()).unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(plan.rows.len(), 1_000_000);
+        eprintln!(
+            "parsed {} rows ({} MB) in {:.2?} ({} build)",
+            plan.rows.len(),
+            csv.len() / 1_000_000,
+            elapsed,
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        );
+    }
 }

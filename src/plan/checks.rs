@@ -1,0 +1,341 @@
+//! Checks across rows: duplicate rows and contradictory rows (an assign and a remove of one
+//! role, or both restore-all-VMs values, for one account).
+//!
+//! Rows are compared on normalised keys kept in hash maps, so a plan of any size is checked in
+//! one pass. Names are interned to small numbers through a scratch buffer, so a row whose names
+//! were seen before allocates nothing here. A GUID and a name cannot be correlated without
+//! asking the server, so an account or role named both ways counts as two.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use uuid::Uuid;
+
+use super::cells::Kind;
+use super::{AccountRef, Action, RoleRef, ScopeRef};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Who {
+    Id(Uuid),
+    Name(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum What {
+    RoleId(Uuid),
+    RoleName(u32),
+    ObjRef(u32),
+    ScopeId(Uuid),
+    ScopeName(u32),
+}
+
+/// A fast hasher for the tracker's maps, in the style of rustc's FxHash, with a final mix so
+/// that the high bits the hash table uses depend on every input byte.
+///
+/// The keys come from the user's own plan, so the flooding resistance of the standard SipHash
+/// buys nothing here, while hashing was the largest single cost of checking a big plan.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(
+                chunk.try_into().expect("chunks_exact gives 8 bytes"),
+            ));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The fmix64 finaliser of MurmurHash3.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// What the rows seen so far hold, keyed for duplicate and contradiction checks.
+#[derive(Default)]
+pub(super) struct Tracker {
+    names: FastMap<String, u32>,
+    scratch: String,
+    /// (account, action, target) → the first line holding it.
+    rows: FastMap<(Who, Kind, What), u64>,
+    /// account → the first restore-all-VMs value given for it, and its line.
+    flags: FastMap<Who, (bool, u64)>,
+}
+
+impl Tracker {
+    /// A tracker with room for about `rows` rows.
+    pub(super) fn with_capacity(rows: usize) -> Self {
+        Tracker {
+            names: FastMap::with_capacity_and_hasher(rows, Default::default()),
+            scratch: String::new(),
+            rows: FastMap::with_capacity_and_hasher(rows, Default::default()),
+            flags: FastMap::default(),
+        }
+    }
+
+    /// Records a valid row and reports each problem it has with earlier rows.
+    pub(super) fn check(
+        &mut self,
+        line: u64,
+        account: &AccountRef,
+        action: &Action,
+        report: &mut impl FnMut(String),
+    ) {
+        let who = match account {
+            AccountRef::Id(id) => Who::Id(*id),
+            AccountRef::Name(name) => Who::Name(self.intern(name, true)),
+        };
+        let (kind, what) = match action {
+            Action::AssignRole(role) => (Kind::AssignRole, self.role(role)),
+            Action::RemoveRole(role) => (Kind::RemoveRole, self.role(role)),
+            Action::AddScope { obj_ref, .. } => {
+                (Kind::AddScope, What::ObjRef(self.intern(obj_ref, true)))
+            }
+            // EM scope names are matched exactly when a scope is removed, so they are
+            // compared exactly here too.
+            Action::RemoveScope(ScopeRef::Id(id)) => (Kind::RemoveScope, What::ScopeId(*id)),
+            Action::RemoveScope(ScopeRef::Name(name)) => {
+                (Kind::RemoveScope, What::ScopeName(self.intern(name, false)))
+            }
+            Action::RestoreAllVms(value) => {
+                match self.flags.get(&who) {
+                    None => {
+                        self.flags.insert(who, (*value, line));
+                    }
+                    Some(&(first, at)) if first == *value => {
+                        report(format!("duplicate of line {at}"))
+                    }
+                    Some(&(_, at)) => report(format!(
+                        "contradicts line {at}: restore-all-vms on and off for one account (lines {at} and {line})"
+                    )),
+                }
+                return;
+            }
+        };
+        let opposite = match kind {
+            Kind::AssignRole => Some(Kind::RemoveRole),
+            Kind::RemoveRole => Some(Kind::AssignRole),
+            _ => None,
+        };
+        if let Some(&at) = opposite.and_then(|o| self.rows.get(&(who, o, what))) {
+            report(format!(
+                "contradicts line {at}: assign-role and remove-role of the same role for one account \
+                 (lines {at} and {line})"
+            ));
+        }
+        if let Some(&at) = self.rows.get(&(who, kind, what)) {
+            report(format!("duplicate of line {at}"));
+        } else {
+            self.rows.insert((who, kind, what), line);
+        }
+    }
+
+    fn role(&mut self, role: &RoleRef) -> What {
+        match role {
+            RoleRef::Id(id) => What::RoleId(*id),
+            RoleRef::Name(name) => What::RoleName(self.intern(name, true)),
+        }
+    }
+
+    /// A small number standing for `text` (lower-cased first when `fold`).
+    fn intern(&mut self, text: &str, fold: bool) -> u32 {
+        self.scratch.clear();
+        if !fold {
+            self.scratch.push_str(text);
+        } else if text.is_ascii() {
+            self.scratch.push_str(text);
+            self.scratch.make_ascii_lowercase();
+        } else {
+            self.scratch
+                .extend(text.chars().flat_map(char::to_lowercase));
+        }
+        if let Some(&n) = self.names.get(self.scratch.as_str()) {
+            return n;
+        }
+        let n = u32::try_from(self.names.len())
+            .expect("a plan names fewer than 4 billion distinct things");
+        self.names.insert(self.scratch.clone(), n);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rows: &[(AccountRef, Action)]) -> Vec<(u64, String)> {
+        let mut t = Tracker::default();
+        let mut out = Vec::new();
+        for (i, (account, action)) in rows.iter().enumerate() {
+            let line = i as u64 + 2;
+            t.check(line, account, action, &mut |m| out.push((line, m)));
+        }
+        out
+    }
+
+    fn name(n: &str) -> AccountRef {
+        AccountRef::Name(n.into())
+    }
+
+    fn assign(r: &str) -> Action {
+        Action::AssignRole(RoleRef::Name(r.into()))
+    }
+
+    fn remove(r: &str) -> Action {
+        Action::RemoveRole(RoleRef::Name(r.into()))
+    }
+
+    #[test]
+    fn the_fast_hasher_spreads_near_keys() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<FastHasher>::default();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10_000u32 {
+            let h = build.hash_one(format!("tech\\user{i:05}"));
+            // The table picks buckets by the low bits and tags by the top 7 bits; both vary.
+            seen.insert((h >> 57, h & 0xff));
+        }
+        assert!(seen.len() > 5_000, "{}", seen.len());
+        assert_ne!(build.hash_one("abc"), build.hash_one("abd"));
+    }
+
+    #[test]
+    fn duplicates_compare_names_case_insensitively_and_name_the_first_line() {
+        let out = run(&[
+            (name("TECH\\alice"), assign("Portal User")),
+            (name("tech\\ALICE"), assign("portal user")),
+            (name("TECH\\alice"), assign("Portal User")),
+            (name("TECH\\Ärger"), assign("Portal User")),
+            (name("tech\\ärger"), assign("PORTAL USER")),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (3, "duplicate of line 2".into()),
+                (4, "duplicate of line 2".into()),
+                (6, "duplicate of line 5".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn different_accounts_actions_or_targets_are_not_duplicates() {
+        let id = Uuid::from_u128(7);
+        let out = run(&[
+            (name("TECH\\alice"), assign("Portal User")),
+            (name("TECH\\bob"), assign("Portal User")),
+            (name("TECH\\alice"), assign("VM Restore Operator")),
+            // A GUID cannot be matched to a name offline.
+            (AccountRef::Id(id), assign("Portal User")),
+            (
+                name("TECH\\alice"),
+                Action::AssignRole(RoleRef::Id(Uuid::from_u128(1))),
+            ),
+            (
+                name("TECH\\alice"),
+                Action::RemoveScope(ScopeRef::Name("Finance".into())),
+            ),
+            (
+                name("TECH\\alice"),
+                Action::RemoveScope(ScopeRef::Name("finance".into())),
+            ),
+        ]);
+        assert_eq!(out, []);
+    }
+
+    #[test]
+    fn guid_forms_are_one_key() {
+        let id = Uuid::from_u128(7);
+        let out = run(&[
+            (AccountRef::Id(id), Action::RemoveScope(ScopeRef::Id(id))),
+            (AccountRef::Id(id), Action::RemoveScope(ScopeRef::Id(id))),
+        ]);
+        assert_eq!(out, [(3, "duplicate of line 2".into())]);
+    }
+
+    #[test]
+    fn object_refs_compare_case_insensitively() {
+        let add = |r: &str, n: &str| Action::AddScope {
+            obj_ref: r.into(),
+            object_name: n.into(),
+        };
+        let out = run(&[
+            (name("a"), add("urn:VMware:Vm:R.vm-1", "x")),
+            (name("a"), add("urn:vmware:vm:r.vm-1", "y")),
+        ]);
+        assert_eq!(out, [(3, "duplicate of line 2".into())]);
+    }
+
+    #[test]
+    fn assign_and_remove_of_one_role_contradict() {
+        let out = run(&[
+            (name("TECH\\alice"), assign("Portal User")),
+            (name("TECH\\bob"), remove("Portal User")),
+            (name("tech\\alice"), remove("PORTAL user")),
+        ]);
+        assert_eq!(
+            out,
+            [(
+                4,
+                "contradicts line 2: assign-role and remove-role of the same role for one account (lines 2 and 4)"
+                    .into()
+            )]
+        );
+    }
+
+    #[test]
+    fn restore_all_vms_twice_is_a_duplicate_or_a_contradiction() {
+        let out = run(&[
+            (name("a"), Action::RestoreAllVms(true)),
+            (name("b"), Action::RestoreAllVms(false)),
+            (name("A"), Action::RestoreAllVms(true)),
+            (name("a"), Action::RestoreAllVms(false)),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (4, "duplicate of line 2".into()),
+                (5, "contradicts line 2: restore-all-vms on and off for one account (lines 2 and 5)".into())
+            ]
+        );
+    }
+}
