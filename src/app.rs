@@ -178,7 +178,9 @@ pub async fn run(command: Command) -> Exit {
             eprintln!("embatch: {}", error_text(&e));
             match e {
                 AppError::Usage(_) | AppError::Plan(_) => Exit::Usage,
-                AppError::Run(RunError::Connect { .. } | RunError::Resolve { .. }) => Exit::Connection,
+                AppError::Run(RunError::Connect { .. } | RunError::Resolve { .. }) => {
+                    Exit::Connection
+                }
                 AppError::Run(RunError::Audit(_)) | AppError::Audit(_) => Exit::Usage,
                 AppError::Emulator(_) | AppError::Io(_) => Exit::RowsFailed,
             }
@@ -222,7 +224,10 @@ fn read_password(source: &PasswordSource) -> Result<Secret, AppError> {
             })?;
             let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
             if line.is_empty() {
-                return Err(AppError::Usage(format!("password file {} is empty", path.display())));
+                return Err(AppError::Usage(format!(
+                    "password file {} is empty",
+                    path.display()
+                )));
             }
             Ok(Secret::new(line.to_string()))
         }
@@ -253,7 +258,13 @@ fn client_config(c: &ConnectSettings) -> Result<ClientConfig, AppError> {
     }
     Ok(ClientConfig {
         timeout: c.timeout,
-        ..ClientConfig::new(c.url.clone(), c.user.clone(), password, c.wire, c.tls.clone())
+        ..ClientConfig::new(
+            c.url.clone(),
+            c.user.clone(),
+            password,
+            c.wire,
+            c.tls.clone(),
+        )
     })
 }
 
@@ -459,11 +470,21 @@ fn show(s: ShowSettings) -> Result<Exit, AppError> {
         run.run_id, run.kind, run.status, run.started_at, run.operator, run.server_url
     );
     if let Some(file) = &run.plan_file {
-        println!("plan {file} sha256 {}", run.plan_sha256.as_deref().unwrap_or("-"));
+        println!(
+            "plan {file} sha256 {}",
+            run.plan_sha256.as_deref().unwrap_or("-")
+        );
     }
     println!(
         "rows {}: applied {}, no-op {}, failed {}, skipped {}, in doubt {}, pending {}; {} requests",
-        run.rows, run.applied, run.noop, run.failed, run.skipped, run.in_doubt, run.pending, run.requests
+        run.rows,
+        run.applied,
+        run.noop,
+        run.failed,
+        run.skipped,
+        run.in_doubt,
+        run.pending,
+        run.requests
     );
     for r in rows {
         println!(
@@ -499,7 +520,11 @@ async fn run_emulator(s: EmulatorSettings) -> Result<Exit, AppError> {
     let base = format!("{scheme}://{listen}/api");
     println!("{}", emulator::banner(&base, &config));
     if let Some(path) = &s.cert_out {
-        println!("certificate written to {} (use --ca-cert {})", path.display(), path.display());
+        println!(
+            "certificate written to {} (use --ca-cert {})",
+            path.display(),
+            path.display()
+        );
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -515,7 +540,8 @@ const DEMO_PLAN: &str = include_str!("../samples/onboarding.csv");
 const DEMO_SEED: &str = include_str!("../samples/emulator-seed.json");
 
 async fn demo(s: DemoSettings) -> Result<Exit, AppError> {
-    let seed = emulator::Seed::from_json(DEMO_SEED).map_err(|e| AppError::Emulator(e.to_string()))?;
+    let seed =
+        emulator::Seed::from_json(DEMO_SEED).map_err(|e| AppError::Emulator(e.to_string()))?;
     let config = EmulatorConfig {
         seed: Some(seed),
         ..EmulatorConfig::default()
@@ -530,7 +556,13 @@ async fn demo(s: DemoSettings) -> Result<Exit, AppError> {
 
     let plan = plan::parse("samples/onboarding.csv", DEMO_PLAN.as_bytes())?;
     println!("== embatch check samples/onboarding.csv --online");
-    let config = ClientConfig::new(url.clone(), user.clone(), Secret::new(password), s.wire, TlsOptions::default());
+    let config = ClientConfig::new(
+        url.clone(),
+        user.clone(),
+        Secret::new(password),
+        s.wire,
+        TlsOptions::default(),
+    );
     let pace = Pace {
         rate: 50.0,
         concurrency: 4,
@@ -552,8 +584,12 @@ async fn demo(s: DemoSettings) -> Result<Exit, AppError> {
     println!("\nThe audit log is {db}. Try next:");
     println!("  cargo run --release -- runs --db {db}");
     println!("  cargo run --release -- show last --db {db}");
-    println!("  sqlite3 {db} 'select * from change_log'      (views: run_summary, change_log, request_log)");
-    println!("  cargo run --release -- emulator --accounts 100   (then apply your own plan against it)");
+    println!(
+        "  sqlite3 {db} 'select * from change_log'      (views: run_summary, change_log, request_log)"
+    );
+    println!(
+        "  cargo run --release -- emulator --accounts 100   (then apply your own plan against it)"
+    );
     // The demo plan deliberately holds a row EM refuses, to show a failure being recorded; the
     // demo itself succeeded if the run went as expected.
     Ok(match exit {

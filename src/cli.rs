@@ -14,7 +14,7 @@ use crate::app::{
     ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings, EmulatorSettings,
     OutputFormat, PasswordSource, RunRef, ShowSettings,
 };
-use crate::em::{Wire, TlsOptions};
+use crate::em::{TlsOptions, Wire};
 use crate::emulator::{EmulatorConfig, Faults, Seed};
 use crate::runner::Pace;
 
@@ -255,19 +255,39 @@ pub struct EmulatorArgs {
     pub jitter_ms: u64,
 
     /// Fault: fraction of requests answered 500 (nothing applied).
-    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Faults")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "FRACTION",
+        help_heading = "Faults"
+    )]
     pub error_500: f64,
 
     /// Fault: fraction of requests answered 503 with Retry-After.
-    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Faults")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "FRACTION",
+        help_heading = "Faults"
+    )]
     pub error_503: f64,
 
     /// Fault: fraction of requests answered 429 with Retry-After.
-    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Faults")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "FRACTION",
+        help_heading = "Faults"
+    )]
     pub error_429: f64,
 
     /// Fault: the Retry-After value, in seconds, for 429 and 503 answers.
-    #[arg(long, default_value_t = 1, value_name = "SECONDS", help_heading = "Faults")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "SECONDS",
+        help_heading = "Faults"
+    )]
     pub retry_after: u64,
 
     /// Fault: a server-side cap on requests per second; requests over it get 503 + Retry-After.
@@ -275,12 +295,22 @@ pub struct EmulatorArgs {
     pub max_rps: Option<u32>,
 
     /// Fault: fraction of connections dropped without an answer, before the change is applied.
-    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Faults")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "FRACTION",
+        help_heading = "Faults"
+    )]
     pub drop_before: f64,
 
     /// Fault: fraction of connections dropped without an answer, after the change is applied
     /// (a lost answer).
-    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", help_heading = "Faults")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "FRACTION",
+        help_heading = "Faults"
+    )]
     pub drop_after: f64,
 
     /// Fault: every session expires after this many requests.
@@ -372,16 +402,22 @@ impl ConnectArgs {
         let url = self
             .url
             .ok_or_else(|| usage("no server given: pass --url or set EMBATCH_URL"))?;
-        let url = url::Url::parse(&url).map_err(|e| usage(format!("invalid --url '{url}': {e}")))?;
+        let url =
+            url::Url::parse(&url).map_err(|e| usage(format!("invalid --url '{url}': {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(usage(format!("--url must be http or https, not '{}'", url.scheme())));
+            return Err(usage(format!(
+                "--url must be http or https, not '{}'",
+                url.scheme()
+            )));
         }
         let user = self
             .user
             .filter(|u| !u.trim().is_empty())
             .ok_or_else(|| usage("no user given: pass --user or set EMBATCH_USER"))?;
         if self.insecure && self.ca_cert.is_some() {
-            return Err(usage("--insecure and --ca-cert contradict each other; pick one"));
+            return Err(usage(
+                "--insecure and --ca-cert contradict each other; pick one",
+            ));
         }
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             return Err(usage("--timeout must be a positive number of seconds"));
@@ -407,7 +443,9 @@ impl ConnectArgs {
 impl PaceArgs {
     fn into_pace(self) -> Result<Pace, UsageError> {
         if !(self.rate.is_finite() && self.rate > 0.0) {
-            return Err(usage("--rate must be a positive number of requests per second"));
+            return Err(usage(
+                "--rate must be a positive number of requests per second",
+            ));
         }
         Ok(Pace {
             concurrency: self.concurrency as usize,
@@ -423,7 +461,9 @@ fn fraction(name: &str, value: f64) -> Result<f64, UsageError> {
     if (0.0..=1.0).contains(&value) {
         Ok(value)
     } else {
-        Err(usage(format!("--{name} must be a fraction between 0 and 1, not {value}")))
+        Err(usage(format!(
+            "--{name} must be a fraction between 0 and 1, not {value}"
+        )))
     }
 }
 
@@ -443,7 +483,9 @@ impl EmulatorArgs {
             seed: self.fault_seed,
         };
         if !(self.session_timeout.is_finite() && self.session_timeout > 0.0) {
-            return Err(usage("--session-timeout must be a positive number of minutes"));
+            return Err(usage(
+                "--session-timeout must be a positive number of minutes",
+            ));
         }
         let seed = match &self.seed {
             Some(path) => Some(

@@ -14,7 +14,10 @@ fn main() -> std::process::ExitCode {
             return Exit::Usage.into();
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("embatch: cannot start the async runtime: {e}");

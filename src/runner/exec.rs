@@ -12,12 +12,12 @@ use std::time::Duration;
 use rand::RngExt;
 use uuid::Uuid;
 
-use crate::em::{Client, EmError, Retry, RequestTag};
+use crate::em::{Client, EmError, RequestTag, Retry};
 use crate::plan::PlanRow;
 
+use super::Outcome;
 use super::pace::{Pace, Pacer};
 use super::state::{AccountState, Change, Decision, RoleTable, decide};
-use super::Outcome;
 
 /// What happened to one row.
 #[derive(Clone, Debug)]
@@ -63,10 +63,14 @@ impl Executor {
             .retry_read(row, |tag| async move { client.call(tag).account(id).await })
             .await?;
         let roles = self
-            .retry_read(row, |tag| async move { client.call(tag).account_roles(id).await })
+            .retry_read(row, |tag| async move {
+                client.call(tag).account_roles(id).await
+            })
             .await?;
         let scopes = self
-            .retry_read(row, |tag| async move { client.call(tag).account_scopes(id).await })
+            .retry_read(row, |tag| async move {
+                client.call(tag).account_scopes(id).await
+            })
             .await?;
         Ok(AccountState::from_reads(&account, &roles, &scopes))
     }
@@ -136,7 +140,12 @@ impl Executor {
         report
     }
 
-    async fn send_change(&self, state: &mut AccountState, row_no: u64, change: &Change) -> RowReport {
+    async fn send_change(
+        &self,
+        state: &mut AccountState,
+        row_no: u64,
+        change: &Change,
+    ) -> RowReport {
         let mut attempt = 1;
         loop {
             let tag = RequestTag {
@@ -162,7 +171,8 @@ impl Executor {
                     Ok(fresh) => {
                         merge_known_refs(state, fresh);
                         if state.shows(change) {
-                            let note = format!("confirmed by re-reading the account after: {error}");
+                            let note =
+                                format!("confirmed by re-reading the account after: {error}");
                             return self.after_success(state, row_no, change, Some(note)).await;
                         }
                     }
@@ -213,7 +223,9 @@ impl Executor {
             let id = state.id;
             let before: Vec<Uuid> = state.scopes.iter().map(|s| s.id).collect();
             match self
-                .retry_read(Some(row_no), |tag| async move { client.call(tag).account_scopes(id).await })
+                .retry_read(Some(row_no), |tag| async move {
+                    client.call(tag).account_scopes(id).await
+                })
                 .await
             {
                 Ok(scopes) => {

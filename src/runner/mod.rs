@@ -32,7 +32,7 @@ use crate::plan::{AccountRef, Action, Plan, PlanRow};
 
 pub use exec::{Executor, RowReport};
 pub use pace::{AttemptLog, Pace, Pacer};
-pub use preview::{Preview, PreviewRow, Prediction, preview};
+pub use preview::{Prediction, Preview, PreviewRow, preview};
 pub use report::{Reporter, Summary};
 pub use state::{AccountState, RoleTable};
 
@@ -178,7 +178,14 @@ pub async fn apply(
         })
         .await?;
     audit
-        .add_rows(run_id, plan.rows.iter().enumerate().map(|(i, r)| new_row(i, r)).collect())
+        .add_rows(
+            run_id,
+            plan.rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| new_row(i, r))
+                .collect(),
+        )
         .await?;
 
     let outcome = run_rows(plan, run_id, &settings, &audit, cancel, reporter).await;
@@ -248,13 +255,14 @@ async fn run_rows(
         }),
         Some(events.clone()),
     ));
-    let client = Arc::new(
-        Client::new(settings.client.clone(), pacer.clone()).map_err(|source| RunError::Connect {
+    let client = Arc::new(Client::new(settings.client.clone(), pacer.clone()).map_err(
+        |source| RunError::Connect {
             url: settings.client.base_url.to_string(),
             source,
-        })?,
-    );
-    let (executor, groups) = connect_and_resolve(plan, client.clone(), pacer.clone(), &settings.pace).await?;
+        },
+    )?);
+    let (executor, groups) =
+        connect_and_resolve(plan, client.clone(), pacer.clone(), &settings.pace).await?;
     let executor = Arc::new(executor);
 
     let rows = Arc::new(plan.rows.clone());
@@ -436,7 +444,11 @@ impl Worker {
             if self.cancel.is_cancelled() {
                 return;
             }
-            let group = self.queue.lock().expect("queue lock is never poisoned").pop_front();
+            let group = self
+                .queue
+                .lock()
+                .expect("queue lock is never poisoned")
+                .pop_front();
             let Some(group) = group else { return };
             self.run_account(group).await;
         }
@@ -446,7 +458,10 @@ impl Worker {
         let first = group.rows[0] as u64;
         let Some(id) = group.id else {
             for &i in &group.rows {
-                self.finish(i, RowReport::failed(format!("unknown account '{}'", group.label)));
+                self.finish(
+                    i,
+                    RowReport::failed(format!("unknown account '{}'", group.label)),
+                );
             }
             return;
         };
@@ -454,7 +469,10 @@ impl Worker {
             Ok(state) => state,
             Err(e) => {
                 for &i in &group.rows {
-                    self.finish(i, RowReport::failed(format!("read account {}: {e}", group.label)));
+                    self.finish(
+                        i,
+                        RowReport::failed(format!("read account {}: {e}", group.label)),
+                    );
                 }
                 return;
             }
@@ -473,8 +491,12 @@ impl Worker {
                     });
                 return;
             }
-            self.audit.row_account(self.run_id, i as u64, &id.to_string());
-            let report = self.executor.run_row(&mut state, i as u64, &self.rows[i]).await;
+            self.audit
+                .row_account(self.run_id, i as u64, &id.to_string());
+            let report = self
+                .executor
+                .run_row(&mut state, i as u64, &self.rows[i])
+                .await;
             self.finish(i, report);
         }
     }

@@ -97,7 +97,10 @@ impl Pacer {
     /// later, longer pause extends an earlier one; a shorter one never shortens it.
     pub fn pause_for(&self, delay: Duration) {
         let until = Instant::now() + delay;
-        let mut guard = self.pause_until.lock().expect("pause lock is never poisoned");
+        let mut guard = self
+            .pause_until
+            .lock()
+            .expect("pause lock is never poisoned");
         if guard.is_none_or(|current| current < until) {
             *guard = Some(until);
         }
@@ -110,7 +113,10 @@ impl Pacer {
 
     async fn wait_for_pause(&self) {
         loop {
-            let until = *self.pause_until.lock().expect("pause lock is never poisoned");
+            let until = *self
+                .pause_until
+                .lock()
+                .expect("pause lock is never poisoned");
             match until {
                 Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
                 _ => return,

@@ -65,7 +65,11 @@ impl Preview {
                 Prediction::Noop(d) => ("no-op ", d),
                 Prediction::Fail(d) => ("FAIL  ", d),
             };
-            let _ = writeln!(out, "{file}:{}: {word} {} {} {}: {detail}", r.line, r.account, r.action, r.target);
+            let _ = writeln!(
+                out,
+                "{file}:{}: {word} {} {} {}: {detail}",
+                r.line, r.account, r.action, r.target
+            );
         }
         let _ = writeln!(
             out,
@@ -80,14 +84,18 @@ impl Preview {
 }
 
 /// Reads the state of the plan's accounts and predicts each row.
-pub async fn preview(plan: &Plan, client: crate::em::ClientConfig, pace: Pace) -> Result<Preview, RunError> {
+pub async fn preview(
+    plan: &Plan,
+    client: crate::em::ClientConfig,
+    pace: Pace,
+) -> Result<Preview, RunError> {
     let pacer = Arc::new(Pacer::new(&pace, None, None));
-    let client = Arc::new(Client::new(client.clone(), pacer.clone()).map_err(|source| {
-        RunError::Connect {
+    let client = Arc::new(
+        Client::new(client.clone(), pacer.clone()).map_err(|source| RunError::Connect {
             url: client.base_url.to_string(),
             source,
-        }
-    })?);
+        })?,
+    );
     let (executor, groups) = connect_and_resolve(plan, client.clone(), pacer, &pace).await?;
     let executor = Arc::new(executor);
     let mut predictions: Vec<Option<Prediction>> = vec![None; plan.rows.len()];
@@ -99,18 +107,27 @@ pub async fn preview(plan: &Plan, client: crate::em::ClientConfig, pace: Pace) -
         while tasks.len() < pace.concurrency {
             let Some(group) = pending.next() else { break };
             let executor = executor.clone();
-            let rows: Vec<(usize, crate::plan::PlanRow)> =
-                group.rows.iter().map(|&i| (i, plan.rows[i].clone())).collect();
+            let rows: Vec<(usize, crate::plan::PlanRow)> = group
+                .rows
+                .iter()
+                .map(|&i| (i, plan.rows[i].clone()))
+                .collect();
             tasks.spawn(async move {
                 let Some(id) = group.id else {
                     let why = format!("unknown account '{}'", group.label);
-                    return rows.into_iter().map(|(i, _)| (i, Prediction::Fail(why.clone()))).collect::<Vec<_>>();
+                    return rows
+                        .into_iter()
+                        .map(|(i, _)| (i, Prediction::Fail(why.clone())))
+                        .collect::<Vec<_>>();
                 };
                 let mut state = match executor.read_state(id, None).await {
                     Ok(s) => s,
                     Err(e) => {
                         let why = format!("cannot read account {}: {e}", group.label);
-                        return rows.into_iter().map(|(i, _)| (i, Prediction::Fail(why.clone()))).collect();
+                        return rows
+                            .into_iter()
+                            .map(|(i, _)| (i, Prediction::Fail(why.clone())))
+                            .collect();
                     }
                 };
                 rows.into_iter()
@@ -129,7 +146,9 @@ pub async fn preview(plan: &Plan, client: crate::em::ClientConfig, pace: Pace) -
                     .collect()
             });
         }
-        let Some(done) = tasks.join_next().await else { break };
+        let Some(done) = tasks.join_next().await else {
+            break;
+        };
         for (i, p) in done.expect("preview tasks do not panic") {
             predictions[i] = Some(p);
         }
@@ -163,7 +182,9 @@ fn describe(change: &Change) -> String {
     match change {
         Change::AssignRole { name, .. } => format!("would assign {name}"),
         Change::RemoveRole { name, .. } => format!("would remove {name}"),
-        Change::AddScope { item } => format!("would add scope {} ({})", item.object_name, item.obj_ref),
+        Change::AddScope { item } => {
+            format!("would add scope {} ({})", item.object_name, item.obj_ref)
+        }
         Change::RemoveScope { name, scope } => format!("would remove scope {name} ({scope})"),
         Change::SetRestoreAllVms(v) => format!(
             "would turn restore-all-vms {} (one toggle)",

@@ -99,7 +99,11 @@ impl Reporter {
     }
 }
 
-async fn consume(reporter: Reporter, rows: u64, mut rx: mpsc::UnboundedReceiver<RunEvent>) -> Summary {
+async fn consume(
+    reporter: Reporter,
+    rows: u64,
+    mut rx: mpsc::UnboundedReceiver<RunEvent>,
+) -> Summary {
     let mut summary = Summary {
         rows,
         ..Summary::default()
@@ -108,10 +112,8 @@ async fn consume(reporter: Reporter, rows: u64, mut rx: mpsc::UnboundedReceiver<
     let bar = terminal.then(|| {
         let bar = ProgressBar::with_draw_target(Some(rows), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
-            )
-            .expect("the progress template is valid"),
+            ProgressStyle::with_template("{bar:30} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}")
+                .expect("the progress template is valid"),
         );
         bar
     });
@@ -136,7 +138,10 @@ async fn consume(reporter: Reporter, rows: u64, mut rx: mpsc::UnboundedReceiver<
                 }
             }
         }
-        if reporter == Reporter::Stderr && !terminal && last_line.elapsed() >= Duration::from_secs(5) {
+        if reporter == Reporter::Stderr
+            && !terminal
+            && last_line.elapsed() >= Duration::from_secs(5)
+        {
             last_line = Instant::now();
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
@@ -174,6 +179,9 @@ mod tests {
         .unwrap();
         drop(tx);
         let s = task.await.unwrap();
-        assert_eq!((s.applied, s.noop, s.failed, s.requests, s.throttled), (1, 1, 1, 1, 1));
+        assert_eq!(
+            (s.applied, s.noop, s.failed, s.requests, s.throttled),
+            (1, 1, 1, 1, 1)
+        );
     }
 }

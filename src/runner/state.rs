@@ -89,7 +89,9 @@ impl AccountState {
         match change {
             Change::AssignRole { role, .. } => self.roles.iter().any(|r| r.id == *role),
             Change::RemoveRole { role, .. } => !self.roles.iter().any(|r| r.id == *role),
-            Change::AddScope { item } => self.find_scope_by_ref(&item.obj_ref, &item.object_name).is_some(),
+            Change::AddScope { item } => self
+                .find_scope_by_ref(&item.obj_ref, &item.object_name)
+                .is_some(),
             Change::RemoveScope { scope, .. } => !self.scopes.iter().any(|s| s.id == *scope),
             Change::SetRestoreAllVms(value) => self.allow_restore_all_vms == *value,
         }
@@ -368,7 +370,10 @@ mod tests {
     fn role_rows() {
         let s = state();
         let assign_held = Action::AssignRole(RoleRef::Name("portal user".into()));
-        assert!(matches!(decide(&assign_held, &roles(), &s), Decision::Noop(_)));
+        assert!(matches!(
+            decide(&assign_held, &roles(), &s),
+            Decision::Noop(_)
+        ));
         let assign_new = Action::AssignRole(RoleRef::Id(Uuid::from_u128(2)));
         assert_eq!(
             decide(&assign_new, &roles(), &s),
@@ -378,9 +383,13 @@ mod tests {
             })
         );
         let unknown = Action::AssignRole(RoleRef::Id(Uuid::from_u128(7)));
-        assert!(matches!(decide(&unknown, &roles(), &s), Decision::Fail(m) if m.contains("unknown role")));
+        assert!(
+            matches!(decide(&unknown, &roles(), &s), Decision::Fail(m) if m.contains("unknown role"))
+        );
         let remove_last = Action::RemoveRole(RoleRef::Id(Uuid::from_u128(1)));
-        assert!(matches!(decide(&remove_last, &roles(), &s), Decision::Fail(m) if m.contains("last role of TECH\\bob")));
+        assert!(
+            matches!(decide(&remove_last, &roles(), &s), Decision::Fail(m) if m.contains("last role of TECH\\bob"))
+        );
     }
 
     #[test]
@@ -397,7 +406,10 @@ mod tests {
         };
         assert!(matches!(decide(&other, &roles(), &s), Decision::Change(_)));
         let by_name = Action::RemoveScope(ScopeRef::Name("Finance".into()));
-        assert!(matches!(decide(&by_name, &roles(), &s), Decision::Change(Change::RemoveScope { .. })));
+        assert!(matches!(
+            decide(&by_name, &roles(), &s),
+            Decision::Change(Change::RemoveScope { .. })
+        ));
         let missing = Action::RemoveScope(ScopeRef::Name("Nope".into()));
         assert!(matches!(decide(&missing, &roles(), &s), Decision::Noop(_)));
     }
@@ -405,7 +417,10 @@ mod tests {
     #[test]
     fn toggle_only_when_different() {
         let s = state();
-        assert!(matches!(decide(&Action::RestoreAllVms(true), &roles(), &s), Decision::Noop(_)));
+        assert!(matches!(
+            decide(&Action::RestoreAllVms(true), &roles(), &s),
+            Decision::Noop(_)
+        ));
         assert_eq!(
             decide(&Action::RestoreAllVms(false), &roles(), &s),
             Decision::Change(Change::SetRestoreAllVms(false))

@@ -36,10 +36,16 @@ async fn every_action_applied_then_all_noop_on_rerun() {
         })
         .await;
         let state = emu.state();
-        let a = pick(&state, &[], |a| has_role(a, "Portal User") && !has_role(a, "VM Restore Operator"));
+        let a = pick(&state, &[], |a| {
+            has_role(a, "Portal User") && !has_role(a, "VM Restore Operator")
+        });
         let b = pick(&state, &[&a.name], |a| a.roles.len() >= 2);
-        let c = pick(&state, &[&a.name, &b.name], |a| !a.allow_restore_all_vms && !a.scopes.is_empty());
-        let d = pick(&state, &[&a.name, &b.name, &c.name], |a| a.allow_restore_all_vms);
+        let c = pick(&state, &[&a.name, &b.name], |a| {
+            !a.allow_restore_all_vms && !a.scopes.is_empty()
+        });
+        let d = pick(&state, &[&a.name, &b.name, &c.name], |a| {
+            a.allow_restore_all_vms
+        });
         let b_role = &b.roles[0].name;
         let c_scope = &c.scopes[0].name;
         let plan = format!(
@@ -56,7 +62,12 @@ async fn every_action_applied_then_all_noop_on_rerun() {
             d = d.name,
         );
         let run = support::apply(&emu, &plan, wire, support::fast_pace()).await;
-        assert_eq!(run.outcomes(), vec![Outcome::Applied; 6], "{wire:?}: {:?}", run.errors());
+        assert_eq!(
+            run.outcomes(),
+            vec![Outcome::Applied; 6],
+            "{wire:?}: {:?}",
+            run.errors()
+        );
         let after = emu.state();
         let get = |n: &str| after.accounts.iter().find(|x| x.name == n).unwrap();
         assert!(has_role(get(&a.name), "VM Restore Operator"));
@@ -66,7 +77,11 @@ async fn every_action_applied_then_all_noop_on_rerun() {
         assert!(!get(&d.name).allow_restore_all_vms);
         assert!(get(&d.name).scopes.iter().any(|s| s.name == "Payroll-RP"));
         // The created scope's id is recorded for undo.
-        assert!(run.results().iter().any(|r| r.as_deref().is_some_and(|r| r.contains("scope_id"))));
+        assert!(
+            run.results()
+                .iter()
+                .any(|r| r.as_deref().is_some_and(|r| r.contains("scope_id")))
+        );
 
         // Running the same plan again changes nothing and sends no write.
         let writes_before = emu.journal().len();
@@ -85,17 +100,30 @@ async fn rows_of_one_account_run_in_plan_order() {
         })
         .await;
         let state = emu.state();
-        let only = pick(&state, &[], |a| a.roles.len() == 1 && a.roles[0].name == "Portal User");
+        let only = pick(&state, &[], |a| {
+            a.roles.len() == 1 && a.roles[0].name == "Portal User"
+        });
         // Removing the only role would be refused, but not after the assign that precedes it.
         let plan = format!(
             "account,action,target\n{n},assign-role,File Restore Operator\n{n},remove-role,Portal User\n",
             n = only.name
         );
         let run = support::apply(&emu, &plan, wire, support::fast_pace()).await;
-        assert_eq!(run.outcomes(), vec![Outcome::Applied, Outcome::Applied], "{:?}", run.errors());
+        assert_eq!(
+            run.outcomes(),
+            vec![Outcome::Applied, Outcome::Applied],
+            "{:?}",
+            run.errors()
+        );
         let after = emu.state();
         let acc = after.accounts.iter().find(|x| x.name == only.name).unwrap();
-        assert_eq!(acc.roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["File Restore Operator"]);
+        assert_eq!(
+            acc.roles
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["File Restore Operator"]
+        );
     }
 }
 
@@ -108,7 +136,9 @@ async fn last_role_refusal_fails_that_row_only() {
     .await;
     let state = emu.state();
     let only = pick(&state, &[], |a| a.roles.len() == 1);
-    let other = pick(&state, &[&only.name], |a| !has_role(a, "SQL Restore Operator"));
+    let other = pick(&state, &[&only.name], |a| {
+        !has_role(a, "SQL Restore Operator")
+    });
     let plan = format!(
         "account,action,target\n{n},remove-role,{r}\n{o},assign-role,SQL Restore Operator\n",
         n = only.name,
@@ -117,7 +147,11 @@ async fn last_role_refusal_fails_that_row_only() {
     );
     let run = support::apply(&emu, &plan, Wire::Xml, support::fast_pace()).await;
     assert_eq!(run.outcomes(), vec![Outcome::Failed, Outcome::Applied]);
-    assert!(run.errors()[0].as_deref().unwrap().contains("last role"), "{:?}", run.errors());
+    assert!(
+        run.errors()[0].as_deref().unwrap().contains("last role"),
+        "{:?}",
+        run.errors()
+    );
     assert_eq!(run.report.summary.failed, 1);
 }
 
@@ -125,7 +159,11 @@ async fn last_role_refusal_fails_that_row_only() {
 fn assign_plan(state: &StateSnapshot, n: usize, role: &str) -> String {
     let mut plan = String::from("account,action,target\n");
     let mut count = 0;
-    for a in state.accounts.iter().filter(|a| a.name.starts_with("TECH\\user")) {
+    for a in state
+        .accounts
+        .iter()
+        .filter(|a| a.name.starts_with("TECH\\user"))
+    {
         if !has_role(a, role) && count < n {
             plan.push_str(&format!("{},assign-role,{role}\n", a.name));
             count += 1;
@@ -155,9 +193,17 @@ async fn throttling_and_server_errors_are_retried_to_success_and_all_recorded() 
         let mut pace = support::fast_pace();
         pace.max_attempts = 8;
         let run = support::apply(&emu, &plan, wire, pace).await;
-        assert_eq!(run.outcomes(), vec![Outcome::Applied; 30], "{:?}", run.errors());
+        assert_eq!(
+            run.outcomes(),
+            vec![Outcome::Applied; 30],
+            "{:?}",
+            run.errors()
+        );
         let received = emu.requests();
-        assert!(received.iter().any(|r| r.status == Some(500)), "some 500s were injected");
+        assert!(
+            received.iter().any(|r| r.status == Some(500)),
+            "some 500s were injected"
+        );
         assert!(received.iter().any(|r| matches!(r.status, Some(429 | 503))));
         // Every request the emulator saw is in request_log, and with the same status.
         assert_eq!(run.request_log_len(), received.len());
@@ -182,7 +228,12 @@ async fn a_lost_answer_is_checked_not_resent() {
         let state = emu.state();
         let mut plan = assign_plan(&state, 20, "Oracle Restore Operator");
         // Toggles are the dangerous case: a blind resend would flip the flag back.
-        for a in state.accounts.iter().filter(|a| a.name.starts_with("TECH\\user")).take(20) {
+        for a in state
+            .accounts
+            .iter()
+            .filter(|a| a.name.starts_with("TECH\\user"))
+            .take(20)
+        {
             let want = if a.allow_restore_all_vms { "off" } else { "on" };
             if a.allow_restore_all_vms || !a.scopes.is_empty() {
                 plan.push_str(&format!("{},restore-all-vms,{want}\n", a.name));
@@ -201,14 +252,26 @@ async fn a_lost_answer_is_checked_not_resent() {
             "{:?}",
             run.errors()
         );
-        assert!(emu.requests().iter().any(|r| r.dropped), "some answers were lost");
+        assert!(
+            emu.requests().iter().any(|r| r.dropped),
+            "some answers were lost"
+        );
         // Exactly one effect per row: nothing applied twice.
         assert_eq!(emu.journal().len(), run.outcomes().len());
         let after = emu.state();
-        for a in state.accounts.iter().filter(|a| a.name.starts_with("TECH\\user")).take(20) {
+        for a in state
+            .accounts
+            .iter()
+            .filter(|a| a.name.starts_with("TECH\\user"))
+            .take(20)
+        {
             if a.allow_restore_all_vms || !a.scopes.is_empty() {
                 let now = after.accounts.iter().find(|x| x.id == a.id).unwrap();
-                assert_eq!(now.allow_restore_all_vms, !a.allow_restore_all_vms, "{}", a.name);
+                assert_eq!(
+                    now.allow_restore_all_vms, !a.allow_restore_all_vms,
+                    "{}",
+                    a.name
+                );
             }
         }
     }
@@ -228,7 +291,12 @@ async fn a_session_expiring_mid_run_is_renewed() {
         .await;
         let plan = assign_plan(&emu.state(), 15, "SQL Restore Operator");
         let run = support::apply(&emu, &plan, wire, support::fast_pace()).await;
-        assert_eq!(run.outcomes(), vec![Outcome::Applied; 15], "{:?}", run.errors());
+        assert_eq!(
+            run.outcomes(),
+            vec![Outcome::Applied; 15],
+            "{:?}",
+            run.errors()
+        );
         let logons = emu
             .requests()
             .iter()
@@ -256,6 +324,9 @@ async fn the_rate_limit_is_never_exceeded() {
     let requests = emu.requests().len() as f64;
     // With a burst of one, n requests at 20/s take at least (n - 1) / 20 seconds.
     let floor = Duration::from_secs_f64((requests - 1.0) / 20.0);
-    assert!(elapsed >= floor, "{requests} requests in {elapsed:?}, floor {floor:?}");
+    assert!(
+        elapsed >= floor,
+        "{requests} requests in {elapsed:?}, floor {floor:?}"
+    );
     assert_eq!(run.report.summary.applied, 10);
 }

@@ -13,7 +13,13 @@ fn repo() -> PathBuf {
 
 fn embatch() -> Command {
     let mut cmd = Command::cargo_bin("embatch").unwrap();
-    for var in ["EMBATCH_URL", "EMBATCH_USER", "EMBATCH_PASSWORD", "EMBATCH_DB", "EMBATCH_LOG"] {
+    for var in [
+        "EMBATCH_URL",
+        "EMBATCH_USER",
+        "EMBATCH_PASSWORD",
+        "EMBATCH_DB",
+        "EMBATCH_LOG",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -26,7 +32,10 @@ fn bad_plans() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "csv"))
         .collect();
     plans.sort();
-    assert!(plans.len() >= 5, "samples/bad holds the malformed sample plans");
+    assert!(
+        plans.len() >= 5,
+        "samples/bad holds the malformed sample plans"
+    );
     plans
 }
 
@@ -47,11 +56,21 @@ async fn every_malformed_sample_is_refused_with_lines_and_nothing_is_sent() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{}: {stderr}", plan.display());
         let name = plan.file_name().unwrap().to_string_lossy().to_string();
-        let located = stderr.lines().filter(|l| l.contains(&format!("{name}:"))).count();
-        assert!(located >= 2, "{}: every problem is named by line:\n{stderr}", plan.display());
+        let located = stderr
+            .lines()
+            .filter(|l| l.contains(&format!("{name}:")))
+            .count();
+        assert!(
+            located >= 2,
+            "{}: every problem is named by line:\n{stderr}",
+            plan.display()
+        );
     }
     assert!(emu.requests().is_empty(), "no request reached the server");
-    assert!(!dir.path().join("audit.db").exists(), "an invalid plan opens no run");
+    assert!(
+        !dir.path().join("audit.db").exists(),
+        "an invalid plan opens no run"
+    );
 }
 
 #[test]
@@ -59,13 +78,20 @@ fn a_spreadsheet_export_with_bom_crlf_and_semicolons_is_accepted() {
     let plan = repo().join("samples/excel-semicolon.csv");
     let bytes = std::fs::read(&plan).unwrap();
     assert!(bytes.starts_with(b"\xEF\xBB\xBF"), "the sample has a BOM");
-    assert!(bytes.windows(2).any(|w| w == b"\r\n"), "the sample has CRLF");
+    assert!(
+        bytes.windows(2).any(|w| w == b"\r\n"),
+        "the sample has CRLF"
+    );
     embatch().arg("check").arg(&plan).assert().success();
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = embatch().args(["apply", "samples/onboarding.csv"]).current_dir(repo()).output().unwrap();
+    let out = embatch()
+        .args(["apply", "samples/onboarding.csv"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("EMBATCH_URL"));
 }
@@ -84,7 +110,12 @@ fn a_wrong_password_exits_3_before_any_change() {
         .env("EMBATCH_DB", dir.path().join("audit.db"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(emu.journal().is_empty());
 }
 
@@ -107,16 +138,33 @@ fn demo_runs_end_to_end_in_an_empty_directory() {
     // second run against the same audit log works too.
     let dir = tempfile::tempdir().unwrap();
     for round in 1..=2 {
-        let out = embatch().arg("demo").current_dir(dir.path()).output().unwrap();
+        let out = embatch()
+            .arg("demo")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "round {round}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "round {round}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("applied"), "{stdout}");
         assert!(stdout.contains("embatch-demo.db"), "{stdout}");
     }
-    let runs = embatch().arg("runs").arg("--db").arg(dir.path().join("embatch-demo.db")).output().unwrap();
+    let runs = embatch()
+        .arg("runs")
+        .arg("--db")
+        .arg(dir.path().join("embatch-demo.db"))
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&runs.stdout).lines().count() >= 3);
     // The samples a new user is pointed at validate as they are.
     let samples = dir.path().join("samples");
     copy_tree(&repo().join("samples"), &samples);
-    embatch().arg("check").arg(samples.join("onboarding.csv")).assert().success();
+    embatch()
+        .arg("check")
+        .arg(samples.join("onboarding.csv"))
+        .assert()
+        .success();
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use embatch::em::{
-    AccountCreateSpec, AccountType, EmError, RebuildMode, Retry, RequestTag, ScopeItem, Wire,
+    AccountCreateSpec, AccountType, EmError, RebuildMode, RequestTag, Retry, ScopeItem, Wire,
 };
 use embatch::emulator::{EmulatorConfig, Faults};
 use uuid::Uuid;
@@ -68,7 +68,10 @@ async fn every_operation(tls: bool, wire: Wire) {
         }
     }
     let held = call.account_roles(id).await.unwrap();
-    assert!(held.iter().any(|r| r.role_id == guid(VM_RESTORE) && r.role_name == "VM Restore Operator"));
+    assert!(
+        held.iter()
+            .any(|r| r.role_id == guid(VM_RESTORE) && r.role_name == "VM Restore Operator")
+    );
     let one = call.account_role(id, guid(FILE_RESTORE)).await.unwrap();
     assert_eq!(one.role_name, "File Restore Operator");
     call.remove_role(id, guid(FILE_RESTORE)).await.unwrap();
@@ -78,10 +81,13 @@ async fn every_operation(tls: bool, wire: Wire) {
     // Scopes: add one, find it, read it, remove it.
     let before = call.account_scopes(id).await.unwrap();
     let item = ScopeItem {
-        obj_ref: "urn:VMware:ResourcePool:6b5a4c8e-1111-4a4a-9c9c-0123456789ab.resgroup-4242".into(),
+        obj_ref: "urn:VMware:ResourcePool:6b5a4c8e-1111-4a4a-9c9c-0123456789ab.resgroup-4242"
+            .into(),
         object_name: "Integration-RP".into(),
     };
-    call.add_scopes(id, std::slice::from_ref(&item)).await.unwrap();
+    call.add_scopes(id, std::slice::from_ref(&item))
+        .await
+        .unwrap();
     let after = call.account_scopes(id).await.unwrap();
     assert_eq!(after.len(), before.len() + 1);
     let scope = after.iter().find(|s| s.name == "Integration-RP").unwrap();
@@ -95,9 +101,15 @@ async fn every_operation(tls: bool, wire: Wire) {
     // The toggle flips; two flips restore the original value.
     let original = call.account(id).await.unwrap().allow_restore_all_vms;
     call.toggle_restore_all_vms(id).await.unwrap();
-    assert_eq!(call.account(id).await.unwrap().allow_restore_all_vms, !original);
+    assert_eq!(
+        call.account(id).await.unwrap().allow_restore_all_vms,
+        !original
+    );
     call.toggle_restore_all_vms(id).await.unwrap();
-    assert_eq!(call.account(id).await.unwrap().allow_restore_all_vms, original);
+    assert_eq!(
+        call.account(id).await.unwrap().allow_restore_all_vms,
+        original
+    );
 
     // Accounts: create, find, delete.
     let spec = AccountCreateSpec {
@@ -115,7 +127,13 @@ async fn every_operation(tls: bool, wire: Wire) {
     assert_eq!(fresh.name, "TECH\\new.joiner");
     assert!(!fresh.allow_restore_all_vms);
     call.rebuild_scopes(RebuildMode::Unprocessed).await.unwrap();
-    assert!(call.account_scopes(new_id).await.unwrap().iter().all(|s| s.state == "Processed"));
+    assert!(
+        call.account_scopes(new_id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.state == "Processed")
+    );
     call.delete_account(new_id).await.unwrap();
     let gone = call.account(new_id).await.unwrap_err();
     assert_eq!(gone.status(), Some(404));
@@ -147,7 +165,8 @@ async fn tls_without_the_ca_is_refused_and_never_retried() {
     .await;
     let mut config = support::client_config(&emu, Wire::Xml);
     config.tls.ca_cert = None;
-    let client = embatch::em::Client::new(config, std::sync::Arc::new(embatch::em::NoopObserver)).unwrap();
+    let client =
+        embatch::em::Client::new(config, std::sync::Arc::new(embatch::em::NoopObserver)).unwrap();
     let err = client.logon().await.unwrap_err();
     assert_eq!(err.retry(), Retry::Never, "{err}");
 }
@@ -217,7 +236,10 @@ async fn errors_are_mapped_with_retry_advice() {
 
         // 400: unknown role UID.
         let admins = call.accounts().await.unwrap();
-        let admin_group = admins.iter().find(|a| a.name == "BUILTIN\\Administrators").unwrap();
+        let admin_group = admins
+            .iter()
+            .find(|a| a.name == "BUILTIN\\Administrators")
+            .unwrap();
         let id = Uuid::parse_str(admin_group.uid.rsplit(':').next().unwrap()).unwrap();
         let e = call
             .assign_role(id, &role_uid(&Uuid::new_v4().to_string()))
@@ -236,7 +258,8 @@ async fn errors_are_mapped_with_retry_advice() {
         // 401: wrong password, and it does not loop.
         let mut bad = support::client_config(&emu, wire);
         bad.password = embatch::em::Secret::new("wrong".into());
-        let bad = embatch::em::Client::new(bad, std::sync::Arc::new(embatch::em::NoopObserver)).unwrap();
+        let bad =
+            embatch::em::Client::new(bad, std::sync::Arc::new(embatch::em::NoopObserver)).unwrap();
         let e = bad.logon().await.unwrap_err();
         assert_eq!((e.status(), e.retry()), (Some(401), Retry::Never), "{e}");
 
@@ -244,9 +267,15 @@ async fn errors_are_mapped_with_retry_advice() {
         let mut viewer = support::client_config(&emu, wire);
         viewer.user = "viewer".into();
         viewer.password = embatch::em::Secret::new("viewer".into());
-        let viewer = embatch::em::Client::new(viewer, std::sync::Arc::new(embatch::em::NoopObserver)).unwrap();
+        let viewer =
+            embatch::em::Client::new(viewer, std::sync::Arc::new(embatch::em::NoopObserver))
+                .unwrap();
         viewer.logon().await.unwrap();
-        let e = viewer.call(RequestTag::default()).accounts().await.unwrap_err();
+        let e = viewer
+            .call(RequestTag::default())
+            .accounts()
+            .await
+            .unwrap_err();
         assert_eq!((e.status(), e.retry()), (Some(403), Retry::Never), "{e}");
     }
 }
@@ -289,7 +318,8 @@ async fn secrets_stay_out_of_debug_and_errors() {
     let config = support::client_config(&emu, Wire::Xml);
     let password = EmulatorConfig::default().admin_password;
     assert!(!format!("{config:?}").contains(&password));
-    let client = embatch::em::Client::new(config, std::sync::Arc::new(embatch::em::NoopObserver)).unwrap();
+    let client =
+        embatch::em::Client::new(config, std::sync::Arc::new(embatch::em::NoopObserver)).unwrap();
     client.logon().await.unwrap();
     let debug = format!("{client:?}");
     assert!(!debug.contains(&password), "{debug}");

@@ -27,7 +27,10 @@ async fn logon(emu: &RunningEmulator) -> String {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 201);
-    res.headers()["x-restsvcsessionid"].to_str().unwrap().to_string()
+    res.headers()["x-restsvcsessionid"]
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// The first generated account's id and a role it does not hold.
@@ -36,18 +39,34 @@ fn target(emu: &RunningEmulator) -> (uuid::Uuid, uuid::Uuid) {
     let acc = state
         .accounts
         .iter()
-        .find(|a| a.name.starts_with("TECH\\user") && !a.roles.iter().any(|r| r.name == "SQL Restore Operator"))
+        .find(|a| {
+            a.name.starts_with("TECH\\user")
+                && !a.roles.iter().any(|r| r.name == "SQL Restore Operator")
+        })
         .unwrap();
-    (acc.id, uuid::Uuid::parse_str("f78a92b8-9f06-4f1e-b522-4f0927cabd0f").unwrap())
+    (
+        acc.id,
+        uuid::Uuid::parse_str("f78a92b8-9f06-4f1e-b522-4f0927cabd0f").unwrap(),
+    )
 }
 
-async fn assign(emu: &RunningEmulator, token: &str, account: uuid::Uuid, role: uuid::Uuid) -> reqwest::Result<reqwest::Response> {
+async fn assign(
+    emu: &RunningEmulator,
+    token: &str,
+    account: uuid::Uuid,
+    role: uuid::Uuid,
+) -> reqwest::Result<reqwest::Response> {
     http()
-        .post(format!("{}/security/accounts/{account}/roles", emu.base_url()))
+        .post(format!(
+            "{}/security/accounts/{account}/roles",
+            emu.base_url()
+        ))
         .header("X-RestSvcSessionId", token)
         .header("Content-Type", "application/json")
         .header("Accept", "application/json")
-        .body(format!(r#"{{"EnterpriseRoleUid":"urn:veeam:EnterpriseRole:{role}"}}"#))
+        .body(format!(
+            r#"{{"EnterpriseRoleUid":"urn:veeam:EnterpriseRole:{role}"}}"#
+        ))
         .send()
         .await
 }
@@ -180,7 +199,11 @@ async fn drop_before_loses_the_request() {
     let (account, role) = target(&emu);
     assert!(assign(&emu, &token, account, role).await.is_err());
     assert!(emu.journal().is_empty(), "nothing was applied");
-    assert!(emu.requests().iter().any(|r| r.dropped && r.status.is_none()));
+    assert!(
+        emu.requests()
+            .iter()
+            .any(|r| r.dropped && r.status.is_none())
+    );
 }
 
 #[tokio::test]
@@ -278,7 +301,10 @@ async fn the_emulator_command_prints_a_logon_that_works() {
         .trim_end_matches('/')
         .to_string();
     let d = EmulatorConfig::default();
-    assert!(text.contains(&d.admin_user) && text.contains(&d.admin_password), "{text}");
+    assert!(
+        text.contains(&d.admin_user) && text.contains(&d.admin_password),
+        "{text}"
+    );
 
     // The same two steps the README shows with curl.
     let res = http()
@@ -288,7 +314,10 @@ async fn the_emulator_command_prints_a_logon_that_works() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 201);
-    let token = res.headers()["x-restsvcsessionid"].to_str().unwrap().to_string();
+    let token = res.headers()["x-restsvcsessionid"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let body = http()
         .get(format!("{url}/security/accounts"))
         .header("X-RestSvcSessionId", &token)
@@ -298,5 +327,9 @@ async fn the_emulator_command_prints_a_logon_that_works() {
         .text()
         .await
         .unwrap();
-    assert_eq!(body.matches("<Ref ").count(), 101, "100 generated accounts and the admins group");
+    assert_eq!(
+        body.matches("<Ref ").count(),
+        101,
+        "100 generated accounts and the admins group"
+    );
 }

@@ -113,7 +113,12 @@ impl Run {
 }
 
 /// Applies `plan` (CSV text) against the emulator, with a fresh audit log.
-pub async fn apply(emu: &RunningEmulator, plan: &str, wire: Wire, pace: embatch::runner::Pace) -> Run {
+pub async fn apply(
+    emu: &RunningEmulator,
+    plan: &str,
+    wire: Wire,
+    pace: embatch::runner::Pace,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let plan = embatch::plan::parse("plan.csv", plan.as_bytes()).expect("the test plan is valid");
     let writer = embatch::audit::AuditWriter::spawn(&dir.path().join("audit.db")).unwrap();
