@@ -4,14 +4,88 @@
 //! Written from the API reference and never importing `crate::em`, so a misreading of the API
 //! cannot hide in code shared by the client and its test double. Started from an already-bound
 //! listener and a shutdown future, the same way by the binary and by tests.
+//!
+//! # Layout
+//!
+//! - `server.rs`: the accept loop, TLS, and the front service that records requests and
+//!   applies faults around the router.
+//! - `routes.rs`: the axum router, session and role checks, handlers, inspection endpoints.
+//! - `state.rs`: the data and every rule a change must pass, behind one lock.
+//! - `repr.rs` and `wire.rs`: representations and their XML/JSON rendering.
+//! - `body.rs`: request bodies (XML order checking, JSON) and UID/ref parsing.
+//! - `faults.rs`: the fault dice; `seed.rs`: starting data; `tls.rs`: certificates.
+//!
+//! # Choices where the API documentation is silent
+//!
+//! - Assigning a role the account already holds: 400 with an `Error` body saying so; with
+//!   [`EmulatorConfig::duplicate_role_ok`], 201 and no change.
+//! - Removing an account's last role: 400, message "cannot remove the last role of account
+//!   ...". Removing a role the account does not hold: 404.
+//! - An unknown account, role, scope, logon session or task id, and a URL id that is not a
+//!   GUID: 404, for GET and DELETE alike. An unknown role UID in a body: 400 (the body is
+//!   wrong, not the URL).
+//! - Creating an account: 201 with an empty body and `Location: {base}/security/accounts/{id}`.
+//!   A duplicate name (compared case-insensitively) is a 400. Names must look like
+//!   `DOMAIN\name` for User and Group, `user@suffix` for ExternalUser. Assigning a role also
+//!   answers with a `Location` (the assignment's URL); scope POSTs do not, as they may create
+//!   several scopes.
+//! - A scope POST naming an object ref the account already has a scope for: 400, nothing
+//!   created; a POST with several items creates all or none. Scope POSTs answer
+//!   [`EmulatorConfig::scope_post_status`] (202 when set to 202, otherwise 201).
+//! - Deleting an account is allowed for every account, `BUILTIN\Administrators` included.
+//! - The toggle only flips the flag; scopes are kept. Removing the last scope of an account
+//!   that does not restore all VMs is allowed (EM checks the rule only at creation).
+//! - `rebuildScope` runs at once: the `Task` it answers with is already `Finished`, and
+//!   `GET /api/tasks/{id}` shows it again.
+//! - Logon: `?v=` may be `latest`, `v1_5`, `v1_6`, `v1_7` or absent; anything else is a 400.
+//!   A wrong password, an unknown user, and a user without an EM role all get the same 401.
+//!   User names match case-insensitively, passwords exactly. The token is 16 random bytes in
+//!   base64, unrelated to the `SessionId`.
+//! - `GET /logonSessions` lists every live session, of every user.
+//! - `?format=Entity` on the account list is ignored (the list is always `EntityReferences`).
+//! - JSON of the entry point: `SupportedVersions` maps to `{"SupportedVersions":[...]}`, the
+//!   pattern EM uses for `Roles` and `HierarchyScopeObjects`.
+//! - Errors the router makes itself (405 for an unsupported method) also carry an `Error`
+//!   body; unknown URLs under `/api` check the session first (and the role under
+//!   `/security`), then answer 404.
+//! - Request bodies: `application/xml`, `text/xml` and `application/json`, any charset
+//!   parameter; without a `Content-Type` the first character decides; other types are a 400.
+//!   JSON keys match case-insensitively and booleans may be strings, as EM's own samples send
+//!   them; unknown JSON keys are ignored, unknown XML elements are not.
+//! - Faults apply to `/api` only; answers by fault (500, 503, 429, and `drop_before`) never
+//!   act. `max_rps` counts admitted requests in a sliding one-second window. Replacing the
+//!   faults restarts their dice.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+mod body;
+mod faults;
+mod repr;
+mod routes;
+mod seed;
+mod server;
+mod state;
+mod tls;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use state::{Options, Shared, State};
 
 /// A failure to start or run the emulator.
 #[derive(Debug, thiserror::Error)]
@@ -309,14 +383,142 @@ pub struct RequestRecord {
 
 /// A self-signed certificate for `names` (IP addresses or host names).
 pub fn self_signed(names: &[String]) -> Result<TlsMaterial, EmulatorError> {
-    let _ = names;
-    todo!()
+    tls::self_signed(names)
+}
+
+/// Quotes `text` for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// The start-up banner: the URL and a logon that works, with curl lines to try.
 pub fn banner(base_url: &str, config: &EmulatorConfig) -> String {
-    let _ = (base_url, config);
-    todo!()
+    let base = base_url.trim_end_matches('/');
+    let root = base.strip_suffix("/api").unwrap_or(base);
+    let tls = config.tls || base.starts_with("https:");
+    let insecure = if tls { "-k " } else { "" };
+    let seeded = config.seed.as_ref().map_or(0, |s| s.accounts.len());
+    let mut lines = vec![
+        format!("Enterprise Manager emulator listening on {base}/"),
+        format!(
+            "Log on as {} with password {} (Portal Administrator); {v}/{v} is a Portal User without /security.",
+            config.admin_user,
+            config.admin_password,
+            v = seed::VIEWER
+        ),
+        format!(
+            "Accounts: {} ({} seeded, {} generated, plus {}).",
+            1 + seeded + config.accounts,
+            seeded,
+            config.accounts,
+            seed::BUILTIN_ADMINISTRATORS
+        ),
+        "Try:".to_owned(),
+        format!(
+            "  curl {insecure}-si -X POST -u {} '{base}/sessionMngr/?v=latest'",
+            shell_quote(&format!("{}:{}", config.admin_user, config.admin_password))
+        ),
+        format!(
+            "  curl {insecure}-s -H 'X-RestSvcSessionId: <the X-RestSvcSessionId header from the logon>' '{base}/security/accounts'"
+        ),
+    ];
+    if tls {
+        lines.push(
+            "TLS (--tls): the certificate is self-signed, hence curl -k; write it with --cert-out FILE \
+             and give FILE to embatch --ca-cert (or curl --cacert)."
+                .to_owned(),
+        );
+    }
+    lines.push(format!(
+        "Inspect: {root}/_emulator/state, {root}/_emulator/journal, {root}/_emulator/requests"
+    ));
+    if let Some(faults) = describe_faults(&config.faults) {
+        lines.push(format!("Injected faults: {faults}."));
+    }
+    lines.join("\n")
+}
+
+/// The active faults in a few words, or none when no fault is active.
+fn describe_faults(f: &Faults) -> Option<String> {
+    let pct = |p: f64| format!("{}%", (p * 1000.0).round() / 10.0);
+    let mut parts = Vec::new();
+    if f.latency_ms > 0 || f.jitter_ms > 0 {
+        parts.push(format!(
+            "latency {} ms + up to {} ms",
+            f.latency_ms, f.jitter_ms
+        ));
+    }
+    for (p, what) in [
+        (f.error_500, "500"),
+        (f.error_503, "503"),
+        (f.error_429, "429"),
+        (f.drop_before, "dropped before acting"),
+        (f.drop_after, "dropped after acting"),
+    ] {
+        if p > 0.0 {
+            parts.push(format!("{what} on {}", pct(p)));
+        }
+    }
+    if let Some(n) = f.max_rps {
+        parts.push(format!("at most {n} requests/s"));
+    }
+    if let Some(n) = f.expire_after {
+        parts.push(format!("sessions expire after {n} requests"));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    if f.error_503 > 0.0 || f.error_429 > 0.0 || f.max_rps.is_some() {
+        parts.push(format!("Retry-After {} s", f.retry_after_secs));
+    }
+    parts.push(match f.seed {
+        Some(seed) => format!("dice seed {seed}"),
+        None => "random dice".to_owned(),
+    });
+    Some(parts.join(", "))
+}
+
+/// Everything a server needs, made from a configuration before it starts.
+struct Prepared {
+    shared: Arc<Shared>,
+    acceptor: Option<TlsAcceptor>,
+    cert_pem: Option<String>,
+}
+
+/// Builds the starting state and the TLS acceptor for a server on `listener`. Without
+/// material, HTTPS gets a certificate made for the listener's address.
+fn prepare(listener: &TcpListener, config: &EmulatorConfig) -> Result<Prepared, EmulatorError> {
+    let local_addr = listener.local_addr()?;
+    if config.admin_user.trim().is_empty() {
+        return Err(EmulatorError::Seed("the admin user name is empty".into()));
+    }
+    let material = match (config.tls, &config.tls_material) {
+        (false, _) => None,
+        (true, Some(m)) => Some(m.clone()),
+        (true, None) => Some(tls::self_signed(&[local_addr.ip().to_string()])?),
+    };
+    let acceptor = material.as_ref().map(tls::acceptor).transpose()?;
+    let options = Options {
+        idle_timeout: config.session_idle_timeout,
+        duplicate_role_ok: config.duplicate_role_ok,
+        scope_post_status: if config.scope_post_status == 202 {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::CREATED
+        },
+    };
+    let state = State::new(
+        options,
+        seed::accounts(config)?,
+        seed::users(config)?,
+        config.faults.clone(),
+    );
+    let scheme = if config.tls { "https" } else { "http" };
+    Ok(Prepared {
+        shared: Arc::new(Shared::new(scheme, local_addr, state)),
+        acceptor,
+        cert_pem: material.map(|m| m.cert_pem),
+    })
 }
 
 /// Serves on `listener` until `shutdown` completes.
@@ -325,20 +527,58 @@ pub async fn serve(
     config: EmulatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EmulatorError> {
-    let _ = (listener, config, shutdown);
-    todo!()
+    let prepared = prepare(&listener, &config)?;
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    let result = server::run(listener, prepared.shared, prepared.acceptor, stop).await;
+    watcher.abort();
+    result
 }
 
 /// Starts an emulator in-process on 127.0.0.1 and a free port.
 pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorError> {
-    let _ = config;
-    todo!()
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let prepared = prepare(&listener, &config)?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server::run(
+        listener,
+        prepared.shared.clone(),
+        prepared.acceptor,
+        stop.clone(),
+    ));
+    Ok(RunningEmulator {
+        addr,
+        scheme: prepared.shared.scheme,
+        cert_pem: prepared.cert_pem,
+        shared: prepared.shared,
+        stop,
+        task: Some(task),
+    })
 }
 
 /// An emulator running in-process, for tests and `demo`. Inspect it directly; shut it down
-/// with [`RunningEmulator::shutdown`].
+/// with [`RunningEmulator::shutdown`]. Dropping it stops the server too.
 pub struct RunningEmulator {
     addr: SocketAddr,
+    scheme: &'static str,
+    cert_pem: Option<String>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<Result<(), EmulatorError>>>,
+}
+
+impl std::fmt::Debug for RunningEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningEmulator")
+            .field("addr", &self.addr)
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunningEmulator {
@@ -348,35 +588,47 @@ impl RunningEmulator {
     }
     /// The API base URL, e.g. `http://127.0.0.1:41234/api`.
     pub fn base_url(&self) -> String {
-        todo!()
+        format!("{}://{}/api", self.scheme, self.addr)
     }
     /// The certificate, when serving HTTPS.
     pub fn cert_pem(&self) -> Option<String> {
-        todo!()
+        self.cert_pem.clone()
     }
     /// Every account now.
     pub fn state(&self) -> StateSnapshot {
-        todo!()
+        self.shared.lock().snapshot()
     }
     /// Every mutation applied so far.
     pub fn journal(&self) -> Vec<JournalEntry> {
-        todo!()
+        self.shared.lock().journal.clone()
     }
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        todo!()
+        self.shared.lock().requests.clone()
     }
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: Faults) {
-        let _ = faults;
-        todo!()
+        self.shared.lock().faults.replace(faults);
     }
     /// The session tokens handed out so far (to check that none is written down).
     pub fn sessions_tokens(&self) -> Vec<String> {
-        todo!()
+        self.shared.lock().tokens_issued.clone()
     }
     /// Stops serving and waits for the server to end.
-    pub async fn shutdown(self) {
-        todo!()
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("emulator: {e}"),
+                Err(e) => tracing::warn!("emulator: the server task failed: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
