@@ -319,10 +319,15 @@ async fn run_rows(
     if let Err(e) = client.logout().await {
         tracing::warn!("logout failed: {e}");
     }
+    // The reporter ends when every event sender is gone, and the pacer (held by the client
+    // and the executor) holds one: drop them all before waiting for the summary.
+    let requests = pacer.requests();
     drop(events);
     drop(executor);
+    drop(client);
+    drop(pacer);
     let mut summary = reporter_task.await.unwrap_or_default();
-    summary.requests = pacer.requests();
+    summary.requests = requests;
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(RunReport {
         run_id,

@@ -11,6 +11,8 @@ use crate::support;
 
 /// A raw HTTP client, as curl would be: no retries, no re-logon.
 fn http() -> reqwest::Client {
+    // reqwest is built without a default TLS provider; even a plain-HTTP client needs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
