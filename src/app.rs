@@ -8,12 +8,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::audit::{AuditError, AuditReader, AuditWriter, RowFilter, RunSelector};
+use crate::audit::{AuditError, AuditReader, AuditWriter, RowFilter, RunInfo, RunSelector};
 use crate::em::{ClientConfig, Secret, TlsOptions, Wire};
 use crate::emulator::{self, EmulatorConfig};
 use crate::exit::Exit;
 use crate::plan::{self, Plan};
-use crate::runner::{self, Pace, Reporter, RunError, RunReport, RunSettings};
+use crate::runner::history::{self, HistoryError};
+use crate::runner::{self, Pace, Reporter, RunError, RunReport, RunSettings, RunSpec};
 
 /// One command with its validated settings.
 #[derive(Debug)]
@@ -31,8 +32,47 @@ pub enum Command {
     },
     /// `embatch show`
     Show(ShowSettings),
+    /// `embatch replay`
+    Replay {
+        /// The run and how to run.
+        common: FollowUpSettings,
+        /// Only failed, skipped or in-doubt rows.
+        failed_only: bool,
+    },
+    /// `embatch undo`
+    Undo {
+        /// The run and how to run.
+        common: FollowUpSettings,
+        /// Print the inverse plan; send nothing.
+        dry_run: bool,
+        /// Write the inverse plan here; send nothing.
+        emit_plan: Option<PathBuf>,
+        /// Undo rows whose account changed since.
+        force: bool,
+        /// Undo what can be undone when some rows cannot.
+        allow_partial: bool,
+    },
+    /// `embatch resume`
+    Resume(FollowUpSettings),
     /// `embatch emulator`
     Emulator(EmulatorSettings),
+}
+
+/// What `replay`, `undo` and `resume` share.
+#[derive(Debug)]
+pub struct FollowUpSettings {
+    /// The recorded run they start from.
+    pub run: RunRef,
+    /// The server; URL, user and wire default to the run's.
+    pub connect: ConnectSettings,
+    /// Pace and retries.
+    pub pace: Pace,
+    /// The audit log.
+    pub db: PathBuf,
+    /// Stop scheduling after this many failed rows.
+    pub max_failures: Option<u64>,
+    /// Output format of the summary.
+    pub output: OutputFormat,
 }
 
 /// Text for people, or JSON for scripts.
@@ -57,16 +97,16 @@ pub enum PasswordSource {
 /// How to reach EM.
 #[derive(Clone, Debug)]
 pub struct ConnectSettings {
-    /// The API base URL.
-    pub url: Url,
-    /// The logon user.
-    pub user: String,
+    /// The API base URL (for replay, undo and resume: the run's when absent).
+    pub url: Option<Url>,
+    /// The logon user (for replay, undo and resume: the run's operator when absent).
+    pub user: Option<String>,
     /// Where the password comes from.
     pub password: PasswordSource,
     /// Certificate trust.
     pub tls: TlsOptions,
-    /// XML or JSON.
-    pub wire: Wire,
+    /// XML or JSON (XML, or the run's, when absent).
+    pub wire: Option<Wire>,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -154,6 +194,9 @@ pub enum AppError {
     /// The audit log could not be opened or read.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
+    /// The run cannot be replayed, undone or resumed: nothing was sent.
+    #[error("{0}")]
+    History(String),
     /// The emulator failed.
     #[error("emulator: {0}")]
     Emulator(String),
@@ -170,6 +213,18 @@ pub async fn run(command: Command) -> Exit {
         Command::Apply(s) => apply(s).await,
         Command::Runs { db } => runs(&db),
         Command::Show(s) => show(s),
+        Command::Replay {
+            common,
+            failed_only,
+        } => replay(common, failed_only).await,
+        Command::Undo {
+            common,
+            dry_run,
+            emit_plan,
+            force,
+            allow_partial,
+        } => undo(common, dry_run, emit_plan, force, allow_partial).await,
+        Command::Resume(s) => resume(s).await,
         Command::Emulator(s) => run_emulator(s).await,
     };
     match result {
@@ -177,7 +232,7 @@ pub async fn run(command: Command) -> Exit {
         Err(e) => {
             eprintln!("embatch: {}", error_text(&e));
             match e {
-                AppError::Usage(_) | AppError::Plan(_) => Exit::Usage,
+                AppError::Usage(_) | AppError::Plan(_) | AppError::History(_) => Exit::Usage,
                 AppError::Run(RunError::Connect { .. } | RunError::Resolve { .. }) => {
                     Exit::Connection
                 }
@@ -249,7 +304,39 @@ fn read_password(source: &PasswordSource) -> Result<Secret, AppError> {
     }
 }
 
-fn client_config(c: &ConnectSettings) -> Result<ClientConfig, AppError> {
+/// The client configuration; the server, user and wire format come from `run` when the
+/// command line leaves them out.
+fn client_config(c: &ConnectSettings, run: Option<&RunInfo>) -> Result<ClientConfig, AppError> {
+    let url = match (&c.url, run) {
+        (Some(url), _) => url.clone(),
+        (None, Some(run)) => Url::parse(&run.server_url).map_err(|e| {
+            AppError::Usage(format!(
+                "run {} recorded the server '{}', which is not a URL ({e}); pass --url",
+                run.run_id, run.server_url
+            ))
+        })?,
+        (None, None) => {
+            return Err(AppError::Usage(
+                "no server given: pass --url or set EMBATCH_URL".into(),
+            ));
+        }
+    };
+    let user = match (&c.user, run) {
+        (Some(user), _) => user.clone(),
+        (None, Some(run)) => run.operator.clone(),
+        (None, None) => {
+            return Err(AppError::Usage(
+                "no user given: pass --user or set EMBATCH_USER".into(),
+            ));
+        }
+    };
+    let wire = c.wire.unwrap_or_else(|| {
+        if run.is_some_and(|r| r.wire == "json") {
+            Wire::Json
+        } else {
+            Wire::Xml
+        }
+    });
     let password = read_password(&c.password)?;
     if c.tls.insecure {
         eprintln!(
@@ -258,13 +345,7 @@ fn client_config(c: &ConnectSettings) -> Result<ClientConfig, AppError> {
     }
     Ok(ClientConfig {
         timeout: c.timeout,
-        ..ClientConfig::new(
-            c.url.clone(),
-            c.user.clone(),
-            password,
-            c.wire,
-            c.tls.clone(),
-        )
+        ..ClientConfig::new(url, user, password, wire, c.tls.clone())
     })
 }
 
@@ -280,7 +361,7 @@ async fn check(s: CheckSettings) -> Result<Exit, AppError> {
         }
         return Ok(Exit::Success);
     };
-    let config = client_config(&connect)?;
+    let config = client_config(&connect, None)?;
     let preview = runner::preview(&plan, config, pace).await?;
     match s.output {
         OutputFormat::Json => println!(
@@ -318,7 +399,7 @@ fn ctrl_c_token() -> CancellationToken {
 
 async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     let plan = load_plan(&s.plan)?;
-    let config = client_config(&s.connect)?;
+    let config = client_config(&s.connect, None)?;
     let options = serde_json::json!({
         "concurrency": s.pace.concurrency,
         "rate": s.pace.rate,
@@ -326,7 +407,7 @@ async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
         "max_attempts": s.pace.max_attempts,
         "max_failures": s.max_failures,
         "timeout_secs": s.connect.timeout.as_secs_f64(),
-        "wire": s.connect.wire.as_str(),
+        "wire": config.wire.as_str(),
     });
     let settings = RunSettings {
         client: config,
@@ -350,9 +431,20 @@ async fn run_plan(
     reporter: Reporter,
     output: OutputFormat,
 ) -> Result<Exit, AppError> {
+    run_spec(RunSpec::apply(plan), settings, db, reporter, output).await
+}
+
+/// Runs `spec` with a fresh audit writer and prints the summary.
+async fn run_spec(
+    spec: RunSpec,
+    settings: RunSettings,
+    db: &Path,
+    reporter: Reporter,
+    output: OutputFormat,
+) -> Result<Exit, AppError> {
     let writer = AuditWriter::spawn(db)?;
     let cancel = ctrl_c_token();
-    let result = runner::apply(plan, settings, writer.handle(), cancel, reporter).await;
+    let result = runner::execute(spec, settings, writer.handle(), cancel, reporter).await;
     writer.close().await?;
     let report = result?;
     print_report(&report, db, output)?;
@@ -362,7 +454,7 @@ async fn run_plan(
 fn exit_for(report: &RunReport) -> Exit {
     if report.stopped == Some(runner::StopReason::Interrupted) {
         Exit::Interrupted
-    } else if report.summary.failed > 0 || report.summary.in_doubt > 0 {
+    } else if report.unsuccessful() > 0 {
         Exit::RowsFailed
     } else if report.stopped.is_some() {
         Exit::Interrupted
@@ -382,6 +474,13 @@ fn print_report(report: &RunReport, db: &Path, output: OutputFormat) -> Result<(
         OutputFormat::Text => {
             writeln!(out, "run {}:", report.run_id)?;
             write!(out, "{}", report.summary.table())?;
+            if report.earlier_failures > 0 {
+                writeln!(
+                    out,
+                    "  ({} rows had failed before the resume; see `embatch show {} --failed`)",
+                    report.earlier_failures, report.run_id
+                )?;
+            }
             match report.stopped {
                 Some(runner::StopReason::Interrupted) => writeln!(
                     out,
@@ -417,7 +516,11 @@ fn runs(db: &Path) -> Result<Exit, AppError> {
         "{:>5}  {:<8} {:<12} {:<24} {:>6} {:>7} {:>6} {:>6}  plan",
         "run", "kind", "status", "started (UTC)", "rows", "applied", "no-op", "failed"
     );
+    let mut resumable = Vec::new();
     for r in runs {
+        if resume_hint(&r).is_some() {
+            resumable.push(r.run_id);
+        }
         println!(
             "{:>5}  {:<8} {:<12} {:<24} {:>6} {:>7} {:>6} {:>6}  {}",
             r.run_id,
@@ -431,7 +534,34 @@ fn runs(db: &Path) -> Result<Exit, AppError> {
             r.plan_file.as_deref().unwrap_or("-")
         );
     }
+    if let Some(newest) = resumable.first() {
+        println!(
+            "\nnot finished: run{} {}; finish with `embatch resume {newest}`",
+            if resumable.len() == 1 { "" } else { "s" },
+            resumable
+                .iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(Exit::Success)
+}
+
+/// The advice for a run that stopped before its end, if it did.
+fn resume_hint(run: &RunInfo) -> Option<String> {
+    let unfinished = run.pending + run.skipped + run.in_doubt;
+    match run.status.as_str() {
+        "crashed" => Some(format!(
+            "run {} crashed: its process ended without closing it; finish it with `embatch resume {}`",
+            run.run_id, run.run_id
+        )),
+        "interrupted" | "aborted" | "failed" if unfinished > 0 => Some(format!(
+            "run {} has {unfinished} rows not run or in doubt; finish them with `embatch resume {}`",
+            run.run_id, run.run_id
+        )),
+        _ => None,
+    }
 }
 
 fn open_reader(db: &Path) -> Result<AuditReader, AppError> {
@@ -486,6 +616,15 @@ fn show(s: ShowSettings) -> Result<Exit, AppError> {
         run.pending,
         run.requests
     );
+    if run.conflict > 0 {
+        println!(
+            "{} rows left alone because the account changed since (conflict)",
+            run.conflict
+        );
+    }
+    if let Some(hint) = resume_hint(&run) {
+        println!("{hint}");
+    }
     for r in rows {
         println!(
             "{:>6}  {:<9} {} {} {}{}",
@@ -596,4 +735,163 @@ async fn demo(s: DemoSettings) -> Result<Exit, AppError> {
         Exit::RowsFailed | Exit::Success => Exit::Success,
         other => other,
     })
+}
+
+impl From<HistoryError> for AppError {
+    fn from(e: HistoryError) -> Self {
+        match e {
+            HistoryError::Audit(e) => AppError::Audit(e),
+            HistoryError::Refused(text) => AppError::History(text),
+        }
+    }
+}
+
+/// The recorded run a follow-up command starts from, with a reader of its log.
+fn recorded_run(s: &FollowUpSettings) -> Result<(AuditReader, RunInfo), AppError> {
+    let reader = open_reader(&s.db)?;
+    let run = reader.run(match s.run {
+        RunRef::Id(id) => RunSelector::Id(id),
+        RunRef::Last => RunSelector::Last,
+    })?;
+    Ok((reader, run))
+}
+
+/// Runs a spec derived from `run`, with the follow-up command's settings.
+async fn run_follow_up(
+    s: &FollowUpSettings,
+    run: &RunInfo,
+    spec: RunSpec,
+    extra: serde_json::Value,
+) -> Result<Exit, AppError> {
+    let config = client_config(&s.connect, Some(run))?;
+    let mut options = serde_json::json!({
+        "concurrency": s.pace.concurrency,
+        "rate": s.pace.rate,
+        "burst": s.pace.burst.get(),
+        "max_attempts": s.pace.max_attempts,
+        "max_failures": s.max_failures,
+        "timeout_secs": s.connect.timeout.as_secs_f64(),
+        "wire": config.wire.as_str(),
+        "source_run": run.run_id,
+    });
+    if let (Some(options), Some(extra)) = (options.as_object_mut(), extra.as_object()) {
+        options.extend(extra.clone());
+    }
+    let settings = RunSettings {
+        client: config,
+        pace: s.pace.clone(),
+        max_failures: s.max_failures,
+        options_json: options.to_string(),
+    };
+    let reporter = if s.output == OutputFormat::Json {
+        Reporter::Quiet
+    } else {
+        Reporter::Stderr
+    };
+    run_spec(spec, settings, &s.db, reporter, s.output).await
+}
+
+async fn replay(s: FollowUpSettings, failed_only: bool) -> Result<Exit, AppError> {
+    let (reader, run) = recorded_run(&s)?;
+    let spec = history::replay(&reader, &run, failed_only)?;
+    drop(reader);
+    run_follow_up(
+        &s,
+        &run,
+        spec,
+        serde_json::json!({ "failed_only": failed_only }),
+    )
+    .await
+}
+
+async fn resume(s: FollowUpSettings) -> Result<Exit, AppError> {
+    let (reader, run) = recorded_run(&s)?;
+    if run.status == "completed" {
+        println!("run {} completed; there is nothing to resume", run.run_id);
+        return Ok(Exit::Success);
+    }
+    let spec = history::resume(&reader, &run)?;
+    drop(reader);
+    let in_doubt = spec.jobs.iter().filter(|j| j.maybe_sent).count();
+    if s.output == OutputFormat::Text {
+        eprintln!(
+            "embatch: resuming run {} ({}): {} rows to run, {in_doubt} of them checked against the server first",
+            run.run_id,
+            run.status,
+            spec.jobs.len()
+        );
+    }
+    run_follow_up(&s, &run, spec, serde_json::json!({ "resumed": true })).await
+}
+
+async fn undo(
+    s: FollowUpSettings,
+    dry_run: bool,
+    emit_plan: Option<PathBuf>,
+    force: bool,
+    allow_partial: bool,
+) -> Result<Exit, AppError> {
+    let (reader, run) = recorded_run(&s)?;
+    let mut plan = history::undo(&reader, &run)?;
+    drop(reader);
+    if !plan.irreversible.is_empty() {
+        let list: Vec<String> = plan
+            .irreversible
+            .iter()
+            .map(|i| format!("  line {}: {}", i.line, i.reason))
+            .collect();
+        if !allow_partial && !dry_run && emit_plan.is_none() {
+            return Err(AppError::History(format!(
+                "run {} cannot be undone completely; nothing was sent. Rows that cannot be undone:\n{}\n\
+                 Pass --allow-partial to undo the rest.",
+                run.run_id,
+                list.join("\n")
+            )));
+        }
+        eprintln!(
+            "embatch: rows of run {} that cannot be undone:\n{}",
+            run.run_id,
+            list.join("\n")
+        );
+    }
+    if let Some(path) = &emit_plan {
+        std::fs::write(path, &plan.csv)
+            .map_err(|e| AppError::Usage(format!("cannot write {}: {e}", path.display())))?;
+        println!(
+            "wrote the inverse of run {} ({} rows) to {}; check it with `embatch check {}`",
+            run.run_id,
+            plan.spec.jobs.len(),
+            path.display(),
+            path.display()
+        );
+    }
+    if dry_run {
+        println!("inverse of run {}, newest change first:", run.run_id);
+        for (job, guard) in plan.spec.jobs.iter().zip(&plan.guards) {
+            println!(
+                "  line {:>5}: {} {} {}  (only if {})",
+                job.row.line,
+                runner::account_text(&job.row.account),
+                job.row.action.name(),
+                job.row.action.target_text(),
+                serde_json::to_string(guard).expect("a guard always serializes")
+            );
+        }
+        println!("{} rows; nothing was sent", plan.spec.jobs.len());
+    }
+    if dry_run || emit_plan.is_some() {
+        return Ok(Exit::Success);
+    }
+    if plan.spec.jobs.is_empty() {
+        println!("run {} changed nothing that can be undone", run.run_id);
+        return Ok(Exit::Success);
+    }
+    plan.spec.force = force;
+    run_follow_up(
+        &s,
+        &run,
+        plan.spec,
+        serde_json::json!({ "force": force, "allow_partial": allow_partial }),
+    )
+    .await
 }

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{
     ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings, EmulatorSettings,
-    OutputFormat, PasswordSource, RunRef, ShowSettings,
+    FollowUpSettings, OutputFormat, PasswordSource, RunRef, ShowSettings,
 };
 use crate::em::{TlsOptions, Wire};
 use crate::emulator::{EmulatorConfig, Faults, Seed};
@@ -50,8 +50,83 @@ pub enum CliCommand {
     Runs(DbArgs),
     /// Show one run's rows and their outcomes.
     Show(ShowArgs),
+    /// Run a recorded run's rows again as a new run (no CSV needed); rows already in place
+    /// become no-ops.
+    Replay(ReplayArgs),
+    /// Take back a completed run: apply the inverse of every row it changed, newest first,
+    /// leaving alone any account changed since.
+    Undo(UndoArgs),
+    /// Finish a run that was interrupted or crashed, under the same run id. Rows whose write
+    /// may have been sent are checked against the server, never re-sent blindly.
+    Resume(ResumeArgs),
     /// Run a local emulator of the Enterprise Manager REST API, for trials and tests.
     Emulator(EmulatorArgs),
+}
+
+/// What `replay`, `undo` and `resume` share: the run they start from, and how to run.
+#[derive(Debug, Args)]
+pub struct FollowUpArgs {
+    /// A run id, or `last`.
+    pub run: String,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub pace: PaceArgs,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Stop scheduling new rows after this many rows have failed.
+    #[arg(long, value_name = "N")]
+    pub max_failures: Option<u64>,
+
+    /// Output format of the final summary.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+/// `embatch replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Only the rows that failed, were skipped or are in doubt.
+    #[arg(long)]
+    pub failed_only: bool,
+
+    #[command(flatten)]
+    pub common: FollowUpArgs,
+}
+
+/// `embatch undo`.
+#[derive(Debug, Args)]
+pub struct UndoArgs {
+    /// Print the inverse plan and what each row expects to find; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write the inverse plan as a CSV plan that `apply` accepts, and send nothing.
+    #[arg(long, value_name = "FILE")]
+    pub emit_plan: Option<PathBuf>,
+
+    /// Undo rows even where the account changed since the run (otherwise: `conflict`).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Undo what can be undone when some rows cannot (a removed scope whose object ref is
+    /// unknown); without it such a run is not undone at all.
+    #[arg(long)]
+    pub allow_partial: bool,
+
+    #[command(flatten)]
+    pub common: FollowUpArgs,
+}
+
+/// `embatch resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub common: FollowUpArgs,
 }
 
 /// Where the audit log lives.
@@ -86,9 +161,9 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub insecure: bool,
 
-    /// Wire format of the REST API.
-    #[arg(long, value_enum, default_value_t = WireArg::Xml)]
-    pub wire: WireArg,
+    /// Wire format of the REST API [default: xml; for replay, undo and resume: the run's].
+    #[arg(long, value_enum)]
+    pub wire: Option<WireArg>,
 
     /// Per-request timeout, in seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
@@ -363,6 +438,18 @@ impl Cli {
                 db: a.db.db,
                 output: a.output.into(),
             }),
+            CliCommand::Replay(a) => Command::Replay {
+                common: a.common.into_settings()?,
+                failed_only: a.failed_only,
+            },
+            CliCommand::Undo(a) => Command::Undo {
+                common: a.common.into_settings()?,
+                dry_run: a.dry_run,
+                emit_plan: a.emit_plan,
+                force: a.force,
+                allow_partial: a.allow_partial,
+            },
+            CliCommand::Resume(a) => Command::Resume(a.common.into_settings()?),
             CliCommand::Emulator(a) => Command::Emulator(a.into_settings()?),
         })
     }
@@ -397,23 +484,48 @@ impl From<OutputArg> for OutputFormat {
     }
 }
 
+impl FollowUpArgs {
+    fn into_settings(self) -> Result<FollowUpSettings, UsageError> {
+        Ok(FollowUpSettings {
+            run: parse_run_ref(&self.run)?,
+            connect: self.connect.into_partial()?,
+            pace: self.pace.into_pace()?,
+            db: self.db.db,
+            max_failures: self.max_failures,
+            output: self.output.into(),
+        })
+    }
+}
+
 impl ConnectArgs {
+    /// Settings for commands that need a server and a user named on the command line.
     fn into_settings(self) -> Result<ConnectSettings, UsageError> {
-        let url = self
-            .url
-            .ok_or_else(|| usage("no server given: pass --url or set EMBATCH_URL"))?;
-        let url =
-            url::Url::parse(&url).map_err(|e| usage(format!("invalid --url '{url}': {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(usage(format!(
-                "--url must be http or https, not '{}'",
-                url.scheme()
-            )));
+        if self.url.is_none() {
+            return Err(usage("no server given: pass --url or set EMBATCH_URL"));
         }
-        let user = self
-            .user
-            .filter(|u| !u.trim().is_empty())
-            .ok_or_else(|| usage("no user given: pass --user or set EMBATCH_USER"))?;
+        if self.user.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            return Err(usage("no user given: pass --user or set EMBATCH_USER"));
+        }
+        self.into_partial()
+    }
+
+    /// Settings whose server and user may come from a recorded run instead.
+    fn into_partial(self) -> Result<ConnectSettings, UsageError> {
+        let url = match &self.url {
+            Some(url) => {
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| usage(format!("invalid --url '{url}': {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(usage(format!(
+                        "--url must be http or https, not '{}'",
+                        parsed.scheme()
+                    )));
+                }
+                Some(parsed)
+            }
+            None => None,
+        };
+        let user = self.user.clone().filter(|u| !u.trim().is_empty());
         if self.insecure && self.ca_cert.is_some() {
             return Err(usage(
                 "--insecure and --ca-cert contradict each other; pick one",
@@ -434,7 +546,7 @@ impl ConnectArgs {
                 ca_cert: self.ca_cert,
                 insecure: self.insecure,
             },
-            wire: self.wire.into(),
+            wire: self.wire.map(Into::into),
             timeout: Duration::from_secs_f64(self.timeout),
         })
     }

@@ -48,7 +48,8 @@ CREATE TABLE plan_rows (
     comment         TEXT,
     annotations     TEXT,
     outcome         TEXT    NOT NULL DEFAULT 'pending'
-                    CHECK (outcome IN ('pending', 'applied', 'noop', 'failed', 'skipped', 'in_doubt')),
+                    CHECK (outcome IN ('pending', 'applied', 'noop', 'failed', 'skipped', 'in_doubt',
+                                       'conflict')),
     error           TEXT,
     prior_state     TEXT,
     result          TEXT,
@@ -75,6 +76,17 @@ CREATE TABLE attempts (
 
 CREATE INDEX attempts_run_row ON attempts (run_id, row_no);
 
+-- One row each time `resume` took a run over from a process that had stopped: the run keeps its
+-- id, and this table keeps the evidence of who continued it, and when.
+CREATE TABLE run_resumes (
+    run_id          INTEGER NOT NULL REFERENCES runs (id),
+    resumed_at      TEXT    NOT NULL,
+    previous_status TEXT    NOT NULL,
+    writer_pid      INTEGER NOT NULL,
+    writer_start    INTEGER,
+    writer_boot_id  TEXT
+);
+
 -- Stable interface: one row per run, with its rows counted by outcome and its HTTP attempts.
 CREATE VIEW run_summary AS
 SELECT
@@ -100,6 +112,7 @@ SELECT
     count(CASE WHEN p.outcome = 'skipped' THEN 1 END)      AS skipped,
     count(CASE WHEN p.outcome = 'in_doubt' THEN 1 END)     AS in_doubt,
     count(CASE WHEN p.outcome = 'pending' THEN 1 END)      AS pending,
+    count(CASE WHEN p.outcome = 'conflict' THEN 1 END)     AS conflict,
     (SELECT count(*) FROM attempts a WHERE a.run_id = r.id) AS requests
 FROM runs r
 LEFT JOIN plan_rows p ON p.run_id = r.id

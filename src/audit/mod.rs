@@ -26,10 +26,12 @@
 mod db;
 #[cfg(test)]
 mod fixtures;
+mod history;
 mod process;
 mod read;
 mod write;
 
+pub use history::RecordedRow;
 pub use read::{AuditReader, RowFilter, RowInfo, RunInfo, RunSelector};
 pub use write::{AuditHandle, AuditWriter};
 

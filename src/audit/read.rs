@@ -72,6 +72,8 @@ pub struct RunInfo {
     pub skipped: u64,
     /// Rows in doubt.
     pub in_doubt: u64,
+    /// Rows `undo` left alone because the account changed since.
+    pub conflict: u64,
     /// Rows not run yet.
     pub pending: u64,
     /// HTTP attempts.
@@ -111,7 +113,7 @@ const RUN_QUERY: &str = "
     SELECT s.run_id, s.kind, s.parent_run_id, s.status, s.started_at, s.ended_at, s.operator,
            s.server_url, s.wire, s.tls_verify, s.plan_file, s.plan_sha256, s.tool_version,
            s.rows, s.applied, s.noop, s.failed, s.skipped, s.in_doubt, s.pending, s.requests,
-           r.writer_pid, r.writer_start, r.writer_boot_id
+           r.writer_pid, r.writer_start, r.writer_boot_id, s.conflict
     FROM run_summary s JOIN runs r ON r.id = s.run_id";
 
 impl AuditReader {
@@ -167,7 +169,7 @@ impl AuditReader {
         let mut stmt = self.conn.prepare_cached(
             "SELECT row_no, line, account, action, target, outcome, error, ticket, finished_at
              FROM change_log
-             WHERE run_id = ?1 AND (NOT ?2 OR outcome IN ('failed', 'in_doubt'))
+             WHERE run_id = ?1 AND (NOT ?2 OR outcome IN ('failed', 'in_doubt', 'conflict'))
              ORDER BY row_no",
         )?;
         let rows = stmt
@@ -245,6 +247,7 @@ fn run_info(r: &Row<'_>) -> rusqlite::Result<RunInfo> {
         failed: unsigned(r, 16)?,
         skipped: unsigned(r, 17)?,
         in_doubt: unsigned(r, 18)?,
+        conflict: unsigned(r, 24)?,
         pending: unsigned(r, 19)?,
         requests: unsigned(r, 20)?,
     })

@@ -53,6 +53,7 @@ enum Record {
     BeginRun {
         // Boxed: a run is much larger than the other records, which are far more numerous.
         run: Box<NewRun>,
+        rows: Vec<NewRow>,
         at: String,
         reply: Reply<i64>,
     },
@@ -64,6 +65,11 @@ enum Record {
     EndRun {
         run_id: i64,
         status: RunStatus,
+        at: String,
+        reply: Reply<()>,
+    },
+    ResumeRun {
+        run_id: i64,
         at: String,
         reply: Reply<()>,
     },
@@ -179,7 +185,32 @@ impl AuditHandle {
         let at = db::now();
         run.server_url = without_password(&run.server_url);
         let run = Box::new(run);
-        self.call(|reply| Record::BeginRun { run, at, reply }).await
+        self.call(|reply| Record::BeginRun {
+            run,
+            rows: Vec::new(),
+            at,
+            reply,
+        })
+        .await
+    }
+
+    /// Records a new run together with its rows (all `pending`), in one transaction, so that
+    /// a crash can never leave a run without its rows; answers its id once committed.
+    pub async fn begin_run_with_rows(
+        &self,
+        mut run: NewRun,
+        rows: Vec<NewRow>,
+    ) -> Result<i64, AuditError> {
+        let at = db::now();
+        run.server_url = without_password(&run.server_url);
+        let run = Box::new(run);
+        self.call(|reply| Record::BeginRun {
+            run,
+            rows,
+            at,
+            reply,
+        })
+        .await
     }
 
     /// Records the run's rows (all `pending`), committed before it answers.
@@ -202,6 +233,14 @@ impl AuditHandle {
             reply,
         })
         .await
+    }
+
+    /// Takes over `run_id` for a resume: marks it running under this process again and records
+    /// the resume, with the status the run had before.
+    pub async fn resume_run(&self, run_id: i64) -> Result<(), AuditError> {
+        let at = db::now();
+        self.call(|reply| Record::ResumeRun { run_id, at, reply })
+            .await
     }
 
     /// Records the account id a row resolved to (fire and forget).
@@ -366,9 +405,9 @@ impl Record {
     fn into_waiter(self) -> Option<Waiter> {
         match self {
             Record::BeginRun { reply, .. } => Some(Waiter::RunId(reply)),
-            Record::AddRows { reply, .. } | Record::EndRun { reply, .. } => {
-                Some(Waiter::Done(reply))
-            }
+            Record::AddRows { reply, .. }
+            | Record::EndRun { reply, .. }
+            | Record::ResumeRun { reply, .. } => Some(Waiter::Done(reply)),
             Record::AttemptStarted { reply, .. } => Some(Waiter::AttemptId(reply)),
             Record::RowAccount { .. }
             | Record::RowFinished { .. }
@@ -416,11 +455,39 @@ fn found(changed: usize, what: impl FnOnce() -> String) -> Result<(), String> {
     if changed == 1 { Ok(()) } else { Err(what()) }
 }
 
+/// Inserts a run's rows, all `pending`.
+fn insert_rows(conn: &Connection, run_id: i64, rows: &[NewRow]) -> Result<(), String> {
+    let ctx = context("record the plan rows");
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO plan_rows (run_id, row_no, line, account, action, target,
+                 object_name, ticket, comment, annotations)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .map_err(&ctx)?;
+    for row in rows {
+        stmt.execute(params![
+            run_id,
+            int(row.row_no).map_err(&ctx)?,
+            int(row.line).map_err(&ctx)?,
+            row.account,
+            row.action,
+            row.target,
+            row.object_name,
+            row.ticket,
+            row.comment,
+            row.annotations,
+        ])
+        .map_err(&ctx)?;
+    }
+    Ok(())
+}
+
 /// Writes one record inside the group's transaction; returns the rowid of an inserted run or
 /// attempt (0 for other records), to answer with after the commit.
 fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64, String> {
     match record {
-        Record::BeginRun { run, at, .. } => {
+        Record::BeginRun { run, rows, at, .. } => {
             let ctx = context("record a run");
             conn.prepare_cached(
                 "INSERT INTO runs (kind, parent_run_id, status, started_at, operator, server_url,
@@ -448,32 +515,12 @@ fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64,
                 ])
             })
             .map_err(ctx)?;
-            Ok(conn.last_insert_rowid())
+            let run_id = conn.last_insert_rowid();
+            insert_rows(conn, run_id, rows)?;
+            Ok(run_id)
         }
         Record::AddRows { run_id, rows, .. } => {
-            let ctx = context("record the plan rows");
-            let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO plan_rows (run_id, row_no, line, account, action, target,
-                         object_name, ticket, comment, annotations)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .map_err(&ctx)?;
-            for row in rows {
-                stmt.execute(params![
-                    run_id,
-                    int(row.row_no).map_err(&ctx)?,
-                    int(row.line).map_err(&ctx)?,
-                    row.account,
-                    row.action,
-                    row.target,
-                    row.object_name,
-                    row.ticket,
-                    row.comment,
-                    row.annotations,
-                ])
-                .map_err(&ctx)?;
-            }
+            insert_rows(conn, *run_id, rows)?;
             Ok(0)
         }
         Record::EndRun {
@@ -486,6 +533,45 @@ fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64,
             found(changed, || {
                 format!("record the end of run {run_id}: no such run")
             })?;
+            Ok(0)
+        }
+        Record::ResumeRun { run_id, at, .. } => {
+            let ctx = context("record the resume of a run");
+            let previous: String = conn
+                .query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| {
+                    r.get(0)
+                })
+                .map_err(&ctx)?;
+            conn.prepare_cached(
+                "INSERT INTO run_resumes (run_id, resumed_at, previous_status, writer_pid,
+                     writer_start, writer_boot_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    run_id,
+                    at,
+                    previous,
+                    me.pid,
+                    me.start.map(int).transpose()?,
+                    me.boot_id,
+                ])
+            })
+            .map_err(&ctx)?;
+            conn.prepare_cached(
+                "UPDATE runs SET status = 'running', ended_at = NULL, writer_pid = ?2,
+                     writer_start = ?3, writer_boot_id = ?4
+                 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    run_id,
+                    me.pid,
+                    me.start.map(int).transpose()?,
+                    me.boot_id
+                ])
+            })
+            .map_err(&ctx)?;
             Ok(0)
         }
         Record::RowAccount {

@@ -5,6 +5,7 @@
 //! dropped connection, 500/502/504) is never re-sent before the account has been re-read; if
 //! the re-read shows the change, the row is `applied` and nothing more is sent.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +14,10 @@ use rand::RngExt;
 use uuid::Uuid;
 
 use crate::em::{Client, EmError, RequestTag, Retry};
-use crate::plan::PlanRow;
 
-use super::Outcome;
 use super::pace::{Pace, Pacer};
 use super::state::{AccountState, Change, Decision, RoleTable, decide};
+use super::{Job, Outcome};
 
 /// What happened to one row.
 #[derive(Clone, Debug)]
@@ -53,6 +53,9 @@ pub struct Executor {
     pub roles: RoleTable,
     /// Attempts and backoff.
     pub pace: Pace,
+    /// Hierarchy object refs of scopes earlier runs created, by scope id: EM's listing never
+    /// shows them, and undo needs them to re-create a removed scope.
+    pub known_refs: HashMap<Uuid, String>,
 }
 
 impl Executor {
@@ -72,7 +75,11 @@ impl Executor {
                 client.call(tag).account_scopes(id).await
             })
             .await?;
-        Ok(AccountState::from_reads(&account, &roles, &scopes))
+        let mut state = AccountState::from_reads(&account, &roles, &scopes);
+        for scope in &mut state.scopes {
+            scope.obj_ref = self.known_refs.get(&scope.id).cloned();
+        }
+        Ok(state)
     }
 
     /// Runs an idempotent read, retrying every error that a retry can cure.
@@ -115,10 +122,41 @@ impl Executor {
         tokio::time::sleep(wait).await;
     }
 
-    /// Runs one row against the account's current state, updating that state.
-    pub async fn run_row(&self, state: &mut AccountState, row_no: u64, row: &PlanRow) -> RowReport {
+    /// Runs one job against the account's current state, updating that state.
+    ///
+    /// A job whose write may already have reached the server (`maybe_sent`, after a crash) is
+    /// decided against the state just read: if its change is in place, it is recorded as
+    /// applied and nothing is sent. A job with a guard (undo) is not run when the account no
+    /// longer shows what the guard expects, unless `force`.
+    pub async fn run_row(&self, state: &mut AccountState, job: &Job, force: bool) -> RowReport {
         let prior = Some(state.to_json());
-        let change = match decide(&row.action, &self.roles, state) {
+        let decision = decide(&job.row.action, &self.roles, state);
+        if job.maybe_sent && matches!(decision, Decision::Noop(_)) {
+            return RowReport {
+                outcome: Outcome::Applied,
+                message: Some(
+                    "reconciled: a write for this row was sent before the run stopped, and the \
+                     account shows the change in place"
+                        .into(),
+                ),
+                prior_state: prior,
+                result: self.in_place_result(&job.row.action, state),
+            };
+        }
+        if let Some(guard) = &job.guard
+            && let Err(why) = guard.check(state)
+        {
+            if !force {
+                return RowReport {
+                    outcome: Outcome::Conflict,
+                    message: Some(format!("{why}; left alone (--force overrides)")),
+                    prior_state: prior,
+                    result: None,
+                };
+            }
+            tracing::warn!("--force: {why}");
+        }
+        let change = match decision {
             Decision::Noop(reason) => {
                 return RowReport {
                     outcome: Outcome::Noop,
@@ -135,9 +173,34 @@ impl Executor {
             }
             Decision::Change(change) => change,
         };
-        let mut report = self.send_change(state, row_no, &change).await;
+        let mut report = self.send_change(state, job.row_no, &change).await;
         report.prior_state = prior;
         report
+    }
+
+    /// The result a row would have recorded, for a change found already in place.
+    fn in_place_result(
+        &self,
+        action: &crate::plan::Action,
+        state: &AccountState,
+    ) -> Option<String> {
+        use crate::plan::Action;
+        let value = match action {
+            Action::AssignRole(role) | Action::RemoveRole(role) => {
+                let (id, name) = self.roles.resolve(role)?;
+                serde_json::json!({ "role_id": id, "role_name": name })
+            }
+            Action::AddScope {
+                obj_ref,
+                object_name,
+            } => {
+                let scope = state.find_scope_by_ref(obj_ref, object_name)?;
+                serde_json::json!({ "scope_id": scope.id, "obj_ref": obj_ref, "object_name": object_name })
+            }
+            Action::RestoreAllVms(value) => serde_json::json!({ "restore_all_vms": value }),
+            Action::RemoveScope(_) => return None,
+        };
+        Some(value.to_string())
     }
 
     async fn send_change(
@@ -215,8 +278,28 @@ impl Executor {
         change: &Change,
         note: Option<String>,
     ) -> RowReport {
+        // What undo needs to know about the change, taken before the state forgets it.
+        let mut result = match change {
+            Change::AssignRole { role, name } | Change::RemoveRole { role, name } => {
+                Some(serde_json::json!({ "role_id": role, "role_name": name }).to_string())
+            }
+            Change::RemoveScope { scope, name } => {
+                let obj_ref = state
+                    .scopes
+                    .iter()
+                    .find(|s| s.id == *scope)
+                    .and_then(|s| s.obj_ref.clone());
+                Some(
+                    serde_json::json!({ "scope_id": scope, "name": name, "obj_ref": obj_ref })
+                        .to_string(),
+                )
+            }
+            Change::SetRestoreAllVms(value) => {
+                Some(serde_json::json!({ "restore_all_vms": value }).to_string())
+            }
+            Change::AddScope { .. } => None,
+        };
         state.apply(change);
-        let mut result = None;
         if let Change::AddScope { item } = change {
             // EM does not answer with the new scope's id, so read it back: undo needs it.
             let client = &*self.client;
@@ -239,8 +322,12 @@ impl Executor {
                     if let Some(scope) = created {
                         scope.obj_ref = Some(item.obj_ref.clone());
                         result = Some(
-                            serde_json::json!({ "scope_id": scope.id, "obj_ref": item.obj_ref })
-                                .to_string(),
+                            serde_json::json!({
+                                "scope_id": scope.id,
+                                "obj_ref": item.obj_ref,
+                                "object_name": item.object_name,
+                            })
+                            .to_string(),
                         );
                     }
                 }

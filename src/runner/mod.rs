@@ -10,6 +10,7 @@
 //! handle; it shares no other state with either.
 
 mod exec;
+pub mod history;
 mod pace;
 mod preview;
 mod report;
@@ -34,7 +35,7 @@ pub use exec::{Executor, RowReport};
 pub use pace::{AttemptLog, Pace, Pacer};
 pub use preview::{Prediction, Preview, PreviewRow, preview};
 pub use report::{Reporter, Summary};
-pub use state::{AccountState, RoleTable};
+pub use state::{AccountState, Guard, RoleTable};
 
 /// A row's outcome, as recorded in the audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -53,6 +54,9 @@ pub enum Outcome {
     /// A write was sent, its answer was lost, and the account could not be re-read to learn
     /// whether it took effect. `resume` reconciles it by reading the account.
     InDoubt,
+    /// Not run by `undo`: the account no longer shows what the undone run wrote (someone
+    /// changed it since), and `--force` was not given.
+    Conflict,
 }
 
 impl Outcome {
@@ -65,6 +69,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
             Outcome::InDoubt => "in_doubt",
+            Outcome::Conflict => "conflict",
         }
     }
 }
@@ -145,6 +150,15 @@ pub struct RunReport {
     pub summary: Summary,
     /// Why the run stopped early, if it did.
     pub stopped: Option<StopReason>,
+    /// For a resumed run: rows that had failed before the resume.
+    pub earlier_failures: u64,
+}
+
+impl RunReport {
+    /// Rows of the whole run that did not end applied or in place.
+    pub fn unsuccessful(&self) -> u64 {
+        self.summary.unsuccessful() + self.earlier_failures
+    }
 }
 
 /// One account's rows, in plan order.
@@ -152,6 +166,85 @@ struct AccountGroup {
     id: Option<Uuid>,
     label: String,
     rows: Vec<usize>,
+}
+
+/// One row a run executes.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// The row's key in its run (its index in the run's rows).
+    pub row_no: u64,
+    /// What to do.
+    pub row: PlanRow,
+    /// What the account must still show before the row may run (undo's drift check).
+    pub guard: Option<Guard>,
+    /// A write for this row may have reached the server before the run stopped (resume):
+    /// the row is decided against a fresh read, never re-sent blindly.
+    pub maybe_sent: bool,
+}
+
+/// Which run the jobs belong to.
+#[derive(Clone, Debug)]
+pub enum RunRecord {
+    /// A new run, whose rows are recorded before anything is sent.
+    New {
+        /// apply, replay or undo.
+        kind: String,
+        /// The run it replays or undoes.
+        parent_run_id: Option<i64>,
+        /// The plan file, if the rows came from one.
+        plan_file: Option<String>,
+        /// The plan's SHA-256.
+        plan_sha256: Option<String>,
+        /// Each job's audit annotations (JSON), by position; empty means none.
+        annotations: Vec<Option<String>>,
+    },
+    /// An existing run taken over by `resume`: its rows are already recorded.
+    Resume(i64),
+}
+
+/// Everything a run executes.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// The run record.
+    pub record: RunRecord,
+    /// The jobs, in order; rows of one account run in this order.
+    pub jobs: Vec<Job>,
+    /// Run guarded jobs even when the account changed since (`undo --force`).
+    pub force: bool,
+    /// Object refs of scopes earlier runs created, by scope id.
+    pub known_refs: HashMap<Uuid, String>,
+    /// Rows of a resumed run that had already failed (or been left in conflict); they keep
+    /// the run's status failed.
+    pub earlier_failures: u64,
+}
+
+impl RunSpec {
+    /// A new `apply` run of `plan`.
+    pub fn apply(plan: &Plan) -> RunSpec {
+        RunSpec {
+            record: RunRecord::New {
+                kind: "apply".into(),
+                parent_run_id: None,
+                plan_file: Some(plan.file.clone()),
+                plan_sha256: Some(plan.sha256.clone()),
+                annotations: Vec::new(),
+            },
+            jobs: plan
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(i, row)| Job {
+                    row_no: i as u64,
+                    row: row.clone(),
+                    guard: None,
+                    maybe_sent: false,
+                })
+                .collect(),
+            force: false,
+            known_refs: HashMap::new(),
+            earlier_failures: 0,
+        }
+    }
 }
 
 /// Applies `plan`: records the run, logs on, resolves names, runs the rows and records the end.
@@ -162,39 +255,76 @@ pub async fn apply(
     cancel: CancellationToken,
     reporter: Reporter,
 ) -> Result<RunReport, RunError> {
-    let run_id = audit
-        .begin_run(NewRun {
-            kind: "apply".into(),
-            parent_run_id: None,
-            operator: settings.client.user.clone(),
-            server_url: settings.client.base_url.to_string(),
-            wire: settings.client.wire.as_str().into(),
-            tls_verify: !settings.client.tls.insecure,
-            insecure: settings.client.tls.insecure,
-            plan_file: Some(plan.file.clone()),
-            plan_sha256: Some(plan.sha256.clone()),
-            tool_version: env!("CARGO_PKG_VERSION").into(),
-            options: settings.options_json.clone(),
-        })
-        .await?;
-    audit
-        .add_rows(
-            run_id,
-            plan.rows
+    execute(RunSpec::apply(plan), settings, audit, cancel, reporter).await
+}
+
+/// Runs `spec`: records the run (or takes it over, for resume), logs on, resolves names, runs
+/// the jobs and records the end.
+pub async fn execute(
+    spec: RunSpec,
+    settings: RunSettings,
+    audit: AuditHandle,
+    cancel: CancellationToken,
+    reporter: Reporter,
+) -> Result<RunReport, RunError> {
+    let run_id = match &spec.record {
+        RunRecord::New {
+            kind,
+            parent_run_id,
+            plan_file,
+            plan_sha256,
+            annotations,
+        } => {
+            let rows = spec
+                .jobs
                 .iter()
                 .enumerate()
-                .map(|(i, r)| new_row(i, r))
-                .collect(),
-        )
-        .await?;
+                .map(|(i, job)| {
+                    let mut row = new_row(job.row_no, &job.row);
+                    if let Some(Some(extra)) = annotations.get(i) {
+                        row.annotations = Some(extra.clone());
+                    }
+                    row
+                })
+                .collect();
+            audit
+                .begin_run_with_rows(
+                    NewRun {
+                        kind: kind.clone(),
+                        parent_run_id: *parent_run_id,
+                        operator: settings.client.user.clone(),
+                        server_url: settings.client.base_url.to_string(),
+                        wire: settings.client.wire.as_str().into(),
+                        tls_verify: !settings.client.tls.insecure,
+                        insecure: settings.client.tls.insecure,
+                        plan_file: plan_file.clone(),
+                        plan_sha256: plan_sha256.clone(),
+                        tool_version: env!("CARGO_PKG_VERSION").into(),
+                        options: settings.options_json.clone(),
+                    },
+                    rows,
+                )
+                .await?
+        }
+        RunRecord::Resume(run_id) => {
+            audit.resume_run(*run_id).await?;
+            *run_id
+        }
+    };
 
-    let outcome = run_rows(plan, run_id, &settings, &audit, cancel, reporter).await;
+    let earlier_failures = spec.earlier_failures;
+    let outcome = run_rows(spec, run_id, &settings, &audit, cancel, reporter)
+        .await
+        .map(|mut report| {
+            report.earlier_failures = earlier_failures;
+            report
+        });
     let status = match &outcome {
         Err(RunError::Audit(_)) | Err(RunError::Connect { .. }) | Err(RunError::Resolve { .. }) => {
             RunStatus::Aborted
         }
         Ok(report) if report.stopped == Some(StopReason::Interrupted) => RunStatus::Interrupted,
-        Ok(report) if report.summary.failed > 0 || report.summary.in_doubt > 0 => RunStatus::Failed,
+        Ok(report) if report.unsuccessful() > 0 => RunStatus::Failed,
         Ok(report) if report.stopped.is_some() => RunStatus::Interrupted,
         Ok(_) => RunStatus::Completed,
     };
@@ -202,7 +332,8 @@ pub async fn apply(
     outcome
 }
 
-fn new_row(index: usize, row: &PlanRow) -> NewRow {
+/// The audit record of a plan row before it runs.
+pub fn new_row(row_no: u64, row: &PlanRow) -> NewRow {
     let object_name = match &row.action {
         Action::AddScope { object_name, .. } => Some(object_name.clone()),
         _ => None,
@@ -218,7 +349,7 @@ fn new_row(index: usize, row: &PlanRow) -> NewRow {
         Some(serde_json::Value::Object(map).to_string())
     };
     NewRow {
-        row_no: index as u64,
+        row_no,
         line: row.line,
         account: account_text(&row.account),
         action: row.action.name().into(),
@@ -230,7 +361,8 @@ fn new_row(index: usize, row: &PlanRow) -> NewRow {
     }
 }
 
-fn account_text(account: &AccountRef) -> String {
+/// The account as a plan names it.
+pub fn account_text(account: &AccountRef) -> String {
     match account {
         AccountRef::Id(id) => id.to_string(),
         AccountRef::Name(name) => name.clone(),
@@ -238,7 +370,7 @@ fn account_text(account: &AccountRef) -> String {
 }
 
 async fn run_rows(
-    plan: &Plan,
+    spec: RunSpec,
     run_id: i64,
     settings: &RunSettings,
     audit: &AuditHandle,
@@ -246,7 +378,7 @@ async fn run_rows(
     reporter: Reporter,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let (events, reporter_task) = reporter.start(plan.rows.len() as u64);
+    let (events, reporter_task) = reporter.start(spec.jobs.len() as u64);
     let pacer = Arc::new(Pacer::new(
         &settings.pace,
         Some(AttemptLog {
@@ -261,11 +393,18 @@ async fn run_rows(
             source,
         },
     )?);
-    let (executor, groups) =
-        connect_and_resolve(plan, client.clone(), pacer.clone(), &settings.pace).await?;
+    let rows: Vec<&PlanRow> = spec.jobs.iter().map(|j| &j.row).collect();
+    let (executor, groups) = connect_and_resolve(
+        &rows,
+        client.clone(),
+        pacer.clone(),
+        &settings.pace,
+        spec.known_refs.clone(),
+    )
+    .await?;
     let executor = Arc::new(executor);
 
-    let rows = Arc::new(plan.rows.clone());
+    let jobs = Arc::new(spec.jobs);
     let queue = Arc::new(Mutex::new(VecDeque::from(groups)));
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Mutex::new(None::<StopReason>));
@@ -273,7 +412,8 @@ async fn run_rows(
     for _ in 0..settings.pace.concurrency {
         let worker = Worker {
             executor: executor.clone(),
-            rows: rows.clone(),
+            jobs: jobs.clone(),
+            force: spec.force,
             queue: queue.clone(),
             audit: audit.clone(),
             run_id,
@@ -302,7 +442,7 @@ async fn run_rows(
     for index in leftover {
         audit.row_finished(
             run_id,
-            index as u64,
+            jobs[index].row_no,
             RowResult {
                 outcome: Outcome::Skipped.as_str().into(),
                 error: Some("not run: the run stopped before this row".into()),
@@ -333,22 +473,25 @@ async fn run_rows(
         run_id,
         summary,
         stopped,
+        earlier_failures: 0,
     })
 }
 
 /// Logs on, reads the role table and (when rows name accounts) the account list, and groups
 /// the plan's rows by account.
 async fn connect_and_resolve(
-    plan: &Plan,
+    rows: &[&PlanRow],
     client: Arc<Client>,
     pacer: Arc<Pacer>,
     pace: &Pace,
+    known_refs: HashMap<Uuid, String>,
 ) -> Result<(Executor, Vec<AccountGroup>), RunError> {
     let mut executor = Executor {
         client: client.clone(),
         pacer,
         roles: RoleTable::default(),
         pace: pace.clone(),
+        known_refs,
     };
     let url = client.base_url().to_string();
     executor
@@ -374,8 +517,7 @@ async fn connect_and_resolve(
             .collect(),
     );
 
-    let names_needed = plan
-        .rows
+    let names_needed = rows
         .iter()
         .any(|r| matches!(r.account, AccountRef::Name(_)));
     let mut by_name: HashMap<String, Uuid> = HashMap::new();
@@ -393,7 +535,7 @@ async fn connect_and_resolve(
             }
         }
     }
-    Ok((executor, group_rows(&plan.rows, &by_name)))
+    Ok((executor, group_rows(rows, &by_name)))
 }
 
 /// The GUID at the end of a UID such as `urn:veeam:EnterpriseRole:<guid>`.
@@ -403,7 +545,7 @@ fn uid_guid(uid: &str) -> Option<Uuid> {
 
 /// Groups rows by the account they resolve to, keeping plan order within each account and
 /// ordering accounts by their first row.
-fn group_rows(rows: &[PlanRow], by_name: &HashMap<String, Uuid>) -> Vec<AccountGroup> {
+fn group_rows(rows: &[&PlanRow], by_name: &HashMap<String, Uuid>) -> Vec<AccountGroup> {
     let mut groups: Vec<AccountGroup> = Vec::new();
     let mut index: HashMap<(Option<Uuid>, String), usize> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
@@ -432,7 +574,8 @@ fn group_rows(rows: &[PlanRow], by_name: &HashMap<String, Uuid>) -> Vec<AccountG
 
 struct Worker {
     executor: Arc<Executor>,
-    rows: Arc<Vec<PlanRow>>,
+    jobs: Arc<Vec<Job>>,
+    force: bool,
     queue: Arc<Mutex<VecDeque<AccountGroup>>>,
     audit: AuditHandle,
     run_id: i64,
@@ -460,7 +603,7 @@ impl Worker {
     }
 
     async fn run_account(&self, group: AccountGroup) {
-        let first = group.rows[0] as u64;
+        let first = self.jobs[group.rows[0]].row_no;
         let Some(id) = group.id else {
             for &i in &group.rows {
                 self.finish(
@@ -496,12 +639,10 @@ impl Worker {
                     });
                 return;
             }
+            let job = &self.jobs[i];
             self.audit
-                .row_account(self.run_id, i as u64, &id.to_string());
-            let report = self
-                .executor
-                .run_row(&mut state, i as u64, &self.rows[i])
-                .await;
+                .row_account(self.run_id, job.row_no, &id.to_string());
+            let report = self.executor.run_row(&mut state, job, self.force).await;
             self.finish(i, report);
         }
     }
@@ -510,7 +651,7 @@ impl Worker {
         let outcome = report.outcome;
         self.audit.row_finished(
             self.run_id,
-            index as u64,
+            self.jobs[index].row_no,
             RowResult {
                 outcome: outcome.as_str().into(),
                 error: report.message,
@@ -519,7 +660,7 @@ impl Worker {
             },
         );
         let _ = self.events.send(RunEvent::RowFinished { outcome });
-        if outcome == Outcome::Failed {
+        if matches!(outcome, Outcome::Failed | Outcome::Conflict) {
             let failed = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
             if self.max_failures.is_some_and(|max| failed >= max) {
                 let mut stop = self.stop.lock().expect("stop lock is never poisoned");
@@ -561,7 +702,8 @@ mod tests {
             row(4, AccountRef::Id(alice)),
             row(5, AccountRef::Name("tech\\GHOST".into())),
         ];
-        let groups = group_rows(&rows, &by_name);
+        let refs: Vec<&PlanRow> = rows.iter().collect();
+        let groups = group_rows(&refs, &by_name);
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].id, Some(alice));
         assert_eq!(groups[0].rows, vec![0, 2]);

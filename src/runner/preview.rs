@@ -96,7 +96,14 @@ pub async fn preview(
             source,
         })?,
     );
-    let (executor, groups) = connect_and_resolve(plan, client.clone(), pacer, &pace).await?;
+    let (executor, groups) = connect_and_resolve(
+        &plan.rows.iter().collect::<Vec<_>>(),
+        client.clone(),
+        pacer,
+        &pace,
+        Default::default(),
+    )
+    .await?;
     let executor = Arc::new(executor);
     let mut predictions: Vec<Option<Prediction>> = vec![None; plan.rows.len()];
 

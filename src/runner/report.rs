@@ -29,6 +29,8 @@ pub struct Summary {
     pub skipped: u64,
     /// Rows whose outcome could not be learnt (see `resume`).
     pub in_doubt: u64,
+    /// Rows `undo` left alone because the account changed since (see `--force`).
+    pub conflict: u64,
     /// HTTP requests sent, logons and retries included.
     pub requests: u64,
     /// Answers of 429 or 503 that asked the run to slow down.
@@ -45,11 +47,17 @@ impl Summary {
             Outcome::Failed => self.failed += 1,
             Outcome::Skipped | Outcome::Pending => self.skipped += 1,
             Outcome::InDoubt => self.in_doubt += 1,
+            Outcome::Conflict => self.conflict += 1,
         }
     }
 
+    /// Rows that did not end applied or in place: failed, in doubt or in conflict.
+    pub fn unsuccessful(&self) -> u64 {
+        self.failed + self.in_doubt + self.conflict
+    }
+
     fn done(&self) -> u64 {
-        self.applied + self.noop + self.failed + self.skipped + self.in_doubt
+        self.applied + self.noop + self.failed + self.skipped + self.in_doubt + self.conflict
     }
 
     /// The summary as a small table, for people.
@@ -61,6 +69,7 @@ impl Summary {
             ("failed", self.failed),
             ("skipped", self.skipped),
             ("in doubt", self.in_doubt),
+            ("conflict", self.conflict),
         ] {
             if n > 0 || matches!(label, "applied" | "no-op" | "failed" | "skipped") {
                 out.push_str(&format!("  {label:<9} {n:>8}\n"));

@@ -247,6 +247,87 @@ pub enum Change {
     SetRestoreAllVms(bool),
 }
 
+/// What an account must still show before `undo` changes it back: the effect of the row being
+/// undone. If someone changed the account since, undoing blindly could destroy their work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "expect", rename_all = "snake_case")]
+pub enum Guard {
+    /// The account holds this role.
+    Holds {
+        /// The role's GUID.
+        role: Uuid,
+        /// Its name, for messages.
+        name: String,
+    },
+    /// The account does not hold this role.
+    Lacks {
+        /// The role's GUID.
+        role: Uuid,
+        /// Its name, for messages.
+        name: String,
+    },
+    /// The account has this scope.
+    HasScope {
+        /// The scope's GUID.
+        scope: Uuid,
+        /// Its name, for messages.
+        name: String,
+    },
+    /// The account has no scope for this object.
+    LacksScope {
+        /// The hierarchy object ref.
+        obj_ref: String,
+        /// The object's name.
+        name: String,
+    },
+    /// Restore-all-VMs has this value.
+    Flag {
+        /// The value.
+        value: bool,
+    },
+}
+
+impl Guard {
+    /// `Ok` when `state` still shows what the guard expects; else why not.
+    pub fn check(&self, state: &AccountState) -> Result<(), String> {
+        let holds = |role: &Uuid| state.roles.iter().any(|r| r.id == *role);
+        let (ok, why) = match self {
+            Guard::Holds { role, name } => (
+                holds(role),
+                format!("{} no longer holds {name}", state.name),
+            ),
+            Guard::Lacks { role, name } => {
+                (!holds(role), format!("{} holds {name} again", state.name))
+            }
+            Guard::HasScope { scope, name } => (
+                state.scopes.iter().any(|s| s.id == *scope),
+                format!("{} no longer has scope {name} ({scope})", state.name),
+            ),
+            Guard::LacksScope { obj_ref, name } => (
+                state.find_scope_by_ref(obj_ref, name).is_none(),
+                format!("{} has scope {name} again", state.name),
+            ),
+            Guard::Flag { value } => (
+                state.allow_restore_all_vms == *value,
+                format!(
+                    "restore-all-vms of {} is {} again",
+                    state.name,
+                    if state.allow_restore_all_vms {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                ),
+            ),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("changed since the undone run: {why}"))
+        }
+    }
+}
+
 /// What a row means against an account's current state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {

@@ -4,4 +4,5 @@ mod apply;
 mod cli;
 mod client;
 mod emulator;
+mod history;
 mod support;

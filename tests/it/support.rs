@@ -140,3 +140,68 @@ pub async fn apply(
     writer.close().await.unwrap();
     Run { report, dir }
 }
+
+/// The binary, with the environment cleared of embatch settings, pointed at `emu` (as the
+/// admin) and at the audit log `db`, fast enough for tests.
+pub fn cli(emu: &RunningEmulator, db: &std::path::Path) -> std::process::Command {
+    let defaults = EmulatorConfig::default();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("embatch"));
+    for var in [
+        "EMBATCH_URL",
+        "EMBATCH_USER",
+        "EMBATCH_PASSWORD",
+        "EMBATCH_DB",
+        "EMBATCH_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("EMBATCH_URL", emu.base_url())
+        .env("EMBATCH_USER", &defaults.admin_user)
+        .env("EMBATCH_PASSWORD", &defaults.admin_password)
+        .env("EMBATCH_DB", db);
+    cmd
+}
+
+/// The flags that make a run fast on the emulator.
+pub const FAST: [&str; 6] = ["--rate", "5000", "--burst", "500", "--concurrency", "8"];
+
+/// Runs a command to its end off the async threads (the emulator serves on them meanwhile).
+pub async fn output(mut cmd: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"))
+        .await
+        .expect("the blocking task ends")
+}
+
+/// Both streams of `out`, for assertion messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// An account's access, comparable across runs: scopes by name and ref (a re-created scope
+/// gets a new id), roles by id, both sorted.
+pub fn access(
+    a: &embatch::emulator::AccountSnapshot,
+) -> (String, bool, Vec<uuid::Uuid>, Vec<(String, String)>) {
+    let mut roles: Vec<uuid::Uuid> = a.roles.iter().map(|r| r.id).collect();
+    roles.sort();
+    let mut scopes: Vec<(String, String)> = a
+        .scopes
+        .iter()
+        .map(|s| (s.name.clone(), s.obj_ref.clone()))
+        .collect();
+    scopes.sort();
+    (a.name.clone(), a.allow_restore_all_vms, roles, scopes)
+}
+
+/// Every account's access, by account id.
+pub fn accesses(
+    state: &embatch::emulator::StateSnapshot,
+) -> std::collections::BTreeMap<uuid::Uuid, (String, bool, Vec<uuid::Uuid>, Vec<(String, String)>)>
+{
+    state.accounts.iter().map(|a| (a.id, access(a))).collect()
+}

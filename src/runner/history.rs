@@ -1,0 +1,540 @@
+//! Runs made from earlier runs, with no CSV: `replay` runs recorded rows again, `resume`
+//! finishes a run that stopped, and `undo` runs the inverse of a completed run.
+//!
+//! The recorded rows are turned back into plan rows by writing them as a CSV plan and
+//! validating that plan with `plan::parse`, so a derived run obeys exactly the rules a plan from
+//! a user does; and the inverse plan `undo --emit-plan` writes is that same text.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::audit::{AuditError, AuditReader, RecordedRow, RunInfo};
+use crate::plan::{self, PlanRow};
+
+use super::state::{AccountState, Guard};
+use super::{Job, RunRecord, RunSpec};
+
+/// Why a run cannot be derived from an earlier one. Nothing was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The audit log could not be read.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The request makes no sense for that run (already undone, still running, ...).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The columns of a derived plan, one recorded or inverse row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Fields {
+    account: String,
+    action: String,
+    target: String,
+    object_name: Option<String>,
+    ticket: Option<String>,
+    comment: Option<String>,
+}
+
+/// Writes `rows` as a CSV plan, header included.
+fn to_csv(rows: &[Fields]) -> String {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "account",
+        "action",
+        "target",
+        "object_name",
+        "ticket",
+        "comment",
+    ];
+    out.write_record(header)
+        .expect("writing to memory cannot fail");
+    for f in rows {
+        out.write_record([
+            f.account.as_str(),
+            f.action.as_str(),
+            f.target.as_str(),
+            f.object_name.as_deref().unwrap_or(""),
+            f.ticket.as_deref().unwrap_or(""),
+            f.comment.as_deref().unwrap_or(""),
+        ])
+        .expect("writing to memory cannot fail");
+    }
+    let bytes = out.into_inner().expect("writing to memory cannot fail");
+    String::from_utf8(bytes).expect("the fields are UTF-8")
+}
+
+/// Validates derived rows as a plan named `name`, in order.
+fn to_rows(name: &str, fields: &[Fields]) -> Result<Vec<PlanRow>, HistoryError> {
+    plan::parse(name, to_csv(fields).as_bytes())
+        .map(|p| p.rows)
+        .map_err(|e| {
+            HistoryError::Refused(format!(
+                "the rows recorded in the audit log no longer form a valid plan:\n{e}"
+            ))
+        })
+}
+
+fn recorded_fields(r: &RecordedRow) -> Fields {
+    Fields {
+        account: r.account.clone(),
+        action: r.action.clone(),
+        target: r.target.clone(),
+        object_name: r.object_name.clone(),
+        ticket: r.ticket.clone(),
+        comment: r.comment.clone(),
+    }
+}
+
+/// Refuses a run whose writer may still be at work.
+fn refuse_live(run: &RunInfo, what: &str) -> Result<(), HistoryError> {
+    if run.status == "running" {
+        return Err(HistoryError::Refused(format!(
+            "run {} is still running in another process; {what} it once it has ended",
+            run.run_id
+        )));
+    }
+    Ok(())
+}
+
+/// `replay RUN [--failed-only]`: RUN's rows again, as a new run linked to RUN.
+pub fn replay(
+    reader: &AuditReader,
+    run: &RunInfo,
+    failed_only: bool,
+) -> Result<RunSpec, HistoryError> {
+    let recorded: Vec<RecordedRow> = reader
+        .recorded_rows(run.run_id)?
+        .into_iter()
+        .filter(|r| {
+            !failed_only
+                || matches!(
+                    r.outcome.as_str(),
+                    "failed" | "skipped" | "in_doubt" | "pending"
+                )
+        })
+        .collect();
+    if recorded.is_empty() {
+        return Err(HistoryError::Refused(format!(
+            "run {} has no {}rows to replay",
+            run.run_id,
+            if failed_only {
+                "failed or skipped "
+            } else {
+                ""
+            }
+        )));
+    }
+    let fields: Vec<Fields> = recorded.iter().map(recorded_fields).collect();
+    let rows = to_rows(&format!("run {}", run.run_id), &fields)?;
+    let jobs = rows
+        .into_iter()
+        .zip(&recorded)
+        .enumerate()
+        .map(|(i, (mut row, rec))| {
+            row.line = rec.line;
+            Job {
+                row_no: i as u64,
+                row,
+                guard: None,
+                maybe_sent: false,
+            }
+        })
+        .collect();
+    Ok(RunSpec {
+        record: RunRecord::New {
+            kind: "replay".into(),
+            parent_run_id: Some(run.run_id),
+            plan_file: run.plan_file.clone(),
+            plan_sha256: run.plan_sha256.clone(),
+            annotations: recorded.iter().map(|r| r.annotations.clone()).collect(),
+        },
+        jobs,
+        force: false,
+        known_refs: known_refs(reader)?,
+        earlier_failures: 0,
+    })
+}
+
+/// `resume RUN`: the rows RUN did not finish, under RUN's id. Rows for which a write was
+/// recorded are marked `maybe_sent`: they are decided against a fresh read of the account.
+pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryError> {
+    refuse_live(run, "resume")?;
+    let writes = reader.rows_with_writes(run.run_id)?;
+    let open: Vec<RecordedRow> = reader
+        .recorded_rows(run.run_id)?
+        .into_iter()
+        .filter(|r| matches!(r.outcome.as_str(), "pending" | "skipped" | "in_doubt"))
+        .collect();
+    let fields: Vec<Fields> = open.iter().map(recorded_fields).collect();
+    let rows = if open.is_empty() {
+        Vec::new()
+    } else {
+        to_rows(&format!("run {}", run.run_id), &fields)?
+    };
+    let jobs = rows
+        .into_iter()
+        .zip(&open)
+        .map(|(mut row, rec)| {
+            row.line = rec.line;
+            Job {
+                row_no: rec.row_no,
+                row,
+                guard: guard_of(rec),
+                maybe_sent: writes.contains(&rec.row_no),
+            }
+        })
+        .collect();
+    // An undo run keeps its drift checks when resumed: the guard travels in its annotations.
+    let force = serde_json::from_str::<Value>(&run_options(reader, run.run_id)?)
+        .ok()
+        .and_then(|o| o.get("force").and_then(Value::as_bool))
+        .unwrap_or(false);
+    Ok(RunSpec {
+        record: RunRecord::Resume(run.run_id),
+        jobs,
+        force,
+        known_refs: known_refs(reader)?,
+        earlier_failures: run.failed + run.conflict,
+    })
+}
+
+fn run_options(reader: &AuditReader, run_id: i64) -> Result<String, HistoryError> {
+    Ok(reader
+        .connection()
+        .query_row(
+            "SELECT options FROM run_summary WHERE run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .map_err(AuditError::from)?)
+}
+
+fn guard_of(rec: &RecordedRow) -> Option<Guard> {
+    let annotations: Value = serde_json::from_str(rec.annotations.as_deref()?).ok()?;
+    serde_json::from_value(annotations.get("guard")?.clone()).ok()
+}
+
+fn known_refs(reader: &AuditReader) -> Result<HashMap<Uuid, String>, HistoryError> {
+    Ok(reader
+        .known_scope_refs()?
+        .into_iter()
+        .filter_map(|(id, r)| Uuid::parse_str(&id).ok().map(|id| (id, r)))
+        .collect())
+}
+
+/// A row of the undone run that cannot be undone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Irreversible {
+    /// Its line in the undone run's plan.
+    pub line: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// The inverse of a run, ready to run or to show.
+#[derive(Debug)]
+pub struct UndoPlan {
+    /// The run to execute.
+    pub spec: RunSpec,
+    /// The inverse plan as CSV, for `--dry-run` and `--emit-plan`.
+    pub csv: String,
+    /// What each inverse row expects to find, in job order, for `--dry-run`.
+    pub guards: Vec<Guard>,
+    /// Rows that cannot be undone.
+    pub irreversible: Vec<Irreversible>,
+}
+
+/// `undo RUN`: the inverse of every row RUN changed, newest first, each guarded by the effect
+/// RUN had; refused when RUN was already undone or has rows whose effect is unknown.
+pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryError> {
+    refuse_live(run, "undo")?;
+    if run.status == "crashed" || run.in_doubt > 0 || run.pending > 0 {
+        return Err(HistoryError::Refused(format!(
+            "run {} did not finish (rows pending or in doubt); finish it with `embatch resume {}` \
+             before undoing it",
+            run.run_id, run.run_id
+        )));
+    }
+    if let Some(&earlier) = reader.child_runs(run.run_id, "undo")?.iter().find(|&&id| {
+        reader
+            .run(crate::audit::RunSelector::Id(id))
+            .is_ok_and(|r| r.status != "aborted")
+    }) {
+        return Err(HistoryError::Refused(format!(
+            "run {} was already undone by run {earlier}; resume run {earlier} if it did not finish",
+            run.run_id
+        )));
+    }
+    let refs = known_refs(reader)?;
+    let mut applied: Vec<RecordedRow> = reader
+        .recorded_rows(run.run_id)?
+        .into_iter()
+        .filter(|r| r.outcome == "applied")
+        .collect();
+    // Newest first: within each account, later changes are undone before earlier ones.
+    applied.reverse();
+    let mut fields = Vec::new();
+    let mut guards = Vec::new();
+    let mut sources = Vec::new();
+    let mut irreversible = Vec::new();
+    for rec in &applied {
+        match inverse(rec, &refs) {
+            Ok((account, action, target, object_name, guard)) => {
+                fields.push(Fields {
+                    account,
+                    action: action.into(),
+                    target,
+                    object_name,
+                    ticket: rec.ticket.clone(),
+                    comment: Some(format!("undo of run {} line {}", run.run_id, rec.line)),
+                });
+                guards.push(guard);
+                sources.push(rec);
+            }
+            Err(reason) => irreversible.push(Irreversible {
+                line: rec.line,
+                reason,
+            }),
+        }
+    }
+    irreversible.sort_by_key(|i| i.line);
+    let csv = to_csv(&fields);
+    let rows = if fields.is_empty() {
+        Vec::new()
+    } else {
+        to_rows(&format!("undo of run {}", run.run_id), &fields)?
+    };
+    let annotations = sources
+        .iter()
+        .zip(&guards)
+        .map(|(rec, guard)| {
+            Some(serde_json::json!({ "undo_of_row": rec.row_no, "guard": guard }).to_string())
+        })
+        .collect();
+    let jobs = rows
+        .into_iter()
+        .zip(sources.iter().zip(&guards))
+        .enumerate()
+        .map(|(i, (mut row, (rec, guard)))| {
+            row.line = rec.line;
+            Job {
+                row_no: i as u64,
+                row,
+                guard: Some(guard.clone()),
+                maybe_sent: false,
+            }
+        })
+        .collect();
+    Ok(UndoPlan {
+        spec: RunSpec {
+            record: RunRecord::New {
+                kind: "undo".into(),
+                parent_run_id: Some(run.run_id),
+                plan_file: run.plan_file.clone(),
+                plan_sha256: run.plan_sha256.clone(),
+                annotations,
+            },
+            jobs,
+            force: false,
+            known_refs: refs,
+            earlier_failures: 0,
+        },
+        csv,
+        guards,
+        irreversible,
+    })
+}
+
+type Inverse = (String, &'static str, String, Option<String>, Guard);
+
+/// The inverse of one applied row, and what the account must still show for it to run.
+fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Inverse, String> {
+    let account = rec
+        .account_id
+        .clone()
+        .ok_or_else(|| "the account's id was not recorded".to_string())?;
+    let result: Value = rec
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Value::Null);
+    let uuid = |key: &str| {
+        result
+            .get(key)
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok())
+    };
+    let text = |key: &str| result.get(key).and_then(Value::as_str).map(str::to_string);
+    let role = || {
+        uuid("role_id")
+            .map(|id| (id, text("role_name").unwrap_or_else(|| id.to_string())))
+            .ok_or_else(|| "the role's id was not recorded".to_string())
+    };
+    match rec.action.as_str() {
+        "assign-role" => {
+            let (role, name) = role()?;
+            Ok((
+                account,
+                "remove-role",
+                role.to_string(),
+                None,
+                Guard::Holds { role, name },
+            ))
+        }
+        "remove-role" => {
+            let (role, name) = role()?;
+            Ok((
+                account,
+                "assign-role",
+                role.to_string(),
+                None,
+                Guard::Lacks { role, name },
+            ))
+        }
+        "add-scope" => {
+            let scope = uuid("scope_id")
+                .ok_or_else(|| "the id of the scope it created was not recorded".to_string())?;
+            let name = rec.object_name.clone().unwrap_or_default();
+            Ok((
+                account,
+                "remove-scope",
+                scope.to_string(),
+                None,
+                Guard::HasScope { scope, name },
+            ))
+        }
+        "remove-scope" => {
+            let scope = uuid("scope_id");
+            let prior: Option<AccountState> = rec
+                .prior_state
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok());
+            let held = prior
+                .as_ref()
+                .and_then(|p| p.scopes.iter().find(|s| Some(s.id) == scope).cloned());
+            let name = text("name")
+                .or_else(|| held.as_ref().map(|h| h.name.clone()))
+                .unwrap_or_else(|| rec.target.clone());
+            let obj_ref = text("obj_ref")
+                .or_else(|| held.and_then(|h| h.obj_ref))
+                .or_else(|| scope.and_then(|s| refs.get(&s).cloned()))
+                .ok_or_else(|| {
+                    format!(
+                        "irreversible: EM does not show the object ref of scope {name}, and no run \
+                         in this log recorded it"
+                    )
+                })?;
+            Ok((
+                account,
+                "add-scope",
+                obj_ref.clone(),
+                Some(name.clone()),
+                Guard::LacksScope { obj_ref, name },
+            ))
+        }
+        "restore-all-vms" => {
+            let value = result
+                .get("restore_all_vms")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| "the value it set was not recorded".to_string())?;
+            let target = if value { "off" } else { "on" };
+            Ok((
+                account,
+                "restore-all-vms",
+                target.into(),
+                None,
+                Guard::Flag { value },
+            ))
+        }
+        other => Err(format!("action {other} cannot be undone")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(action: &str, target: &str, result: Value) -> RecordedRow {
+        RecordedRow {
+            row_no: 3,
+            line: 5,
+            account: "TECH\\alice".into(),
+            account_id: Some(Uuid::from_u128(7).to_string()),
+            action: action.into(),
+            target: target.into(),
+            object_name: None,
+            ticket: Some("CHG-1".into()),
+            comment: None,
+            annotations: None,
+            outcome: "applied".into(),
+            error: None,
+            prior_state: None,
+            result: Some(result.to_string()),
+        }
+    }
+
+    #[test]
+    fn inverses_and_their_guards() {
+        let role = Uuid::from_u128(1);
+        let r = rec(
+            "assign-role",
+            "Portal User",
+            serde_json::json!({"role_id": role, "role_name": "Portal User"}),
+        );
+        let (_, action, target, _, guard) = inverse(&r, &HashMap::new()).unwrap();
+        assert_eq!(
+            (action, target.as_str()),
+            ("remove-role", role.to_string().as_str())
+        );
+        assert!(matches!(guard, Guard::Holds { .. }));
+
+        let r = rec(
+            "restore-all-vms",
+            "on",
+            serde_json::json!({"restore_all_vms": true}),
+        );
+        let (_, action, target, _, guard) = inverse(&r, &HashMap::new()).unwrap();
+        assert_eq!((action, target.as_str()), ("restore-all-vms", "off"));
+        assert_eq!(guard, Guard::Flag { value: true });
+    }
+
+    #[test]
+    fn a_removed_scope_without_a_known_ref_is_irreversible() {
+        let scope = Uuid::from_u128(9);
+        let r = rec(
+            "remove-scope",
+            "Finance",
+            serde_json::json!({"scope_id": scope, "name": "Finance", "obj_ref": null}),
+        );
+        let err = inverse(&r, &HashMap::new()).unwrap_err();
+        assert!(err.contains("irreversible"), "{err}");
+        let refs = HashMap::from([(scope, "urn:VMware:ResourcePool:root.resgroup-1".to_string())]);
+        let (_, action, target, name, _) = inverse(&r, &refs).unwrap();
+        assert_eq!(
+            (action, target.as_str(), name.as_deref()),
+            (
+                "add-scope",
+                "urn:VMware:ResourcePool:root.resgroup-1",
+                Some("Finance")
+            )
+        );
+    }
+
+    #[test]
+    fn the_inverse_plan_is_a_valid_plan() {
+        let fields = vec![Fields {
+            account: Uuid::from_u128(7).to_string(),
+            action: "add-scope".into(),
+            target: "urn:VMware:ResourcePool:root.resgroup-1".into(),
+            object_name: Some("Finance, \"EU\"".into()),
+            ticket: Some("CHG-1".into()),
+            comment: Some("undo of run 1 line 2".into()),
+        }];
+        let rows = to_rows("undo", &fields).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].ticket.as_deref(), Some("CHG-1"));
+    }
+}

@@ -1,0 +1,302 @@
+//! `undo`, `replay` and `resume` as users run them: the binary against the in-process emulator.
+
+use std::path::Path;
+
+use embatch::em::{RequestTag, Wire};
+use embatch::emulator::{AccountSnapshot, EmulatorConfig, RunningEmulator, StateSnapshot};
+
+use crate::support::{self, FAST};
+
+fn pick<'a>(
+    state: &'a StateSnapshot,
+    taken: &mut Vec<String>,
+    pred: impl Fn(&AccountSnapshot) -> bool,
+) -> &'a AccountSnapshot {
+    let a = state
+        .accounts
+        .iter()
+        .filter(|a| a.name.starts_with("TECH\\user") && !taken.contains(&a.name))
+        .find(|a| pred(a))
+        .expect("the generated accounts include one that fits");
+    taken.push(a.name.clone());
+    a
+}
+
+fn has(a: &AccountSnapshot, role: &str) -> bool {
+    a.roles.iter().any(|r| r.name == role)
+}
+
+async fn emulator() -> RunningEmulator {
+    support::emulator(EmulatorConfig {
+        accounts: 40,
+        ..EmulatorConfig::default()
+    })
+    .await
+}
+
+/// Runs `embatch ARGS` against `emu` with the audit log `db`; returns the exit status and the
+/// output for messages.
+async fn embatch(emu: &RunningEmulator, db: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = support::cli(emu, db);
+    cmd.args(args);
+    if matches!(args[0], "apply" | "undo" | "replay" | "resume") {
+        cmd.args(FAST);
+    }
+    let out = support::output(cmd).await;
+    (out.status.code(), support::text(&out))
+}
+
+fn outcomes(db: &Path, run: i64) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT outcome FROM change_log WHERE run_id = ?1 ORDER BY row_no")
+        .unwrap();
+    stmt.query_map([run], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_restores_the_state_and_is_refused_twice() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let state = emu.state();
+    let before = support::accesses(&state);
+    let mut taken = Vec::new();
+    let a = pick(&state, &mut taken, |a| !has(a, "VM Restore Operator"));
+    let b = pick(&state, &mut taken, |a| a.roles.len() >= 2);
+    let c = pick(&state, &mut taken, |a| {
+        !a.allow_restore_all_vms && !a.scopes.is_empty()
+    });
+    let d = pick(&state, &mut taken, |a| a.allow_restore_all_vms);
+    let plan = format!(
+        "account,action,target,object_name,ticket\n\
+         {a},assign-role,VM Restore Operator,,CHG-7\n\
+         {b},remove-role,{b_role},,CHG-7\n\
+         {c},restore-all-vms,on,,CHG-7\n\
+         {d},add-scope,urn:VMware:ResourcePool:11111111-2222-3333-4444-555555555555.resgroup-90,Undo-RP,CHG-7\n\
+         {d},restore-all-vms,off,,CHG-7\n",
+        a = a.name,
+        b = b.name,
+        b_role = b.roles[0].name,
+        c = c.name,
+        d = d.name,
+    );
+    let plan_path = dir.path().join("plan.csv");
+    std::fs::write(&plan_path, plan).unwrap();
+    let (code, out) = embatch(&emu, &db, &["apply", plan_path.to_str().unwrap()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_ne!(support::accesses(&emu.state()), before);
+
+    let (code, out) = embatch(&emu, &db, &["undo", "1"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(outcomes(&db, 2), vec!["applied"; 5]);
+    assert_eq!(
+        support::accesses(&emu.state()),
+        before,
+        "undo restored every account"
+    );
+
+    let writes = emu.journal().len();
+    let (code, out) = embatch(&emu, &db, &["undo", "1"]).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("already undone by run 2"), "{out}");
+    assert_eq!(emu.journal().len(), writes, "a refused undo sends nothing");
+
+    let (_, runs) = embatch(&emu, &db, &["runs"]).await;
+    assert!(runs.contains("undo"), "{runs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_records_drift_as_conflict() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let state = emu.state();
+    let mut taken = Vec::new();
+    let a = pick(&state, &mut taken, |a| !has(a, "VM Restore Operator"));
+    let e = pick(&state, &mut taken, |a| !has(a, "SQL Restore Operator"));
+    let plan_path = dir.path().join("plan.csv");
+    std::fs::write(
+        &plan_path,
+        format!(
+            "account,action,target\n{},assign-role,VM Restore Operator\n{},assign-role,SQL Restore Operator\n",
+            a.name, e.name
+        ),
+    )
+    .unwrap();
+    let (code, out) = embatch(&emu, &db, &["apply", plan_path.to_str().unwrap()]).await;
+    assert_eq!(code, Some(0), "{out}");
+
+    // Someone else takes the role away again before the undo.
+    let client = support::client(&emu, Wire::Xml);
+    let vm = uuid::Uuid::parse_str("c11c0c38-ba8b-49c7-bf70-fc2058fff1e2").unwrap();
+    client
+        .call(RequestTag::default())
+        .remove_role(a.id, vm)
+        .await
+        .unwrap();
+    let writes = emu.journal().len();
+
+    let (code, out) = embatch(&emu, &db, &["undo", "1"]).await;
+    assert_eq!(code, Some(1), "a conflict is not a success: {out}");
+    // Newest first: the second row of run 1 is the first of the undo.
+    assert_eq!(outcomes(&db, 2), vec!["applied", "conflict"]);
+    let journal = emu.journal();
+    assert_eq!(
+        journal.len(),
+        writes + 1,
+        "only the undriffted row was undone"
+    );
+    assert_eq!(journal.last().unwrap().account, Some(e.id));
+    let (_, show) = embatch(&emu, &db, &["show", "2"]).await;
+    assert!(show.contains("conflict"), "{show}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_failed_only_runs_exactly_the_failed_rows() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let state = emu.state();
+    let mut taken = Vec::new();
+    let only = pick(&state, &mut taken, |a| {
+        a.roles.len() == 1 && a.roles[0].name == "Portal User"
+    });
+    let x = pick(&state, &mut taken, |a| !has(a, "Exchange Restore Operator"));
+    let y = pick(&state, &mut taken, |a| !has(a, "Exchange Restore Operator"));
+    let plan_path = dir.path().join("plan.csv");
+    std::fs::write(
+        &plan_path,
+        format!(
+            "account,action,target\n{x},assign-role,Exchange Restore Operator\n\
+             {only},remove-role,Portal User\n{y},assign-role,Exchange Restore Operator\n",
+            x = x.name,
+            y = y.name,
+            only = only.name
+        ),
+    )
+    .unwrap();
+    let (code, out) = embatch(&emu, &db, &["apply", plan_path.to_str().unwrap()]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(outcomes(&db, 1), vec!["applied", "failed", "applied"]);
+
+    // The cause is fixed by hand: the account gets another role first.
+    let file_restore = "urn:veeam:EnterpriseRole:f84a8b62-49b8-4d0c-b25b-92321b52bab6";
+    support::client(&emu, Wire::Xml)
+        .call(RequestTag::default())
+        .assign_role(only.id, file_restore)
+        .await
+        .unwrap();
+
+    let (code, out) = embatch(&emu, &db, &["replay", "1", "--failed-only"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        outcomes(&db, 2),
+        vec!["applied"],
+        "exactly the failed row ran"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (kind, parent, line): (String, i64, i64) = conn
+        .query_row(
+            "SELECT s.kind, s.parent_run_id, c.line FROM run_summary s JOIN change_log c ON c.run_id = s.run_id WHERE s.run_id = 2",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((kind.as_str(), parent, line), ("replay", 1, 3));
+
+    // A full replay finds everything in place.
+    let (code, out) = embatch(&emu, &db, &["replay", "1"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(outcomes(&db, 3), vec!["noop"; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_removals_need_a_known_ref_and_the_inverse_plan_round_trips() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let state = emu.state();
+    let mut taken = Vec::new();
+    let c = pick(&state, &mut taken, |a| a.scopes.len() >= 2);
+    let a = pick(&state, &mut taken, |a| !has(a, "Oracle Restore Operator"));
+    let d = pick(&state, &mut taken, |_| true);
+    let plan = dir.path().join("plan.csv");
+    std::fs::write(
+        &plan,
+        format!(
+            "account,action,target,object_name\n{c},remove-scope,{scope},\n{a},assign-role,Oracle Restore Operator,\n\
+             {d},add-scope,urn:VMware:Folder:11111111-2222-3333-4444-555555555555.group-v9,Known-Folder\n",
+            c = c.name,
+            scope = c.scopes[0].name,
+            a = a.name,
+            d = d.name
+        ),
+    )
+    .unwrap();
+    let (code, out) = embatch(&emu, &db, &["apply", plan.to_str().unwrap()]).await;
+    assert_eq!(code, Some(0), "{out}");
+
+    // EM never showed the seeded scope's object ref, so its removal cannot be undone.
+    let writes = emu.journal().len();
+    let (code, out) = embatch(&emu, &db, &["undo", "1"]).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("cannot be undone completely"), "{out}");
+    assert_eq!(emu.journal().len(), writes);
+
+    let (code, out) = embatch(&emu, &db, &["undo", "1", "--dry-run"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("nothing was sent"), "{out}");
+    let inverse = dir.path().join("inverse.csv");
+    let (code, out) = embatch(
+        &emu,
+        &db,
+        &["undo", "1", "--emit-plan", inverse.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = embatch(&emu, &db, &["check", inverse.to_str().unwrap()]).await;
+    assert_eq!(code, Some(0), "the inverse plan is a valid plan: {out}");
+    let text = std::fs::read_to_string(&inverse).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert_eq!(emu.journal().len(), writes, "neither sent anything");
+
+    // A scope this log saw created can be removed and put back: its ref is on record.
+    let second = dir.path().join("second.csv");
+    std::fs::write(
+        &second,
+        format!(
+            "account,action,target\n{},remove-scope,Known-Folder\n",
+            d.name
+        ),
+    )
+    .unwrap();
+    let (code, out) = embatch(&emu, &db, &["apply", second.to_str().unwrap()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = embatch(&emu, &db, &["undo", "2"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let now = emu.state();
+    let d_now = now.accounts.iter().find(|x| x.id == d.id).unwrap();
+    assert!(
+        d_now.scopes.iter().any(|s| s.name == "Known-Folder"
+            && s.obj_ref == "urn:VMware:Folder:11111111-2222-3333-4444-555555555555.group-v9"),
+        "{d_now:?}"
+    );
+
+    // With --allow-partial the rest of run 1 is undone; the scope run 1 created is no longer
+    // the one on the account (run 2 removed it, run 3 made a new one), so that row is a
+    // conflict and left alone.
+    let (code, out) = embatch(&emu, &db, &["undo", "1", "--allow-partial"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(outcomes(&db, 4), vec!["conflict", "applied"]);
+    let a_now = emu
+        .state()
+        .accounts
+        .into_iter()
+        .find(|x| x.id == a.id)
+        .unwrap();
+    assert!(!has(&a_now, "Oracle Restore Operator"));
+}
