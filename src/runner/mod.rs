@@ -696,7 +696,7 @@ mod tests {
     fn rows_group_by_resolved_account_in_plan_order() {
         let alice = Uuid::from_u128(1);
         let by_name = HashMap::from([("tech\\alice".to_string(), alice)]);
-        let rows = vec![
+        let rows = [
             row(2, AccountRef::Name("TECH\\alice".into())),
             row(3, AccountRef::Name("TECH\\ghost".into())),
             row(4, AccountRef::Id(alice)),

@@ -182,6 +182,9 @@ pub fn text(out: &std::process::Output) -> String {
     )
 }
 
+/// An account's name, flag, role ids and (scope name, object ref) pairs.
+pub type Access = (String, bool, Vec<uuid::Uuid>, Vec<(String, String)>);
+
 /// An account's access, comparable across runs: scopes by name and ref (a re-created scope
 /// gets a new id), roles by id, both sorted.
 pub fn access(
