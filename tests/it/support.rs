@@ -187,9 +187,7 @@ pub type Access = (String, bool, Vec<uuid::Uuid>, Vec<(String, String)>);
 
 /// An account's access, comparable across runs: scopes by name and ref (a re-created scope
 /// gets a new id), roles by id, both sorted.
-pub fn access(
-    a: &embatch::emulator::AccountSnapshot,
-) -> (String, bool, Vec<uuid::Uuid>, Vec<(String, String)>) {
+pub fn access(a: &embatch::emulator::AccountSnapshot) -> Access {
     let mut roles: Vec<uuid::Uuid> = a.roles.iter().map(|r| r.id).collect();
     roles.sort();
     let mut scopes: Vec<(String, String)> = a
@@ -204,7 +202,6 @@ pub fn access(
 /// Every account's access, by account id.
 pub fn accesses(
     state: &embatch::emulator::StateSnapshot,
-) -> std::collections::BTreeMap<uuid::Uuid, (String, bool, Vec<uuid::Uuid>, Vec<(String, String)>)>
-{
+) -> std::collections::BTreeMap<uuid::Uuid, Access> {
     state.accounts.iter().map(|a| (a.id, access(a))).collect()
 }
