@@ -301,37 +301,42 @@ impl Executor {
         };
         state.apply(change);
         if let Change::AddScope { item } = change {
-            // EM does not answer with the new scope's id, so read it back: undo needs it.
-            let client = &*self.client;
-            let id = state.id;
-            let before: Vec<Uuid> = state.scopes.iter().map(|s| s.id).collect();
-            match self
-                .retry_read(Some(row_no), |tag| async move {
-                    client.call(tag).account_scopes(id).await
-                })
-                .await
-            {
-                Ok(scopes) => {
-                    let fresh = state.with_scopes(&scopes);
-                    merge_known_refs(state, fresh);
-                    let created = state
-                        .scopes
-                        .iter_mut()
-                        .filter(|s| !before.contains(&s.id))
-                        .find(|s| s.name == item.object_name);
-                    if let Some(scope) = created {
-                        scope.obj_ref = Some(item.obj_ref.clone());
-                        result = Some(
-                            serde_json::json!({
-                                "scope_id": scope.id,
-                                "obj_ref": item.obj_ref,
-                                "object_name": item.object_name,
-                            })
-                            .to_string(),
-                        );
+            // EM does not answer with the new scope's id, so read it back: undo needs it. A
+            // change confirmed by re-reading the account is already in the state.
+            let mut created = state
+                .find_scope_by_ref(&item.obj_ref, &item.object_name)
+                .map(|s| s.id);
+            if created.is_none() {
+                let client = &*self.client;
+                let id = state.id;
+                match self
+                    .retry_read(Some(row_no), |tag| async move {
+                        client.call(tag).account_scopes(id).await
+                    })
+                    .await
+                {
+                    Ok(scopes) => {
+                        let fresh = state.with_scopes(&scopes);
+                        merge_known_refs(state, fresh);
+                        created = state
+                            .find_scope_by_ref(&item.obj_ref, &item.object_name)
+                            .map(|s| s.id);
                     }
+                    Err(e) => tracing::warn!("could not read back the scope just created: {e}"),
                 }
-                Err(e) => tracing::warn!("could not read back the scope just created: {e}"),
+            }
+            if let Some(scope_id) = created {
+                if let Some(scope) = state.scopes.iter_mut().find(|s| s.id == scope_id) {
+                    scope.obj_ref = Some(item.obj_ref.clone());
+                }
+                result = Some(
+                    serde_json::json!({
+                        "scope_id": scope_id,
+                        "obj_ref": item.obj_ref,
+                        "object_name": item.object_name,
+                    })
+                    .to_string(),
+                );
             }
         }
         RowReport {

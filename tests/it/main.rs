@@ -3,6 +3,9 @@
 mod apply;
 mod cli;
 mod client;
+mod crash;
 mod emulator;
 mod history;
+mod soak;
 mod support;
+mod workload;

@@ -1,0 +1,169 @@
+//! `embatch apply` killed with SIGKILL at random moments and resumed after each: the end state
+//! is the plan's, every change was made exactly once, and every request that reached the
+//! server is in the audit log.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use embatch::emulator::{EmulatorConfig, Faults};
+use rand::{RngExt, SeedableRng};
+
+use crate::support;
+use crate::workload::Workload;
+
+/// Kills before the run is let finish.
+const KILLS: usize = 20;
+
+fn run_recorded(db: &Path) -> bool {
+    if !db.exists() {
+        return false;
+    }
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+        .unwrap()
+        > 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_then_resume_applies_each_change_exactly_once() {
+    // Latency keeps the run long enough to be killed twenty times on any machine.
+    let emu = support::emulator(EmulatorConfig {
+        accounts: 520,
+        faults: Faults {
+            latency_ms: 15,
+            ..Faults::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let work = Workload::new(emu.state(), 500);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let plan = dir.path().join("plan.csv");
+    std::fs::write(&plan, &work.csv).unwrap();
+    let pace = ["--rate", "100000", "--burst", "1000", "--concurrency", "16"];
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261123);
+    let mut kills = 0;
+    let mut saw_crashed = false;
+    while kills < KILLS {
+        let mut cmd = support::cli(&emu, &db);
+        if run_recorded(&db) {
+            cmd.args(["resume", "1"]);
+        } else {
+            cmd.arg("apply").arg(&plan);
+        }
+        cmd.args(pace).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        tokio::time::sleep(Duration::from_millis(rng.random_range(150..600))).await;
+        if child.try_wait().unwrap().is_some() {
+            panic!("the run ended before it was killed {KILLS} times ({kills} so far)");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+
+        if !saw_crashed && run_recorded(&db) {
+            let out = support::output({
+                let mut c = support::cli(&emu, &db);
+                c.args(["show", "1"]);
+                c
+            })
+            .await;
+            let text = support::text(&out);
+            assert!(
+                text.contains("crashed") && text.contains("embatch resume 1"),
+                "{text}"
+            );
+            saw_crashed = true;
+        }
+    }
+
+    // Now let it finish.
+    let mut finished = None;
+    for _ in 0..5 {
+        let mut cmd = support::cli(&emu, &db);
+        cmd.args(["resume", "1"]).args(pace);
+        let out = support::output(cmd).await;
+        if out.status.code() == Some(0) {
+            finished = Some(out);
+            break;
+        }
+    }
+    let out = finished.expect("resume finishes the run");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("run 1"),
+        "{}",
+        support::text(&out)
+    );
+
+    // The state the plan asks for, every change exactly once.
+    assert_eq!(support::accesses(&emu.state()), work.desired());
+    work.assert_exactly_once(&emu.journal());
+
+    // Every request that reached the server was recorded before it was sent.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut logged: HashMap<(String, String), i64> = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT method, path, count(*) FROM request_log WHERE run_id = 1 GROUP BY 1, 2")
+        .unwrap();
+    for row in stmt
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+        .unwrap()
+    {
+        let (key, n) = row.unwrap();
+        logged.insert(key, n);
+    }
+    let mut received: HashMap<(String, String), i64> = HashMap::new();
+    for r in emu.requests() {
+        *received
+            .entry((r.method.clone(), r.path.clone()))
+            .or_default() += 1;
+    }
+    for (key, n) in &received {
+        let have = logged.get(key).copied().unwrap_or(0);
+        assert!(have >= *n, "{key:?}: {n} received, {have} in request_log");
+    }
+    let status: String = conn
+        .query_row("SELECT status FROM run_summary WHERE run_id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(status, "completed");
+    let resumes: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM run_resumes WHERE run_id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(resumes >= KILLS as i64 - 1, "{resumes} resumes recorded");
+    let reconciled: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM change_log WHERE run_id = 1 AND error LIKE 'reconciled:%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let intents_unanswered: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM request_log WHERE run_id = 1 AND status IS NULL AND error IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    eprintln!(
+        "{kills} kills, {resumes} resumes, {reconciled} rows reconciled by reading, \
+         {intents_unanswered} requests cut off in flight"
+    );
+    assert!(
+        reconciled > 0,
+        "some kills left writes in doubt, settled by reading"
+    );
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
