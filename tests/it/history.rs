@@ -300,3 +300,65 @@ async fn scope_removals_need_a_known_ref_and_the_inverse_plan_round_trips() {
         .unwrap();
     assert!(!has(&a_now, "Oracle Restore Operator"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_by_max_failures_is_resumed_under_its_id() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let state = emu.state();
+    let mut taken = Vec::new();
+    let only = pick(&state, &mut taken, |a| {
+        a.roles.len() == 1 && a.roles[0].name == "Portal User"
+    });
+    let mut plan = format!(
+        "account,action,target\n{},remove-role,Portal User\n",
+        only.name
+    );
+    for _ in 0..5 {
+        let a = pick(&state, &mut taken, |a| !has(a, "SQL Restore Operator"));
+        plan.push_str(&format!("{},assign-role,SQL Restore Operator\n", a.name));
+    }
+    let plan_path = dir.path().join("plan.csv");
+    std::fs::write(&plan_path, plan).unwrap();
+    // One worker, so the failing first row stops the run before the others start.
+    let mut cmd = support::cli(&emu, &db);
+    cmd.arg("apply").arg(&plan_path).args([
+        "--concurrency",
+        "1",
+        "--rate",
+        "5000",
+        "--max-failures",
+        "1",
+    ]);
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
+    assert_eq!(
+        outcomes(&db, 1),
+        [
+            "failed", "skipped", "skipped", "skipped", "skipped", "skipped"
+        ]
+    );
+    let (_, runs) = embatch(&emu, &db, &["runs"]).await;
+    assert!(runs.contains("embatch resume 1"), "{runs}");
+
+    let (code, out) = embatch(&emu, &db, &["resume", "1"]).await;
+    // The failure before the resume still counts: the run as a whole has a failed row.
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("failed before the resume"), "{out}");
+    assert_eq!(
+        outcomes(&db, 1),
+        [
+            "failed", "applied", "applied", "applied", "applied", "applied"
+        ]
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (runs, resumes): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM run_resumes)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((runs, resumes), (1, 1), "resumed under the same id");
+}
