@@ -330,3 +330,40 @@ async fn the_rate_limit_is_never_exceeded() {
     );
     assert_eq!(run.report.summary.applied, 10);
 }
+
+/// The preview and the summary are text people read: their wording is pinned by snapshots.
+#[tokio::test]
+async fn the_demo_preview_and_summary_read_well() {
+    let seed = embatch::emulator::Seed::from_file(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/samples/emulator-seed.json"
+    )))
+    .unwrap();
+    let emu = support::emulator(EmulatorConfig {
+        seed: Some(seed),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/samples/onboarding.csv"
+    ))
+    .unwrap();
+    let plan = embatch::plan::parse("samples/onboarding.csv", &bytes).unwrap();
+    let preview = embatch::runner::preview(
+        &plan,
+        support::client_config(&emu, Wire::Xml),
+        support::fast_pace(),
+    )
+    .await
+    .unwrap();
+    insta::assert_snapshot!("demo_preview", preview.text(&plan.file));
+
+    let csv = String::from_utf8(bytes).unwrap();
+    let run = support::apply(&emu, &csv, Wire::Xml, support::fast_pace()).await;
+    let mut summary = run.report.summary.clone();
+    // Timing and request counts vary from run to run; the counts of rows do not.
+    summary.elapsed_secs = 1.5;
+    summary.requests = 71;
+    insta::assert_snapshot!("demo_summary", summary.table());
+}
