@@ -14,7 +14,9 @@ use crate::emulator::{self, EmulatorConfig};
 use crate::exit::Exit;
 use crate::plan::{self, Plan};
 use crate::runner::history::{self, HistoryError};
-use crate::runner::{self, Pace, Reporter, RunError, RunReport, RunSettings, RunSpec};
+use crate::runner::{
+    self, Pace, Reporter, RunError, RunRecord, RunReport, RunSettings, RunSpec, ScopeRebuild,
+};
 
 /// One command with its validated settings.
 #[derive(Debug)]
@@ -54,8 +56,23 @@ pub enum Command {
     },
     /// `embatch resume`
     Resume(FollowUpSettings),
+    /// `embatch rebuild-scopes`
+    RebuildScopes(ApplyLike),
     /// `embatch emulator`
     Emulator(EmulatorSettings),
+}
+
+/// A command that talks to EM and records a run, without a plan.
+#[derive(Debug)]
+pub struct ApplyLike {
+    /// The server.
+    pub connect: ConnectSettings,
+    /// Pace and retries.
+    pub pace: Pace,
+    /// The audit log.
+    pub db: PathBuf,
+    /// Output format of the summary.
+    pub output: OutputFormat,
 }
 
 /// What `replay`, `undo` and `resume` share.
@@ -135,6 +152,8 @@ pub struct ApplySettings {
     pub db: PathBuf,
     /// Stop scheduling after this many failed rows.
     pub max_failures: Option<u64>,
+    /// Start a scope rebuild after a run that added scopes.
+    pub rebuild_scopes: bool,
     /// Output format of the summary.
     pub output: OutputFormat,
 }
@@ -225,6 +244,7 @@ pub async fn run(command: Command) -> Exit {
             allow_partial,
         } => undo(common, dry_run, emit_plan, force, allow_partial).await,
         Command::Resume(s) => resume(s).await,
+        Command::RebuildScopes(s) => rebuild_scopes(s).await,
         Command::Emulator(s) => run_emulator(s).await,
     };
     match result {
@@ -420,7 +440,11 @@ async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     } else {
         Reporter::Stderr
     };
-    run_plan(&plan, settings, &s.db, reporter, s.output).await
+    let mut spec = RunSpec::apply(&plan);
+    if s.rebuild_scopes {
+        spec.rebuild_scopes = ScopeRebuild::IfScopesAdded;
+    }
+    run_spec(spec, settings, &s.db, reporter, s.output).await
 }
 
 /// Applies a plan with a fresh audit writer and prints the summary.
@@ -454,7 +478,8 @@ async fn run_spec(
 fn exit_for(report: &RunReport) -> Exit {
     if report.stopped == Some(runner::StopReason::Interrupted) {
         Exit::Interrupted
-    } else if report.unsuccessful() > 0 {
+    } else if report.unsuccessful() > 0 || report.scope_rebuild.as_ref().is_some_and(|r| !r.started)
+    {
         Exit::RowsFailed
     } else if report.stopped.is_some() {
         Exit::Interrupted
@@ -474,6 +499,9 @@ fn print_report(report: &RunReport, db: &Path, output: OutputFormat) -> Result<(
         OutputFormat::Text => {
             writeln!(out, "run {}:", report.run_id)?;
             write!(out, "{}", report.summary.table())?;
+            if let Some(rebuild) = &report.scope_rebuild {
+                writeln!(out, "scope rebuild: {}", rebuild.detail)?;
+            }
             if report.earlier_failures > 0 {
                 writeln!(
                     out,
@@ -894,4 +922,29 @@ async fn undo(
         serde_json::json!({ "force": force, "allow_partial": allow_partial }),
     )
     .await
+}
+
+async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
+    let config = client_config(&s.connect, None)?;
+    let spec = RunSpec {
+        record: RunRecord::New {
+            kind: "rebuild-scopes".into(),
+            parent_run_id: None,
+            plan_file: None,
+            plan_sha256: None,
+            annotations: Vec::new(),
+        },
+        jobs: Vec::new(),
+        force: false,
+        known_refs: Default::default(),
+        earlier_failures: 0,
+        rebuild_scopes: ScopeRebuild::Always,
+    };
+    let settings = RunSettings {
+        options_json: serde_json::json!({ "wire": config.wire.as_str() }).to_string(),
+        client: config,
+        pace: s.pace,
+        max_failures: None,
+    };
+    run_spec(spec, settings, &s.db, Reporter::Quiet, s.output).await
 }

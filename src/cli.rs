@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{
-    ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings, EmulatorSettings,
-    FollowUpSettings, OutputFormat, PasswordSource, RunRef, ShowSettings,
+    ApplyLike, ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings,
+    EmulatorSettings, FollowUpSettings, OutputFormat, PasswordSource, RunRef, ShowSettings,
 };
 use crate::em::{TlsOptions, Wire};
 use crate::emulator::{EmulatorConfig, Faults, Seed};
@@ -59,8 +59,27 @@ pub enum CliCommand {
     /// Finish a run that was interrupted or crashed, under the same run id. Rows whose write
     /// may have been sent are checked against the server, never re-sent blindly.
     Resume(ResumeArgs),
+    /// Start one scope rebuild on EM (RebuildUnprocessed), recorded as a run in the audit log.
+    RebuildScopes(RebuildArgs),
     /// Run a local emulator of the Enterprise Manager REST API, for trials and tests.
     Emulator(EmulatorArgs),
+}
+
+/// `embatch rebuild-scopes`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub pace: PaceArgs,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
 }
 
 /// What `replay`, `undo` and `resume` share: the run they start from, and how to run.
@@ -240,6 +259,11 @@ pub struct ApplyArgs {
     /// Stop scheduling new rows after this many rows have failed.
     #[arg(long, value_name = "N")]
     pub max_failures: Option<u64>,
+
+    /// After the rows, start one scope rebuild (RebuildUnprocessed) if the run added scopes,
+    /// so they take effect now rather than at EM's daily rebuild.
+    #[arg(long)]
+    pub rebuild_scopes: bool,
 
     /// Output format of the final summary (the progress display always goes to stderr).
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
@@ -429,6 +453,13 @@ impl Cli {
                 pace: a.pace.into_pace()?,
                 db: a.db.db,
                 max_failures: a.max_failures,
+                rebuild_scopes: a.rebuild_scopes,
+                output: a.output.into(),
+            }),
+            CliCommand::RebuildScopes(a) => Command::RebuildScopes(ApplyLike {
+                connect: a.connect.into_settings()?,
+                pace: a.pace.into_pace()?,
+                db: a.db.db,
                 output: a.output.into(),
             }),
             CliCommand::Runs(a) => Command::Runs { db: a.db },

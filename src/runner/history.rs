@@ -14,7 +14,7 @@ use crate::audit::{AuditError, AuditReader, RecordedRow, RunInfo};
 use crate::plan::{self, PlanRow};
 
 use super::state::{AccountState, Guard};
-use super::{Job, RunRecord, RunSpec};
+use super::{Job, RunRecord, RunSpec, ScopeRebuild};
 
 /// Why a run cannot be derived from an earlier one. Nothing was sent.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +155,7 @@ pub fn replay(
         force: false,
         known_refs: known_refs(reader)?,
         earlier_failures: 0,
+        rebuild_scopes: ScopeRebuild::Never,
     })
 }
 
@@ -198,6 +199,7 @@ pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryErr
         force,
         known_refs: known_refs(reader)?,
         earlier_failures: run.failed + run.conflict,
+        rebuild_scopes: ScopeRebuild::Never,
     })
 }
 
@@ -341,6 +343,7 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
             force: false,
             known_refs: refs,
             earlier_failures: 0,
+            rebuild_scopes: ScopeRebuild::Never,
         },
         csv,
         guards,

@@ -17,7 +17,7 @@ mod report;
 pub mod state;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -152,6 +152,18 @@ pub struct RunReport {
     pub stopped: Option<StopReason>,
     /// For a resumed run: rows that had failed before the resume.
     pub earlier_failures: u64,
+    /// The scope rebuild started after the rows, if one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_rebuild: Option<RebuildOutcome>,
+}
+
+/// How the scope rebuild after a run went.
+#[derive(Clone, Debug, Serialize)]
+pub struct RebuildOutcome {
+    /// Whether EM accepted it.
+    pub started: bool,
+    /// The task id and state, or why it could not be started.
+    pub detail: String,
 }
 
 impl RunReport {
@@ -216,6 +228,20 @@ pub struct RunSpec {
     /// Rows of a resumed run that had already failed (or been left in conflict); they keep
     /// the run's status failed.
     pub earlier_failures: u64,
+    /// Whether to start one scope rebuild (RebuildUnprocessed) after the rows, so new scopes
+    /// take effect without waiting for EM's daily rebuild.
+    pub rebuild_scopes: ScopeRebuild,
+}
+
+/// When a run starts a scope rebuild after its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeRebuild {
+    /// Never.
+    Never,
+    /// When the run added a scope (`apply --rebuild-scopes`).
+    IfScopesAdded,
+    /// Always (`embatch rebuild-scopes`).
+    Always,
 }
 
 impl RunSpec {
@@ -243,6 +269,7 @@ impl RunSpec {
             force: false,
             known_refs: HashMap::new(),
             earlier_failures: 0,
+            rebuild_scopes: ScopeRebuild::Never,
         }
     }
 }
@@ -405,6 +432,7 @@ async fn run_rows(
     let executor = Arc::new(executor);
 
     let jobs = Arc::new(spec.jobs);
+    let scopes_added = Arc::new(AtomicBool::new(false));
     let queue = Arc::new(Mutex::new(VecDeque::from(groups)));
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Mutex::new(None::<StopReason>));
@@ -414,6 +442,7 @@ async fn run_rows(
             executor: executor.clone(),
             jobs: jobs.clone(),
             force: spec.force,
+            scopes_added: scopes_added.clone(),
             queue: queue.clone(),
             audit: audit.clone(),
             run_id,
@@ -455,6 +484,17 @@ async fn run_rows(
         });
     }
 
+    let rebuild = match spec.rebuild_scopes {
+        ScopeRebuild::Never => false,
+        ScopeRebuild::IfScopesAdded => scopes_added.load(Ordering::SeqCst),
+        ScopeRebuild::Always => true,
+    };
+    let scope_rebuild = if rebuild {
+        Some(rebuild_scopes(&executor).await)
+    } else {
+        None
+    };
+
     // Logging out is a courtesy to the server; a failure here changes nothing for the run.
     if let Err(e) = client.logout().await {
         tracing::warn!("logout failed: {e}");
@@ -474,6 +514,7 @@ async fn run_rows(
         summary,
         stopped,
         earlier_failures: 0,
+        scope_rebuild,
     })
 }
 
@@ -576,6 +617,7 @@ struct Worker {
     executor: Arc<Executor>,
     jobs: Arc<Vec<Job>>,
     force: bool,
+    scopes_added: Arc<AtomicBool>,
     queue: Arc<Mutex<VecDeque<AccountGroup>>>,
     audit: AuditHandle,
     run_id: i64,
@@ -649,6 +691,11 @@ impl Worker {
 
     fn finish(&self, index: usize, report: RowReport) {
         let outcome = report.outcome;
+        if outcome == Outcome::Applied
+            && matches!(self.jobs[index].row.action, Action::AddScope { .. })
+        {
+            self.scopes_added.store(true, Ordering::SeqCst);
+        }
         self.audit.row_finished(
             self.run_id,
             self.jobs[index].row_no,
@@ -668,6 +715,31 @@ impl Worker {
                 self.cancel.cancel();
             }
         }
+    }
+}
+
+/// Starts one `rebuildScope` (RebuildUnprocessed); its request is recorded like every other.
+/// Answers the task id, or why it could not be started: the run's changes stand either way.
+/// A rebuild started twice only processes scopes again, so it is retried like a read.
+async fn rebuild_scopes(executor: &Executor) -> RebuildOutcome {
+    let client = &*executor.client;
+    match executor
+        .retry_read(None, |tag| async move {
+            client
+                .call(tag)
+                .rebuild_scopes(crate::em::RebuildMode::Unprocessed)
+                .await
+        })
+        .await
+    {
+        Ok(task) => RebuildOutcome {
+            started: true,
+            detail: format!("{} ({})", task.task_id, task.state),
+        },
+        Err(e) => RebuildOutcome {
+            started: false,
+            detail: format!("not started: {e}"),
+        },
     }
 }
 

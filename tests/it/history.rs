@@ -362,3 +362,64 @@ async fn a_run_stopped_by_max_failures_is_resumed_under_its_id() {
         .unwrap();
     assert_eq!((runs, resumes), (1, 1), "resumed under the same id");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_rebuilds_after_a_run_and_on_their_own_are_recorded() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let state = emu.state();
+    let mut taken = Vec::new();
+    let d = pick(&state, &mut taken, |_| true);
+    let plan = dir.path().join("plan.csv");
+    std::fs::write(
+        &plan,
+        format!(
+            "account,action,target,object_name\n{},add-scope,urn:VMware:Folder:11111111-2222-3333-4444-555555555555.group-v77,Rebuilt\n",
+            d.name
+        ),
+    )
+    .unwrap();
+    let (code, out) = embatch(
+        &emu,
+        &db,
+        &["apply", plan.to_str().unwrap(), "--rebuild-scopes"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("scope rebuild: task-"), "{out}");
+    let now = emu.state();
+    let scope = now
+        .accounts
+        .iter()
+        .find(|a| a.id == d.id)
+        .and_then(|a| a.scopes.iter().find(|s| s.name == "Rebuilt"))
+        .unwrap()
+        .clone();
+    assert_eq!(scope.state, "Processed");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rebuilds: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM request_log WHERE run_id = 1 AND method = 'POST' AND path LIKE '%rebuildScope%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rebuilds, 1);
+
+    // On its own, as a run of its own.
+    let (code, out) = embatch(&emu, &db, &["rebuild-scopes"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let kind: String = conn
+        .query_row("SELECT kind FROM run_summary WHERE run_id = 2", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(kind, "rebuild-scopes");
+    let rebuilt = emu
+        .journal()
+        .iter()
+        .filter(|e| matches!(e.effect, embatch::emulator::Effect::ScopesRebuilt { .. }))
+        .count();
+    assert_eq!(rebuilt, 2);
+}
