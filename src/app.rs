@@ -154,6 +154,12 @@ pub struct ApplySettings {
     pub max_failures: Option<u64>,
     /// Start a scope rebuild after a run that added scopes.
     pub rebuild_scopes: bool,
+    /// Allow delete-account rows.
+    pub allow_delete: bool,
+    /// Refuse plans with more changing rows than this.
+    pub max_changes: Option<u64>,
+    /// Do not ask for confirmation.
+    pub yes: bool,
     /// Output format of the summary.
     pub output: OutputFormat,
 }
@@ -417,8 +423,110 @@ fn ctrl_c_token() -> CancellationToken {
     token
 }
 
+/// What a plan may change, counted by action, for the confirmation before apply.
+#[derive(Debug, Default)]
+struct Blast {
+    accounts_added: u64,
+    accounts_deleted: u64,
+    roles_assigned: u64,
+    roles_removed: u64,
+    scopes_added: u64,
+    scopes_removed: u64,
+    flags: u64,
+}
+
+impl Blast {
+    fn of(plan: &Plan) -> Blast {
+        let mut b = Blast::default();
+        for row in &plan.rows {
+            let n = match row.action {
+                plan::Action::AddAccount(_) => &mut b.accounts_added,
+                plan::Action::DeleteAccount => &mut b.accounts_deleted,
+                plan::Action::AssignRole(_) => &mut b.roles_assigned,
+                plan::Action::RemoveRole(_) => &mut b.roles_removed,
+                plan::Action::AddScope { .. } => &mut b.scopes_added,
+                plan::Action::RemoveScope(_) => &mut b.scopes_removed,
+                plan::Action::RestoreAllVms(_) => &mut b.flags,
+            };
+            *n += 1;
+        }
+        b
+    }
+
+    fn total(&self) -> u64 {
+        self.accounts_added
+            + self.accounts_deleted
+            + self.roles_assigned
+            + self.roles_removed
+            + self.scopes_added
+            + self.scopes_removed
+            + self.flags
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "accounts: {} added, {} deleted; roles: {} assigned, {} removed; scopes: {} added, {} removed; restore-all-vms: {} set",
+            self.accounts_added,
+            self.accounts_deleted,
+            self.roles_assigned,
+            self.roles_removed,
+            self.scopes_added,
+            self.scopes_removed,
+            self.flags
+        )
+    }
+}
+
+/// The guards against a bad spreadsheet, before anything is sent: deletes need
+/// `--allow-delete`, `--max-changes` caps the rows, and a person at a terminal confirms.
+fn guard_blast_radius(plan: &Plan, s: &ApplySettings) -> Result<(), AppError> {
+    let blast = Blast::of(plan);
+    if blast.accounts_deleted > 0 && !s.allow_delete {
+        let lines: Vec<String> = plan
+            .rows
+            .iter()
+            .filter(|r| matches!(r.action, plan::Action::DeleteAccount))
+            .map(|r| r.line.to_string())
+            .collect();
+        return Err(AppError::Usage(format!(
+            "{}: the plan deletes {} account(s) (line {}); pass --allow-delete to allow it; nothing was sent",
+            plan.file,
+            blast.accounts_deleted,
+            lines.join(", ")
+        )));
+    }
+    if let Some(max) = s.max_changes
+        && blast.total() > max
+    {
+        return Err(AppError::Usage(format!(
+            "{}: the plan has {} rows that may change something, more than --max-changes {max}; nothing was sent",
+            plan.file,
+            blast.total()
+        )));
+    }
+    eprintln!(
+        "embatch: {} rows may change something: {}",
+        blast.total(),
+        blast.text()
+    );
+    if !s.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!(
+            "Apply {} to {}? [y/N] ",
+            plan.file,
+            s.connect.url.as_ref().map(Url::as_str).unwrap_or("?")
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            return Err(AppError::Usage("not confirmed; nothing was sent".into()));
+        }
+    }
+    Ok(())
+}
+
 async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     let plan = load_plan(&s.plan)?;
+    guard_blast_radius(&plan, &s)?;
     let config = client_config(&s.connect, None)?;
     let options = serde_json::json!({
         "concurrency": s.pace.concurrency,
@@ -915,13 +1023,46 @@ async fn undo(
         return Ok(Exit::Success);
     }
     plan.spec.force = force;
-    run_follow_up(
+    let exit = run_follow_up(
         &s,
         &run,
         plan.spec,
         serde_json::json!({ "force": force, "allow_partial": allow_partial }),
     )
-    .await
+    .await?;
+    report_new_ids(&s.db, run.run_id)?;
+    Ok(exit)
+}
+
+/// Tells the user which accounts the undo re-created under a new id: EM gives a re-created
+/// account a new GUID, so plans and tickets naming the old one no longer match it.
+fn report_new_ids(db: &Path, undone: i64) -> Result<(), AppError> {
+    let reader = open_reader(db)?;
+    let mut stmt = reader
+        .connection()
+        .prepare(
+            "SELECT account, json_extract(annotations, '$.replaces'), json_extract(result, '$.account_id')
+             FROM change_log
+             WHERE run_id = (SELECT max(id) FROM runs WHERE kind = 'undo' AND parent_run_id = ?1)
+               AND action = 'add-account' AND outcome = 'applied'",
+        )
+        .map_err(AuditError::from)?;
+    let rows = stmt
+        .query_map([undone], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
+        .map_err(AuditError::from)?;
+    for row in rows {
+        let (name, old, new) = row.map_err(AuditError::from)?;
+        if let (Some(old), Some(new)) = (old, new) {
+            println!("account {name} was re-created with a new id: {old} -> {new}");
+        }
+    }
+    Ok(())
 }
 
 async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {

@@ -260,6 +260,18 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "N")]
     pub max_failures: Option<u64>,
 
+    /// Allow the plan's delete-account rows; without it a plan that deletes accounts is refused.
+    #[arg(long)]
+    pub allow_delete: bool,
+
+    /// Refuse a plan with more than N rows that change something.
+    #[arg(long, value_name = "N")]
+    pub max_changes: Option<u64>,
+
+    /// Do not ask for confirmation on a terminal before changing anything.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
     /// After the rows, start one scope rebuild (RebuildUnprocessed) if the run added scopes,
     /// so they take effect now rather than at EM's daily rebuild.
     #[arg(long)]
@@ -454,6 +466,9 @@ impl Cli {
                 db: a.db.db,
                 max_failures: a.max_failures,
                 rebuild_scopes: a.rebuild_scopes,
+                allow_delete: a.allow_delete,
+                max_changes: a.max_changes,
+                yes: a.yes,
                 output: a.output.into(),
             }),
             CliCommand::RebuildScopes(a) => Command::RebuildScopes(ApplyLike {

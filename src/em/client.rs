@@ -140,6 +140,11 @@ impl Client {
         })
     }
 
+    /// The logon user.
+    pub fn user(&self) -> &str {
+        &self.config.user
+    }
+
     /// The API base URL.
     pub fn base_url(&self) -> &url::Url {
         &self.config.base_url

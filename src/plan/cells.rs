@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::{AccountRef, RoleRef, ScopeRef};
+use crate::em::AccountType;
 
 /// The actions a plan row can name, without their targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -13,16 +14,20 @@ pub(super) enum Kind {
     AddScope,
     RemoveScope,
     RestoreAllVms,
+    AddAccount,
+    DeleteAccount,
 }
 
 impl Kind {
     /// Every kind with its spelling in plans.
-    pub(super) const ALL: [(Kind, &'static str); 5] = [
+    pub(super) const ALL: [(Kind, &'static str); 7] = [
         (Kind::AssignRole, "assign-role"),
         (Kind::RemoveRole, "remove-role"),
         (Kind::AddScope, "add-scope"),
         (Kind::RemoveScope, "remove-scope"),
         (Kind::RestoreAllVms, "restore-all-vms"),
+        (Kind::AddAccount, "add-account"),
+        (Kind::DeleteAccount, "delete-account"),
     ];
 
     /// The spelling in plans.
@@ -180,6 +185,35 @@ pub(super) fn parse_scope(cell: &str) -> Result<ScopeRef, String> {
     }
     plain("scope name", cell)?;
     Ok(ScopeRef::Name(cell.to_string()))
+}
+
+/// Parses an add-account target: the account type.
+pub(super) fn parse_account_type(cell: &str) -> Result<AccountType, String> {
+    if cell.is_empty() {
+        return Err(
+            "empty target: add-account needs the account type (User, Group, ExternalUser or \
+             ExternalGroup)"
+                .into(),
+        );
+    }
+    AccountType::parse(cell).ok_or_else(|| {
+        format!(
+            "unknown account type {} (expected User, Group, ExternalUser or ExternalGroup)",
+            quoted(cell)
+        )
+    })
+}
+
+/// Checks a delete-account target: empty, or `confirm`.
+pub(super) fn check_delete_target(cell: &str) -> Result<(), String> {
+    if cell.is_empty() || cell.eq_ignore_ascii_case("confirm") {
+        Ok(())
+    } else {
+        Err(format!(
+            "delete-account takes an empty target or 'confirm', not {}",
+            quoted(cell)
+        ))
+    }
 }
 
 /// Parses the restore-all-VMs flag: on/off, true/false or yes/no, in any case.
@@ -526,10 +560,8 @@ mod tests {
             Err("unknown action 'restore' (did you mean 'restore-all-vms'?)".into())
         );
         assert_eq!(
-            parse_kind("delete-account"),
-            Err("unknown action 'delete-account' (expected one of assign-role, remove-role, add-scope, \
-                 remove-scope, restore-all-vms)"
-                .into())
+            parse_kind("delete-acount"),
+            Err("unknown action 'delete-acount' (did you mean 'delete-account'?)".into())
         );
         // Ambiguous prefixes get the list, not a guess.
         assert!(

@@ -99,6 +99,29 @@ pub(super) struct Tracker {
     rows: FastMap<(Who, Kind, What), u64>,
     /// account → the first restore-all-VMs value given for it, and its line.
     flags: FastMap<Who, (bool, u64)>,
+    /// What the rows of accounts that are added or deleted hold, for the checks that need the
+    /// whole plan (`finish`).
+    accounts: FastMap<Who, AccountFacts>,
+    /// Lines of the rows of each account, kept only until the plan is read: a delete-account
+    /// row must be the only row of its account.
+    lines: FastMap<Who, Vec<u64>>,
+}
+
+/// The rows one account has in the plan, as far as adding and deleting accounts care.
+#[derive(Default)]
+struct AccountFacts {
+    /// The add-account row.
+    add: Option<u64>,
+    /// The delete-account row.
+    delete: Option<u64>,
+    /// Whether an assign-role row exists.
+    role: bool,
+    /// A restore-all-vms off row.
+    flag_off: Option<u64>,
+    /// Whether an add-scope row exists.
+    scope: bool,
+    /// The name as the add-account row wrote it, to tell names that differ only in case.
+    name: Option<String>,
 }
 
 impl Tracker {
@@ -109,6 +132,8 @@ impl Tracker {
             scratch: String::new(),
             rows: FastMap::with_capacity_and_hasher(rows, Default::default()),
             flags: FastMap::default(),
+            accounts: FastMap::default(),
+            lines: FastMap::default(),
         }
     }
 
@@ -124,6 +149,40 @@ impl Tracker {
             AccountRef::Id(id) => Who::Id(*id),
             AccountRef::Name(name) => Who::Name(self.intern(name, true)),
         };
+        self.lines.entry(who).or_default().push(line);
+        let facts = self.accounts.entry(who).or_default();
+        match action {
+            Action::AssignRole(_) => facts.role = true,
+            Action::AddScope { .. } => facts.scope = true,
+            Action::RestoreAllVms(false) => facts.flag_off = facts.flag_off.or(Some(line)),
+            Action::AddAccount(_) => {
+                match facts.add {
+                    Some(at) => report(format!(
+                        "duplicate of line {at}: the account is added twice"
+                    )),
+                    None => facts.add = Some(line),
+                }
+                if let (Some(first), AccountRef::Name(name)) = (&facts.name, account)
+                    && first != name
+                {
+                    report(format!(
+                        "adds '{name}', which differs only in case from '{first}' added earlier"
+                    ));
+                }
+                if let AccountRef::Name(name) = account {
+                    facts.name.get_or_insert_with(|| name.clone());
+                }
+                return;
+            }
+            Action::DeleteAccount => {
+                match facts.delete {
+                    Some(at) => report(format!("duplicate of line {at}")),
+                    None => facts.delete = Some(line),
+                }
+                return;
+            }
+            _ => {}
+        }
         let (kind, what) = match action {
             Action::AssignRole(role) => (Kind::AssignRole, self.role(role)),
             Action::RemoveRole(role) => (Kind::RemoveRole, self.role(role)),
@@ -135,6 +194,9 @@ impl Tracker {
             Action::RemoveScope(ScopeRef::Id(id)) => (Kind::RemoveScope, What::ScopeId(*id)),
             Action::RemoveScope(ScopeRef::Name(name)) => {
                 (Kind::RemoveScope, What::ScopeName(self.intern(name, false)))
+            }
+            Action::AddAccount(_) | Action::DeleteAccount => {
+                unreachable!("add-account and delete-account rows return above")
             }
             Action::RestoreAllVms(value) => {
                 match self.flags.get(&who) {
@@ -167,6 +229,52 @@ impl Tracker {
         } else {
             self.rows.insert((who, kind, what), line);
         }
+    }
+
+    /// Reports the problems only the whole plan shows: a new account without a role, or with
+    /// restore-all-vms off and no scope; a deleted account with other rows.
+    pub(super) fn finish(&mut self, report: &mut impl FnMut(u64, String)) {
+        let mut accounts: Vec<(&Who, &AccountFacts)> = self.accounts.iter().collect();
+        accounts.sort_by_key(|(_, f)| f.add.or(f.delete));
+        for (who, facts) in accounts {
+            if let Some(line) = facts.delete {
+                if let Some(add) = facts.add {
+                    report(
+                        line,
+                        format!("contradicts line {add}: the account is added and deleted"),
+                    );
+                }
+                for &other in self.lines.get(who).into_iter().flatten() {
+                    if other != line && Some(other) != facts.add {
+                        report(
+                            other,
+                            format!(
+                                "the account is deleted on line {line}; a deleted account can have \
+                                 no other rows in the plan"
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(line) = facts.add {
+                if !facts.role {
+                    report(
+                        line,
+                        "a new account needs a role: add an assign-role row for it".into(),
+                    );
+                }
+                if let (Some(off), false) = (facts.flag_off, facts.scope) {
+                    report(
+                        off,
+                        format!(
+                            "the account added on line {line} gets restore-all-vms off but no \
+                             scope: add an add-scope row for it"
+                        ),
+                    );
+                }
+            }
+        }
+        self.lines.clear();
     }
 
     fn role(&mut self, role: &RoleRef) -> What {

@@ -20,6 +20,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::em::AccountType;
+
 use cells::{Kind, quoted};
 use checks::Tracker;
 use records::{RecordInfo, Records};
@@ -69,6 +71,11 @@ pub enum Action {
     RemoveScope(ScopeRef),
     /// `restore-all-vms`: on or off.
     RestoreAllVms(bool),
+    /// `add-account`: create the account (named in the account column) with this type. The
+    /// same account's assign-role, restore-all-vms and add-scope rows go into its create request.
+    AddAccount(AccountType),
+    /// `delete-account`: remove the account from EM (its full state is recorded first).
+    DeleteAccount,
 }
 
 impl Action {
@@ -80,6 +87,8 @@ impl Action {
             Action::AddScope { .. } => "add-scope",
             Action::RemoveScope(_) => "remove-scope",
             Action::RestoreAllVms(_) => "restore-all-vms",
+            Action::AddAccount(_) => "add-account",
+            Action::DeleteAccount => "delete-account",
         }
     }
 
@@ -97,6 +106,8 @@ impl Action {
             Action::RemoveScope(ScopeRef::Name(name)) => name.clone(),
             Action::RestoreAllVms(true) => "on".into(),
             Action::RestoreAllVms(false) => "off".into(),
+            Action::AddAccount(kind) => kind.as_str().into(),
+            Action::DeleteAccount => "confirm".into(),
         }
     }
 }
@@ -292,6 +303,7 @@ fn read_rows(text: &str, bad_lines: &[u64], problems: &mut Problems<'_>) -> Vec<
     if records_seen == 0 {
         problems.add(0, "the plan has no rows".into());
     }
+    tracker.finish(&mut |line, m| problems.add(line, m));
     rows
 }
 
@@ -543,6 +555,13 @@ impl Header {
         let (Some(account), Some(action), true) = (account, action, valid) else {
             return None;
         };
+        if matches!(action, Action::AddAccount(_)) && matches!(account, AccountRef::Id(_)) {
+            problems.add(
+                line,
+                "add-account needs the new account's name (e.g. TECH\\alice), not a GUID".into(),
+            );
+            return None;
+        }
 
         tracker.check(line, &account, &action, &mut |m| problems.add(line, m));
         let text = |which| {
@@ -595,6 +614,10 @@ impl Header {
             Kind::RemoveRole => one(cells::parse_role(kind, target).map(Action::RemoveRole)),
             Kind::RemoveScope => one(cells::parse_scope(target).map(Action::RemoveScope)),
             Kind::RestoreAllVms => one(cells::parse_flag(target).map(Action::RestoreAllVms)),
+            Kind::AddAccount => one(cells::parse_account_type(target).map(Action::AddAccount)),
+            Kind::DeleteAccount => {
+                one(cells::check_delete_target(target).map(|()| Action::DeleteAccount))
+            }
             Kind::AddScope => {
                 let checked_ref = cells::check_obj_ref(target);
                 let object_name = self.object_name(fields);
@@ -660,6 +683,48 @@ mod tests {
 
     fn uuid(s: &str) -> Uuid {
         Uuid::parse_str(s).unwrap()
+    }
+
+    #[test]
+    fn accounts_are_added_and_deleted() {
+        let plan = ok(&format!(
+            "account,action,target,object_name\n\
+             TECH\\new,add-account,user,\n\
+             TECH\\new,assign-role,Portal User,\n\
+             TECH\\new,add-scope,{REF},Finance-RP\n\
+             TECH\\new,restore-all-vms,off,\n\
+             TECH\\leaver,delete-account,,\n\
+             TECH\\other,delete-account,Confirm,\n"
+        ));
+        assert_eq!(plan.rows[0].action, Action::AddAccount(AccountType::User));
+        assert_eq!(plan.rows[4].action, Action::DeleteAccount);
+        assert_eq!(plan.rows[5].action.target_text(), "confirm");
+    }
+
+    #[test]
+    fn account_rows_that_cannot_work_are_refused() {
+        assert_eq!(
+            problems_of(&format!(
+                "account,action,target\n\
+                 TECH\\new,add-account,User\n\
+                 TECH\\flagged,add-account,Group\n\
+                 TECH\\flagged,assign-role,Portal User\n\
+                 TECH\\flagged,restore-all-vms,off\n\
+                 TECH\\leaver,assign-role,Portal User\n\
+                 tech\\LEAVER,delete-account,\n\
+                 {G1},add-account,User\n\
+                 TECH\\x,add-account,Robot\n\
+                 TECH\\y,delete-account,now\n"
+            )),
+            [
+                "2: a new account needs a role: add an assign-role row for it",
+                "5: the account added on line 3 gets restore-all-vms off but no scope: add an add-scope row for it",
+                "6: the account is deleted on line 7; a deleted account can have no other rows in the plan",
+                "8: add-account needs the new account's name (e.g. TECH\\alice), not a GUID",
+                "9: unknown account type 'Robot' (expected User, Group, ExternalUser or ExternalGroup)",
+                "10: delete-account takes an empty target or 'confirm', not 'now'",
+            ]
+        );
     }
 
     #[test]
@@ -893,7 +958,7 @@ mod tests {
             assert_eq!(
                 got,
                 [
-                    "5: unknown action 'frobnicate' (expected one of assign-role, remove-role, add-scope, remove-scope, restore-all-vms)"
+                    "5: unknown action 'frobnicate' (expected one of assign-role, remove-role, add-scope, remove-scope, restore-all-vms, add-account, delete-account)"
                 ],
                 "{what}"
             );
@@ -930,7 +995,7 @@ mod tests {
             got,
             [
                 "2: not valid UTF-8 (byte 0xFC at column 7); save the plan as UTF-8 (\"CSV UTF-8\" in Excel)",
-                "3: unknown action 'frobnicate' (expected one of assign-role, remove-role, add-scope, remove-scope, restore-all-vms)",
+                "3: unknown action 'frobnicate' (expected one of assign-role, remove-role, add-scope, remove-scope, restore-all-vms, add-account, delete-account)",
                 "4: not valid UTF-8 (byte 0xFC at column 24); save the plan as UTF-8 (\"CSV UTF-8\" in Excel)",
             ]
         );

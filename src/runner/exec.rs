@@ -56,6 +56,10 @@ pub struct Executor {
     /// Hierarchy object refs of scopes earlier runs created, by scope id: EM's listing never
     /// shows them, and undo needs them to re-create a removed scope.
     pub known_refs: HashMap<Uuid, String>,
+    /// The user embatch logs on as, which no row may lock out.
+    pub logon_user: String,
+    /// Who holds Portal Administrator, read the first time a row could change that.
+    pub admins: tokio::sync::Mutex<Option<super::accounts::Admins>>,
 }
 
 impl Executor {
@@ -130,6 +134,12 @@ impl Executor {
     /// longer shows what the guard expects, unless `force`.
     pub async fn run_row(&self, state: &mut AccountState, job: &Job, force: bool) -> RowReport {
         let prior = Some(state.to_json());
+        if let Some(why) = self.refusal(&job.row.action, state, true).await {
+            return RowReport {
+                prior_state: prior,
+                ..RowReport::failed(why)
+            };
+        }
         let decision = decide(&job.row.action, &self.roles, state);
         if job.maybe_sent && matches!(decision, Decision::Noop(_)) {
             return RowReport {
@@ -198,7 +208,8 @@ impl Executor {
                 serde_json::json!({ "scope_id": scope.id, "obj_ref": obj_ref, "object_name": object_name })
             }
             Action::RestoreAllVms(value) => serde_json::json!({ "restore_all_vms": value }),
-            Action::RemoveScope(_) => return None,
+            Action::AddAccount(_) => serde_json::json!({ "account_id": state.id, "existed": true }),
+            Action::RemoveScope(_) | Action::DeleteAccount => return None,
         };
         Some(value.to_string())
     }
@@ -239,6 +250,13 @@ impl Executor {
                             return self.after_success(state, row_no, change, Some(note)).await;
                         }
                     }
+                    // The account is gone: the delete whose answer was lost took effect.
+                    Err(read_error)
+                        if *change == Change::DeleteAccount && read_error.status() == Some(404) =>
+                    {
+                        let note = format!("confirmed by re-reading after: {error}");
+                        return self.after_success(state, row_no, change, Some(note)).await;
+                    }
                     Err(read_error) => {
                         return RowReport {
                             outcome: Outcome::InDoubt,
@@ -268,6 +286,7 @@ impl Executor {
             Change::AddScope { item } => call.add_scopes(id, std::slice::from_ref(item)).await,
             Change::RemoveScope { scope, .. } => call.remove_scope(id, *scope).await,
             Change::SetRestoreAllVms(_) => call.toggle_restore_all_vms(id).await,
+            Change::DeleteAccount => call.delete_account(id).await,
         }
     }
 
@@ -298,6 +317,8 @@ impl Executor {
                 Some(serde_json::json!({ "restore_all_vms": value }).to_string())
             }
             Change::AddScope { .. } => None,
+            // The prior state holds everything needed to re-create the account.
+            Change::DeleteAccount => Some(serde_json::json!({ "deleted": state.id }).to_string()),
         };
         state.apply(change);
         if let Change::AddScope { item } = change {

@@ -14,7 +14,7 @@ use crate::audit::{AuditError, AuditReader, RecordedRow, RunInfo};
 use crate::plan::{self, PlanRow};
 
 use super::state::{AccountState, Guard};
-use super::{Job, RunRecord, RunSpec, ScopeRebuild};
+use super::{AccountSettings, Job, RunRecord, RunSpec, ScopeRebuild};
 
 /// Why a run cannot be derived from an earlier one. Nothing was sent.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +140,7 @@ pub fn replay(
                 row,
                 guard: None,
                 maybe_sent: false,
+                account_settings: None,
             }
         })
         .collect();
@@ -185,6 +186,7 @@ pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryErr
                 row,
                 guard: guard_of(rec),
                 maybe_sent: writes.contains(&rec.row_no),
+                account_settings: annotation(rec, "account_settings"),
             }
         })
         .collect();
@@ -215,8 +217,13 @@ fn run_options(reader: &AuditReader, run_id: i64) -> Result<String, HistoryError
 }
 
 fn guard_of(rec: &RecordedRow) -> Option<Guard> {
+    annotation(rec, "guard")
+}
+
+/// A value undo stored in a row's annotations, for a resumed undo run.
+fn annotation<T: serde::de::DeserializeOwned>(rec: &RecordedRow, key: &str) -> Option<T> {
     let annotations: Value = serde_json::from_str(rec.annotations.as_deref()?).ok()?;
-    serde_json::from_value(annotations.get("guard")?.clone()).ok()
+    serde_json::from_value(annotations.get(key)?.clone()).ok()
 }
 
 fn known_refs(reader: &AuditReader) -> Result<HashMap<Uuid, String>, HistoryError> {
@@ -282,19 +289,38 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
     let mut guards = Vec::new();
     let mut sources = Vec::new();
     let mut irreversible = Vec::new();
+    let mut settings = Vec::new();
+    // Accounts the run created are undone by deleting them, which takes every other change the
+    // run made to them along; those rows get no inverse of their own.
+    let created: std::collections::HashSet<&str> = applied
+        .iter()
+        .filter(|r| r.action == "add-account")
+        .filter_map(|r| r.account_id.as_deref())
+        .collect();
     for rec in &applied {
+        if rec.action != "add-account"
+            && rec
+                .account_id
+                .as_deref()
+                .is_some_and(|id| created.contains(id))
+        {
+            continue;
+        }
         match inverse(rec, &refs) {
-            Ok((account, action, target, object_name, guard)) => {
-                fields.push(Fields {
-                    account,
-                    action: action.into(),
-                    target,
-                    object_name,
-                    ticket: rec.ticket.clone(),
-                    comment: Some(format!("undo of run {} line {}", run.run_id, rec.line)),
-                });
-                guards.push(guard);
-                sources.push(rec);
+            Ok(rows) => {
+                for row in rows {
+                    fields.push(Fields {
+                        account: row.account,
+                        action: row.action.into(),
+                        target: row.target,
+                        object_name: row.object_name,
+                        ticket: rec.ticket.clone(),
+                        comment: Some(format!("undo of run {} line {}", run.run_id, rec.line)),
+                    });
+                    guards.push(row.guard);
+                    settings.push(row.settings);
+                    sources.push(rec);
+                }
             }
             Err(reason) => irreversible.push(Irreversible {
                 line: rec.line,
@@ -312,21 +338,31 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
     let annotations = sources
         .iter()
         .zip(&guards)
-        .map(|(rec, guard)| {
-            Some(serde_json::json!({ "undo_of_row": rec.row_no, "guard": guard }).to_string())
+        .zip(&settings)
+        .map(|((rec, guard), settings)| {
+            Some(
+                serde_json::json!({
+                    "undo_of_row": rec.row_no,
+                    "replaces": rec.account_id,
+                    "guard": guard,
+                    "account_settings": settings,
+                })
+                .to_string(),
+            )
         })
         .collect();
     let jobs = rows
         .into_iter()
-        .zip(sources.iter().zip(&guards))
+        .zip(sources.iter().zip(guards.iter().zip(&settings)))
         .enumerate()
-        .map(|(i, (mut row, (rec, guard)))| {
+        .map(|(i, (mut row, (rec, (guard, settings))))| {
             row.line = rec.line;
             Job {
                 row_no: i as u64,
                 row,
                 guard: Some(guard.clone()),
                 maybe_sent: false,
+                account_settings: settings.clone(),
             }
         })
         .collect();
@@ -351,10 +387,90 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
     })
 }
 
-type Inverse = (String, &'static str, String, Option<String>, Guard);
+/// The rows that re-create a deleted account from the state recorded before it was deleted.
+fn recreate(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Vec<Inverse>, String> {
+    let prior: AccountState = rec
+        .prior_state
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .ok_or_else(|| "the deleted account's state was not recorded".to_string())?;
+    let kind = prior
+        .account_type
+        .ok_or_else(|| "the deleted account's type was not recorded".to_string())?;
+    let mut scopes = Vec::new();
+    for scope in &prior.scopes {
+        let obj_ref = scope
+            .obj_ref
+            .clone()
+            .or_else(|| refs.get(&scope.id).cloned())
+            .ok_or_else(|| {
+                format!(
+                    "irreversible: EM does not show the object ref of scope {} of {}, and no run in \
+                     this log recorded it",
+                    scope.name, prior.name
+                )
+            })?;
+        scopes.push((obj_ref, scope.name.clone()));
+    }
+    let name = prior.name.clone();
+    let guard = Guard::Absent { name: name.clone() };
+    let row = |action, target: String, object_name| Inverse {
+        account: name.clone(),
+        action,
+        target,
+        object_name,
+        guard: guard.clone(),
+        settings: None,
+    };
+    let mut rows = vec![Inverse {
+        settings: Some(AccountSettings {
+            flr: prior.flr.clone(),
+            sql: prior.sql.clone(),
+        }),
+        ..row("add-account", kind.as_str().to_string(), None)
+    }];
+    for role in &prior.roles {
+        rows.push(row("assign-role", role.id.to_string(), None));
+    }
+    for (obj_ref, scope_name) in scopes {
+        rows.push(row("add-scope", obj_ref, Some(scope_name)));
+    }
+    if !prior.allow_restore_all_vms {
+        rows.push(row("restore-all-vms", "off".into(), None));
+    }
+    Ok(rows)
+}
+
+/// One inverse row: account, action, target, object name, guard, and for a re-created
+/// account the settings EM only takes at creation.
+struct Inverse {
+    account: String,
+    action: &'static str,
+    target: String,
+    object_name: Option<String>,
+    guard: Guard,
+    settings: Option<AccountSettings>,
+}
+
+fn inv(
+    account: String,
+    action: &'static str,
+    target: String,
+    object_name: Option<String>,
+    guard: Guard,
+) -> Vec<Inverse> {
+    vec![Inverse {
+        account,
+        action,
+        target,
+        object_name,
+        guard,
+        settings: None,
+    }]
+}
 
 /// The inverse of one applied row, and what the account must still show for it to run.
-fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Inverse, String> {
+fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Vec<Inverse>, String> {
     let account = rec
         .account_id
         .clone()
@@ -379,7 +495,7 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Inverse, S
     match rec.action.as_str() {
         "assign-role" => {
             let (role, name) = role()?;
-            Ok((
+            Ok(inv(
                 account,
                 "remove-role",
                 role.to_string(),
@@ -389,7 +505,7 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Inverse, S
         }
         "remove-role" => {
             let (role, name) = role()?;
-            Ok((
+            Ok(inv(
                 account,
                 "assign-role",
                 role.to_string(),
@@ -401,7 +517,7 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Inverse, S
             let scope = uuid("scope_id")
                 .ok_or_else(|| "the id of the scope it created was not recorded".to_string())?;
             let name = rec.object_name.clone().unwrap_or_default();
-            Ok((
+            Ok(inv(
                 account,
                 "remove-scope",
                 scope.to_string(),
@@ -430,7 +546,7 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Inverse, S
                          in this log recorded it"
                     )
                 })?;
-            Ok((
+            Ok(inv(
                 account,
                 "add-scope",
                 obj_ref.clone(),
@@ -444,7 +560,7 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Inverse, S
                 .and_then(Value::as_bool)
                 .ok_or_else(|| "the value it set was not recorded".to_string())?;
             let target = if value { "off" } else { "on" };
-            Ok((
+            Ok(inv(
                 account,
                 "restore-all-vms",
                 target.into(),
@@ -452,6 +568,26 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Inverse, S
                 Guard::Flag { value },
             ))
         }
+        "add-account" => {
+            let roles: Vec<Uuid> = result
+                .get("roles")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .filter_map(|s| Uuid::parse_str(s).ok())
+                        .collect()
+                })
+                .ok_or_else(|| "the roles it was created with were not recorded".to_string())?;
+            Ok(inv(
+                account,
+                "delete-account",
+                "confirm".into(),
+                None,
+                Guard::RolesAre { roles },
+            ))
+        }
+        "delete-account" => recreate(rec, refs),
         other => Err(format!("action {other} cannot be undone")),
     }
 }
@@ -487,21 +623,24 @@ mod tests {
             "Portal User",
             serde_json::json!({"role_id": role, "role_name": "Portal User"}),
         );
-        let (_, action, target, _, guard) = inverse(&r, &HashMap::new()).unwrap();
+        let inv = &inverse(&r, &HashMap::new()).unwrap()[0];
         assert_eq!(
-            (action, target.as_str()),
+            (inv.action, inv.target.as_str()),
             ("remove-role", role.to_string().as_str())
         );
-        assert!(matches!(guard, Guard::Holds { .. }));
+        assert!(matches!(inv.guard, Guard::Holds { .. }));
 
         let r = rec(
             "restore-all-vms",
             "on",
             serde_json::json!({"restore_all_vms": true}),
         );
-        let (_, action, target, _, guard) = inverse(&r, &HashMap::new()).unwrap();
-        assert_eq!((action, target.as_str()), ("restore-all-vms", "off"));
-        assert_eq!(guard, Guard::Flag { value: true });
+        let inv = &inverse(&r, &HashMap::new()).unwrap()[0];
+        assert_eq!(
+            (inv.action, inv.target.as_str()),
+            ("restore-all-vms", "off")
+        );
+        assert_eq!(inv.guard, Guard::Flag { value: true });
     }
 
     #[test]
@@ -512,12 +651,12 @@ mod tests {
             "Finance",
             serde_json::json!({"scope_id": scope, "name": "Finance", "obj_ref": null}),
         );
-        let err = inverse(&r, &HashMap::new()).unwrap_err();
+        let err = inverse(&r, &HashMap::new()).err().unwrap();
         assert!(err.contains("irreversible"), "{err}");
         let refs = HashMap::from([(scope, "urn:VMware:ResourcePool:root.resgroup-1".to_string())]);
-        let (_, action, target, name, _) = inverse(&r, &refs).unwrap();
+        let inv = &inverse(&r, &refs).unwrap()[0];
         assert_eq!(
-            (action, target.as_str(), name.as_deref()),
+            (inv.action, inv.target.as_str(), inv.object_name.as_deref()),
             (
                 "add-scope",
                 "urn:VMware:ResourcePool:root.resgroup-1",

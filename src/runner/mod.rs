@@ -9,6 +9,7 @@
 //! runner emits [`RunEvent`]s for the console reporter and writes outcomes through the audit
 //! handle; it shares no other state with either.
 
+mod accounts;
 mod exec;
 pub mod history;
 mod pace;
@@ -192,6 +193,18 @@ pub struct Job {
     /// A write for this row may have reached the server before the run stopped (resume):
     /// the row is decided against a fresh read, never re-sent blindly.
     pub maybe_sent: bool,
+    /// For an add-account row that re-creates a deleted account (undo): the settings EM only
+    /// takes at creation.
+    pub account_settings: Option<AccountSettings>,
+}
+
+/// The settings of an account that EM only takes when the account is created.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AccountSettings {
+    /// File-level restore settings.
+    pub flr: Option<crate::em::FlrSettings>,
+    /// SQL restore settings.
+    pub sql: Option<crate::em::SqlSettings>,
 }
 
 /// Which run the jobs belong to.
@@ -264,6 +277,7 @@ impl RunSpec {
                     row: row.clone(),
                     guard: None,
                     maybe_sent: false,
+                    account_settings: None,
                 })
                 .collect(),
             force: false,
@@ -533,6 +547,8 @@ async fn connect_and_resolve(
         roles: RoleTable::default(),
         pace: pace.clone(),
         known_refs,
+        logon_user: client.user().to_string(),
+        admins: tokio::sync::Mutex::new(None),
     };
     let url = client.base_url().to_string();
     executor
@@ -646,36 +662,52 @@ impl Worker {
 
     async fn run_account(&self, group: AccountGroup) {
         let first = self.jobs[group.rows[0]].row_no;
-        let Some(id) = group.id else {
-            for &i in &group.rows {
-                self.finish(
-                    i,
-                    RowReport::failed(format!("unknown account '{}'", group.label)),
-                );
-            }
-            return;
-        };
-        let mut state = match self.executor.read_state(id, Some(first)).await {
-            Ok(state) => state,
-            Err(e) => {
-                for &i in &group.rows {
-                    self.finish(
-                        i,
-                        RowReport::failed(format!("read account {}: {e}", group.label)),
-                    );
-                }
+        let added = group.rows.iter().find_map(|&i| {
+            accounts::added_name(&self.jobs[i]).map(|(kind, name)| (i, kind, name.to_string()))
+        });
+        let (id, mut state, rows) = match (group.id, added) {
+            (None, None) => {
+                let why = format!("unknown account '{}'", group.label);
+                self.fail_all(&group.rows, &why);
                 return;
             }
+            (None, Some((add, kind, name))) => {
+                match self.create_account(&group.rows, add, kind, &name).await {
+                    Some(created) => created,
+                    None => return,
+                }
+            }
+            (Some(id), added) => {
+                let state = match self.executor.read_state(id, Some(first)).await {
+                    Ok(state) => state,
+                    Err(e) => {
+                        self.fail_all(&group.rows, &format!("read account {}: {e}", group.label));
+                        return;
+                    }
+                };
+                if let Some((_, _, name)) = added
+                    && state.name != name
+                {
+                    let why = format!(
+                        "'{name}' differs only in case from the existing account '{}'; use its \
+                         exact name",
+                        state.name
+                    );
+                    self.fail_all(&group.rows, &why);
+                    return;
+                }
+                (id, state, group.rows.clone())
+            }
         };
-        for (n, &i) in group.rows.iter().enumerate() {
+        for (n, &i) in rows.iter().enumerate() {
             if self.cancel.is_cancelled() {
                 // Put the rest back so the run marks them as not run.
-                let rest = group.rows[n..].to_vec();
+                let rest = rows[n..].to_vec();
                 self.queue
                     .lock()
                     .expect("queue lock is never poisoned")
                     .push_front(AccountGroup {
-                        id: group.id,
+                        id: Some(id),
                         label: group.label.clone(),
                         rows: rest,
                     });
@@ -687,6 +719,145 @@ impl Worker {
             let report = self.executor.run_row(&mut state, job, self.force).await;
             self.finish(i, report);
         }
+    }
+
+    fn fail_all(&self, rows: &[usize], why: &str) {
+        for &i in rows {
+            self.finish(i, RowReport::failed(why));
+        }
+    }
+
+    /// Creates the account of the add-account row `add` with the rows folded into its create
+    /// request, records those rows, and answers the new account's id, its state and the rows
+    /// still to run; `None` when it could not be created (every row is then recorded).
+    async fn create_account(
+        &self,
+        rows: &[usize],
+        add: usize,
+        kind: crate::em::AccountType,
+        name: &str,
+    ) -> Option<(Uuid, AccountState, Vec<usize>)> {
+        let add_job = &self.jobs[add];
+        let jobs: Vec<&Job> = rows.iter().map(|&i| &self.jobs[i]).collect();
+        let fail_rest = |why: &str| {
+            for &i in rows {
+                let text = if i == add {
+                    why.to_string()
+                } else {
+                    format!("not run: account {name} could not be created: {why}")
+                };
+                self.finish(i, RowReport::failed(text));
+            }
+        };
+        let mut plan = match accounts::plan_create(&self.executor, kind, name, &jobs) {
+            Ok(plan) => plan,
+            Err(why) => {
+                fail_rest(&why);
+                return None;
+            }
+        };
+        if let Some(settings) = &add_job.account_settings {
+            plan.spec.flr = settings.flr.clone();
+            plan.spec.sql = settings.sql.clone();
+        }
+        let id = match self.executor.create(&plan.spec, add_job.row_no).await {
+            Ok(id) => id,
+            Err(why) => {
+                fail_rest(&why);
+                return None;
+            }
+        };
+        for &i in rows {
+            self.audit
+                .row_account(self.run_id, self.jobs[i].row_no, &id.to_string());
+        }
+        let mut state = match self.executor.read_state(id, Some(add_job.row_no)).await {
+            Ok(state) => state,
+            Err(e) => {
+                // Created, but not readable now: the folded rows took effect with it.
+                for &n in &plan.folded {
+                    self.finish(
+                        rows[n],
+                        RowReport {
+                            outcome: Outcome::Applied,
+                            message: Some(format!(
+                                "created as {id}; the account could not be read back: {e}"
+                            )),
+                            prior_state: None,
+                            result: Some(serde_json::json!({ "account_id": id }).to_string()),
+                        },
+                    );
+                }
+                let rest: Vec<usize> = (0..rows.len())
+                    .filter(|n| !plan.folded.contains(n))
+                    .map(|n| rows[n])
+                    .collect();
+                self.fail_all(
+                    &rest,
+                    &format!("read account {name} after creating it: {e}"),
+                );
+                return None;
+            }
+        };
+        let via = add_job.row_no;
+        let line = add_job.row.line;
+        for &n in &plan.folded {
+            let job = jobs[n];
+            let result = match &job.row.action {
+                Action::AddAccount(kind) => serde_json::json!({
+                    "account_id": id,
+                    "account_type": kind,
+                    "roles": state.roles.iter().map(|r| r.id).collect::<Vec<_>>(),
+                }),
+                Action::AssignRole(role) => {
+                    let (role_id, role_name) = self
+                        .executor
+                        .roles
+                        .resolve(role)
+                        .expect("plan_create resolved every folded role");
+                    serde_json::json!({ "role_id": role_id, "role_name": role_name, "via_row": via })
+                }
+                Action::RestoreAllVms(value) => {
+                    serde_json::json!({ "restore_all_vms": value, "via_row": via })
+                }
+                Action::AddScope {
+                    obj_ref,
+                    object_name,
+                } => {
+                    let scope = state
+                        .scopes
+                        .iter_mut()
+                        .find(|s| s.obj_ref.is_none() && s.name == *object_name);
+                    let scope_id = scope.map(|s| {
+                        s.obj_ref = Some(obj_ref.clone());
+                        s.id
+                    });
+                    serde_json::json!({
+                        "scope_id": scope_id,
+                        "obj_ref": obj_ref,
+                        "object_name": object_name,
+                        "via_row": via,
+                    })
+                }
+                _ => unreachable!("plan_create folds only these actions"),
+            };
+            let message =
+                (rows[n] != add).then(|| format!("made by the create request of line {line}"));
+            self.finish(
+                rows[n],
+                RowReport {
+                    outcome: Outcome::Applied,
+                    message,
+                    prior_state: None,
+                    result: Some(result.to_string()),
+                },
+            );
+        }
+        let rest = (0..rows.len())
+            .filter(|n| !plan.folded.contains(n))
+            .map(|n| rows[n])
+            .collect();
+        Some((id, state, rest))
     }
 
     fn finish(&self, index: usize, report: RowReport) {

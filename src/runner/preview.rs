@@ -8,7 +8,12 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::em::Client;
-use crate::plan::Plan;
+use crate::plan::{AccountRef, Action, Plan};
+
+use super::Job;
+use super::accounts;
+use super::exec::Executor;
+use super::state::AccountState;
 
 use super::pace::{Pace, Pacer};
 use super::state::{Change, Decision, decide};
@@ -119,39 +124,9 @@ pub async fn preview(
                 .iter()
                 .map(|&i| (i, plan.rows[i].clone()))
                 .collect();
-            tasks.spawn(async move {
-                let Some(id) = group.id else {
-                    let why = format!("unknown account '{}'", group.label);
-                    return rows
-                        .into_iter()
-                        .map(|(i, _)| (i, Prediction::Fail(why.clone())))
-                        .collect::<Vec<_>>();
-                };
-                let mut state = match executor.read_state(id, None).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let why = format!("cannot read account {}: {e}", group.label);
-                        return rows
-                            .into_iter()
-                            .map(|(i, _)| (i, Prediction::Fail(why.clone())))
-                            .collect();
-                    }
-                };
-                rows.into_iter()
-                    .map(|(i, row)| {
-                        let p = match decide(&row.action, &executor.roles, &state) {
-                            Decision::Noop(why) => Prediction::Noop(why),
-                            Decision::Fail(why) => Prediction::Fail(why),
-                            Decision::Change(change) => {
-                                let what = describe(&change);
-                                state.simulate(&change);
-                                Prediction::Change(what)
-                            }
-                        };
-                        (i, p)
-                    })
-                    .collect()
-            });
+            tasks.spawn(
+                async move { predict_account(&executor, group.id, &group.label, rows).await },
+            );
         }
         let Some(done) = tasks.join_next().await else {
             break;
@@ -187,6 +162,9 @@ pub async fn preview(
 
 fn describe(change: &Change) -> String {
     match change {
+        Change::DeleteAccount => {
+            "would delete the account (its full state is recorded first)".into()
+        }
         Change::AssignRole { name, .. } => format!("would assign {name}"),
         Change::RemoveRole { name, .. } => format!("would remove {name}"),
         Change::AddScope { item } => {
@@ -198,4 +176,124 @@ fn describe(change: &Change) -> String {
             if *v { "on" } else { "off" }
         ),
     }
+}
+
+/// Predicts the rows of one account, in order, without writing anything.
+async fn predict_account(
+    executor: &Executor,
+    id: Option<uuid::Uuid>,
+    label: &str,
+    rows: Vec<(usize, crate::plan::PlanRow)>,
+) -> Vec<(usize, Prediction)> {
+    let fail_all = |rows: Vec<(usize, crate::plan::PlanRow)>, why: String| {
+        rows.into_iter()
+            .map(|(i, _)| (i, Prediction::Fail(why.clone())))
+            .collect::<Vec<_>>()
+    };
+    let added = rows
+        .iter()
+        .find_map(|(_, row)| match (&row.action, &row.account) {
+            (Action::AddAccount(kind), AccountRef::Name(name)) => {
+                Some((*kind, name.clone(), row.line))
+            }
+            _ => None,
+        });
+    let mut out = Vec::new();
+    let (mut state, rest) = match (id, added) {
+        (None, None) => return fail_all(rows, format!("unknown account '{label}'")),
+        (None, Some((kind, name, line))) => {
+            // The account does not exist yet: its create request is predicted from the rows
+            // folded into it, and the other rows are decided against the account it would make.
+            let jobs: Vec<Job> = rows
+                .iter()
+                .map(|(_, row)| Job {
+                    row_no: 0,
+                    row: row.clone(),
+                    guard: None,
+                    maybe_sent: false,
+                    account_settings: None,
+                })
+                .collect();
+            let refs: Vec<&Job> = jobs.iter().collect();
+            let plan = match accounts::plan_create(executor, kind, &name, &refs) {
+                Ok(plan) => plan,
+                Err(why) => {
+                    return fail_all(rows, format!("account {name} could not be created: {why}"));
+                }
+            };
+            let mut state = AccountState {
+                id: uuid::Uuid::nil(),
+                name: name.clone(),
+                allow_restore_all_vms: plan.spec.allow_restore_all_vms,
+                roles: Vec::new(),
+                scopes: Vec::new(),
+                account_type: Some(kind),
+                flr: None,
+                sql: None,
+            };
+            let mut rest = Vec::new();
+            for (n, (i, row)) in rows.into_iter().enumerate() {
+                if !plan.folded.contains(&n) {
+                    rest.push((i, row));
+                    continue;
+                }
+                let what = match &row.action {
+                    Action::AddAccount(kind) => format!(
+                        "would create {name} ({}) with {} role(s), {} scope(s), restore-all-vms {}",
+                        kind.as_str(),
+                        plan.spec.role_uids.len(),
+                        plan.spec.scopes.len(),
+                        if plan.spec.allow_restore_all_vms {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                    ),
+                    other => {
+                        if let Decision::Change(change) = decide(other, &executor.roles, &state) {
+                            state.simulate(&change);
+                        }
+                        format!("in the create request of line {line}")
+                    }
+                };
+                out.push((i, Prediction::Change(what)));
+            }
+            (state, rest)
+        }
+        (Some(id), added) => {
+            let state = match executor.read_state(id, None).await {
+                Ok(s) => s,
+                Err(e) => return fail_all(rows, format!("cannot read account {label}: {e}")),
+            };
+            if let Some((_, name, _)) = added
+                && state.name != name
+            {
+                return fail_all(
+                    rows,
+                    format!(
+                        "'{name}' differs only in case from the existing account '{}'",
+                        state.name
+                    ),
+                );
+            }
+            (state, rows)
+        }
+    };
+    for (i, row) in rest {
+        if let Some(why) = executor.refusal(&row.action, &state, true).await {
+            out.push((i, Prediction::Fail(why)));
+            continue;
+        }
+        let p = match decide(&row.action, &executor.roles, &state) {
+            Decision::Noop(why) => Prediction::Noop(why),
+            Decision::Fail(why) => Prediction::Fail(why),
+            Decision::Change(change) => {
+                let what = describe(&change);
+                state.simulate(&change);
+                Prediction::Change(what)
+            }
+        };
+        out.push((i, p));
+    }
+    out
 }

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::em::{Account, AccountRole, Scope, ScopeItem};
+use crate::em::{Account, AccountRole, AccountType, FlrSettings, Scope, ScopeItem, SqlSettings};
 use crate::plan::{Action, RoleRef, ScopeRef};
 
 /// A role an account holds.
@@ -51,6 +51,15 @@ pub struct AccountState {
     pub roles: Vec<HeldRole>,
     /// Its restore scopes.
     pub scopes: Vec<HeldScope>,
+    /// User, Group, ... (recorded so a deleted account can be re-created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_type: Option<AccountType>,
+    /// File-level restore settings, fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flr: Option<FlrSettings>,
+    /// SQL restore settings, fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlSettings>,
 }
 
 impl AccountState {
@@ -68,6 +77,9 @@ impl AccountState {
                 })
                 .collect(),
             scopes: scopes.iter().map(HeldScope::from_em).collect(),
+            account_type: Some(account.account_type),
+            flr: account.flr.clone(),
+            sql: account.sql.clone(),
         }
     }
 
@@ -94,6 +106,8 @@ impl AccountState {
                 .is_some(),
             Change::RemoveScope { scope, .. } => !self.scopes.iter().any(|s| s.id == *scope),
             Change::SetRestoreAllVms(value) => self.allow_restore_all_vms == *value,
+            // A deleted account cannot be read: its absence is learnt from a 404.
+            Change::DeleteAccount => false,
         }
     }
 
@@ -114,6 +128,7 @@ impl AccountState {
             Change::AddScope { .. } => {}
             Change::RemoveScope { scope, .. } => self.scopes.retain(|s| s.id != *scope),
             Change::SetRestoreAllVms(value) => self.allow_restore_all_vms = *value,
+            Change::DeleteAccount => {}
         }
     }
 
@@ -245,6 +260,8 @@ pub enum Change {
     },
     /// POST /security/accounts/{id}: the toggle, sent only when the value differs.
     SetRestoreAllVms(bool),
+    /// DELETE /security/accounts/{id}
+    DeleteAccount,
 }
 
 /// What an account must still show before `undo` changes it back: the effect of the row being
@@ -280,6 +297,16 @@ pub enum Guard {
         /// The object's name.
         name: String,
     },
+    /// The account holds exactly these roles (undo of add-account: the ones the run gave it).
+    RolesAre {
+        /// The roles' GUIDs.
+        roles: Vec<Uuid>,
+    },
+    /// No account of this name exists (undo of delete-account: nobody re-created it).
+    Absent {
+        /// The account's name.
+        name: String,
+    },
     /// Restore-all-VMs has this value.
     Flag {
         /// The value.
@@ -307,6 +334,20 @@ impl Guard {
                 state.find_scope_by_ref(obj_ref, name).is_none(),
                 format!("{} has scope {name} again", state.name),
             ),
+            Guard::RolesAre { roles } => {
+                let mut want = roles.clone();
+                want.sort();
+                let mut have: Vec<Uuid> = state.roles.iter().map(|r| r.id).collect();
+                have.sort();
+                (
+                    want == have,
+                    format!(
+                        "{} holds other roles than the ones it was created with",
+                        state.name
+                    ),
+                )
+            }
+            Guard::Absent { name } => (false, format!("an account {name} exists again")),
             Guard::Flag { value } => (
                 state.allow_restore_all_vms == *value,
                 format!(
@@ -406,6 +447,16 @@ pub fn decide(action: &Action, roles: &RoleTable, state: &AccountState) -> Decis
                 Decision::Change(Change::SetRestoreAllVms(*value))
             }
         }
+        Action::AddAccount(kind) => match state.account_type {
+            Some(existing) if existing != *kind => Decision::Fail(format!(
+                "{} exists already, as {}, not {}",
+                state.name,
+                existing.as_str(),
+                kind.as_str()
+            )),
+            _ => Decision::Noop(format!("{} exists already", state.name)),
+        },
+        Action::DeleteAccount => Decision::Change(Change::DeleteAccount),
     }
 }
 
@@ -437,6 +488,9 @@ mod tests {
                 root: "root1".into(),
                 obj_ref: None,
             }],
+            account_type: None,
+            flr: None,
+            sql: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The integration tests: the client, the runner and the binary against the in-process emulator.
 
+mod accounts;
 mod apply;
 mod cli;
 mod client;

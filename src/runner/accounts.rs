@@ -1,0 +1,318 @@
+//! Whole accounts: creating one from an add-account row and the rows folded into its create
+//! request, and the guards that keep a bad spreadsheet from locking everyone out of EM (the
+//! last Portal Administrator, and the account embatch itself logs on with).
+
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use crate::em::{AccountCreateSpec, AccountType, EmError, RequestTag, Retry, ScopeItem};
+use crate::plan::{AccountRef, Action, RoleRef};
+
+use super::Job;
+use super::exec::Executor;
+use super::state::AccountState;
+
+/// EM's administrator role, by name (its GUID comes from the server's role list).
+pub const PORTAL_ADMINISTRATOR: &str = "Portal Administrator";
+
+/// What one add-account row's create request carries, and which rows it folds in.
+#[derive(Debug)]
+pub struct CreatePlan {
+    /// The request body.
+    pub spec: AccountCreateSpec,
+    /// Positions (in the account's rows) of the rows folded into the request.
+    pub folded: Vec<usize>,
+}
+
+/// Builds the create request of `name` from its add-account row and the same account's
+/// assign-role, restore-all-vms and add-scope rows; `Err` says why no request can be made.
+pub fn plan_create(
+    executor: &Executor,
+    kind: AccountType,
+    name: &str,
+    jobs: &[&Job],
+) -> Result<CreatePlan, String> {
+    let mut spec = AccountCreateSpec {
+        account_type: kind,
+        account_name: name.to_string(),
+        role_uids: Vec::new(),
+        allow_restore_all_vms: true,
+        scopes: Vec::new(),
+        flr: None,
+        sql: None,
+    };
+    let mut folded = Vec::new();
+    for (n, job) in jobs.iter().enumerate() {
+        match &job.row.action {
+            Action::AddAccount(_) => folded.push(n),
+            Action::AssignRole(role) => {
+                let (id, _) = executor.roles.resolve(role).ok_or_else(|| {
+                    format!(
+                        "unknown role {} (line {}): the account cannot be created with it",
+                        describe(role),
+                        job.row.line
+                    )
+                })?;
+                spec.role_uids
+                    .push(format!("urn:veeam:EnterpriseRole:{id}"));
+                folded.push(n);
+            }
+            Action::RestoreAllVms(value) => {
+                spec.allow_restore_all_vms = *value;
+                folded.push(n);
+            }
+            Action::AddScope {
+                obj_ref,
+                object_name,
+            } => {
+                spec.scopes.push(ScopeItem {
+                    obj_ref: obj_ref.clone(),
+                    object_name: object_name.clone(),
+                });
+                folded.push(n);
+            }
+            _ => {}
+        }
+    }
+    if spec.role_uids.is_empty() {
+        return Err("a new account needs a role".into());
+    }
+    if !spec.allow_restore_all_vms && spec.scopes.is_empty() {
+        return Err("a new account with restore-all-vms off needs a scope".into());
+    }
+    Ok(CreatePlan { spec, folded })
+}
+
+fn describe(role: &RoleRef) -> String {
+    match role {
+        RoleRef::Id(id) => id.to_string(),
+        RoleRef::Name(name) => format!("'{name}'"),
+    }
+}
+
+/// The name an add-account row gives, if the job is one.
+pub fn added_name(job: &Job) -> Option<(AccountType, &str)> {
+    match (&job.row.action, &job.row.account) {
+        (Action::AddAccount(kind), AccountRef::Name(name)) => Some((*kind, name.as_str())),
+        _ => None,
+    }
+}
+
+impl Executor {
+    /// Sends a create request, retrying only where that is safe: after an answer that was lost,
+    /// the account list is read first, and the account found there is the one created.
+    pub async fn create(&self, spec: &AccountCreateSpec, row_no: u64) -> Result<Uuid, String> {
+        let mut attempt = 1;
+        loop {
+            let tag = RequestTag {
+                row: Some(row_no),
+                attempt,
+            };
+            let error = match self.client.call(tag).create_account(spec).await {
+                Ok(Some(id)) => return Ok(id),
+                Ok(None) => {
+                    return self
+                        .find_account(&spec.account_name, row_no)
+                        .await
+                        .map_err(|e| format!("created, but its id could not be read: {e}"))?
+                        .ok_or_else(|| "EM said created, but the account is not listed".into());
+                }
+                Err(e) => e,
+            };
+            let retry = error.retry();
+            if retry == Retry::Never {
+                return Err(error.to_string());
+            }
+            if attempt >= self.pace.max_attempts {
+                return Err(format!("gave up after {attempt} attempts: {error}"));
+            }
+            self.wait_before_retry(attempt, &error).await;
+            attempt += 1;
+            if retry == Retry::CheckFirst {
+                match self.find_account(&spec.account_name, row_no).await {
+                    Ok(Some(id)) => return Ok(id),
+                    Ok(None) => {}
+                    Err(read) => {
+                        return Err(format!(
+                            "{error}; the account list could not be read to learn whether it was \
+                             created: {read}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The id of the account named exactly `name`, from the account list.
+    async fn find_account(&self, name: &str, row_no: u64) -> Result<Option<Uuid>, EmError> {
+        let client = &*self.client;
+        let accounts = self
+            .retry_read(Some(row_no), |tag| async move {
+                client.call(tag).accounts().await
+            })
+            .await?;
+        Ok(accounts
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.uid.rsplit(':').next())
+            .and_then(|g| Uuid::parse_str(g).ok()))
+    }
+
+    /// Loads, once, who holds Portal Administrator and which account is embatch's own logon.
+    async fn admins(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Admins>>, EmError> {
+        let mut guard = self.admins.lock().await;
+        if guard.is_none() {
+            let Some((admin_role, _)) = self
+                .roles
+                .resolve(&RoleRef::Name(PORTAL_ADMINISTRATOR.into()))
+            else {
+                *guard = Some(Admins::default());
+                return Ok(guard);
+            };
+            let client = &*self.client;
+            let accounts = self
+                .retry_read(None, |tag| async move { client.call(tag).accounts().await })
+                .await?;
+            let mut admins = Admins::default();
+            for a in &accounts {
+                let Some(id) = a
+                    .uid
+                    .rsplit(':')
+                    .next()
+                    .and_then(|g| Uuid::parse_str(g).ok())
+                else {
+                    continue;
+                };
+                if logon_matches(&self.logon_user, &a.name) {
+                    admins.logon_account = Some(id);
+                }
+                let roles = self
+                    .retry_read(None, |tag| async move {
+                        client.call(tag).account_roles(id).await
+                    })
+                    .await?;
+                if roles.iter().any(|r| r.role_id == admin_role) {
+                    admins.holders.insert(id);
+                }
+            }
+            *guard = Some(admins);
+        }
+        Ok(guard)
+    }
+
+    /// Why `action` must not run on the account in `state`, judged on the live state: it would
+    /// leave EM without a Portal Administrator, or lock embatch's own logon out. `None` when
+    /// it may run. When `commit`, the refusal-free change is counted as made, so later rows
+    /// of the run see it (the caller holds no lock across the write: rows of one account run in
+    /// order, and the count only ever shrinks towards a refusal).
+    pub async fn refusal(
+        &self,
+        action: &Action,
+        state: &AccountState,
+        commit: bool,
+    ) -> Option<String> {
+        let deleting = matches!(action, Action::DeleteAccount);
+        let removing_admin = match action {
+            Action::RemoveRole(role) => self
+                .roles
+                .resolve(role)
+                .is_some_and(|(_, name)| name.eq_ignore_ascii_case(PORTAL_ADMINISTRATOR)),
+            _ => false,
+        };
+        let assigning_admin = match action {
+            Action::AssignRole(role) => self
+                .roles
+                .resolve(role)
+                .is_some_and(|(_, name)| name.eq_ignore_ascii_case(PORTAL_ADMINISTRATOR)),
+            _ => false,
+        };
+        if !deleting && !removing_admin && !assigning_admin {
+            return None;
+        }
+        let mut guard = match self.admins().await {
+            Ok(guard) => guard,
+            Err(e) => {
+                return Some(format!(
+                    "could not read who holds Portal Administrator, so this row is not run: {e}"
+                ));
+            }
+        };
+        let admins = guard.as_mut().expect("admins() loads the view");
+        if assigning_admin {
+            if commit {
+                admins.holders.insert(state.id);
+            }
+            return None;
+        }
+        let holds = admins.holders.contains(&state.id);
+        let verb = if deleting {
+            "delete"
+        } else {
+            "remove Portal Administrator from"
+        };
+        if admins.logon_account == Some(state.id) {
+            return Some(format!(
+                "refused: would {verb} {}, the account embatch logs on with ({})",
+                state.name, self.logon_user
+            ));
+        }
+        if admins.logon_account.is_none() && holds && state.account_type == Some(AccountType::Group)
+        {
+            return Some(format!(
+                "refused: would {verb} {}: embatch logs on as {}, which has no account of its own \
+                 in EM and may hold Portal Administrator through this group",
+                state.name, self.logon_user
+            ));
+        }
+        if holds && admins.holders.len() <= 1 {
+            return Some(format!(
+                "refused: would {verb} {}, the last account that holds Portal Administrator; EM \
+                 would be left without an administrator",
+                state.name
+            ));
+        }
+        if holds && commit {
+            admins.holders.remove(&state.id);
+        }
+        None
+    }
+}
+
+/// Who holds Portal Administrator, as read once per run.
+#[derive(Debug, Default)]
+pub struct Admins {
+    /// Accounts holding it.
+    holders: HashSet<Uuid>,
+    /// The EM account of embatch's own logon user, if it has one.
+    logon_account: Option<Uuid>,
+}
+
+/// Whether EM account `name` is the logon user `user`: the same name, or the same user with or
+/// without its domain (`TECH\admin` for `admin`).
+fn logon_matches(user: &str, name: &str) -> bool {
+    if name.eq_ignore_ascii_case(user) {
+        return true;
+    }
+    // A user given without a domain matches the account of that name in any domain.
+    !user.contains('\\')
+        && !user.contains('@')
+        && name
+            .rsplit('\\')
+            .next()
+            .is_some_and(|n| n.eq_ignore_ascii_case(user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logon_user_is_found_with_or_without_its_domain() {
+        assert!(logon_matches("TECH\\admin", "tech\\ADMIN"));
+        assert!(logon_matches("admin", "TECH\\admin"));
+        assert!(!logon_matches("admin", "TECH\\administrator"));
+        assert!(!logon_matches("TECH\\admin", "OTHER\\admin"));
+        assert!(logon_matches("admin@tech.local", "admin@TECH.local"));
+    }
+}
