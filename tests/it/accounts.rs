@@ -180,6 +180,12 @@ async fn offboarding_needs_allow_delete_and_undo_recreates_the_accounts() {
             assert_ne!(now.id, l.id);
             assert_eq!(support::access(now), support::access(l));
         }
+
+        // Replaying the offboarding deletes the re-created accounts again, found by name.
+        let (code, out) = embatch(&emu, &db, &["replay", "1"], wire).await;
+        assert_eq!(code, Some(0), "{wire}: {out}");
+        let gone = emu.state();
+        assert!(leavers.iter().all(|l| find(&gone, &l.name).is_none()));
     }
 }
 
