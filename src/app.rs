@@ -56,6 +56,19 @@ pub enum Command {
     Resume(FollowUpSettings),
     /// `embatch emulator`
     Emulator(EmulatorSettings),
+    /// `embatch report`
+    Report(ReportSettings),
+}
+
+/// `embatch report`.
+#[derive(Debug)]
+pub struct ReportSettings {
+    /// The run.
+    pub run: RunRef,
+    /// The HTML file; `report-<run>.html` when absent.
+    pub out: Option<PathBuf>,
+    /// The audit log.
+    pub db: PathBuf,
 }
 
 /// What `replay`, `undo` and `resume` share.
@@ -226,6 +239,7 @@ pub async fn run(command: Command) -> Exit {
         } => undo(common, dry_run, emit_plan, force, allow_partial).await,
         Command::Resume(s) => resume(s).await,
         Command::Emulator(s) => run_emulator(s).await,
+        Command::Report(s) => report(s),
     };
     match result {
         Ok(exit) => exit,
@@ -894,4 +908,27 @@ async fn undo(
         serde_json::json!({ "force": force, "allow_partial": allow_partial }),
     )
     .await
+}
+
+/// Writes the HTML report of one run.
+fn report(s: ReportSettings) -> Result<Exit, AppError> {
+    let reader = open_reader(&s.db)?;
+    let selector = match s.run {
+        RunRef::Id(id) => RunSelector::Id(id),
+        RunRef::Last => RunSelector::Last,
+    };
+    let written =
+        crate::report::write_report(&reader, selector, s.out.as_deref()).map_err(|e| match e {
+            crate::report::ReportError::Audit(e) => AppError::Audit(e),
+            // Like a plan that cannot be emitted: the user named a place that cannot be written.
+            other => AppError::Usage(other.to_string()),
+        })?;
+    println!(
+        "wrote the report of run {} ({} rows, {} requests) to {}",
+        written.run_id,
+        written.rows,
+        written.requests,
+        written.path.display()
+    );
+    Ok(Exit::Success)
 }
