@@ -60,6 +60,19 @@ pub enum Command {
     RebuildScopes(ApplyLike),
     /// `embatch emulator`
     Emulator(EmulatorSettings),
+    /// `embatch report`
+    Report(ReportSettings),
+}
+
+/// `embatch report`.
+#[derive(Debug)]
+pub struct ReportSettings {
+    /// The run.
+    pub run: RunRef,
+    /// The HTML file; `report-<run>.html` when absent.
+    pub out: Option<PathBuf>,
+    /// The audit log.
+    pub db: PathBuf,
 }
 
 /// A command that talks to EM and records a run, without a plan.
@@ -252,6 +265,7 @@ pub async fn run(command: Command) -> Exit {
         Command::Resume(s) => resume(s).await,
         Command::RebuildScopes(s) => rebuild_scopes(s).await,
         Command::Emulator(s) => run_emulator(s).await,
+        Command::Report(s) => report(s),
     };
     match result {
         Ok(exit) => exit,
@@ -1088,4 +1102,27 @@ async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
         max_failures: None,
     };
     run_spec(spec, settings, &s.db, Reporter::Quiet, s.output).await
+}
+
+/// Writes the HTML report of one run.
+fn report(s: ReportSettings) -> Result<Exit, AppError> {
+    let reader = open_reader(&s.db)?;
+    let selector = match s.run {
+        RunRef::Id(id) => RunSelector::Id(id),
+        RunRef::Last => RunSelector::Last,
+    };
+    let written =
+        crate::report::write_report(&reader, selector, s.out.as_deref()).map_err(|e| match e {
+            crate::report::ReportError::Audit(e) => AppError::Audit(e),
+            // Like a plan that cannot be emitted: the user named a place that cannot be written.
+            other => AppError::Usage(other.to_string()),
+        })?;
+    println!(
+        "wrote the report of run {} ({} rows, {} requests) to {}",
+        written.run_id,
+        written.rows,
+        written.requests,
+        written.path.display()
+    );
+    Ok(Exit::Success)
 }

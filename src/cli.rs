@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{
     ApplyLike, ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings,
-    EmulatorSettings, FollowUpSettings, OutputFormat, PasswordSource, RunRef, ShowSettings,
+    EmulatorSettings, FollowUpSettings, OutputFormat, PasswordSource, ReportSettings, RunRef,
+    ShowSettings,
 };
 use crate::em::{TlsOptions, Wire};
 use crate::emulator::{EmulatorConfig, Faults, Seed};
@@ -63,6 +64,23 @@ pub enum CliCommand {
     RebuildScopes(RebuildArgs),
     /// Run a local emulator of the Enterprise Manager REST API, for trials and tests.
     Emulator(EmulatorArgs),
+    /// Write one run as a self-contained HTML report (mode 0600): its details, outcome counts,
+    /// a timeline of requests and latency, and its rows, filterable by outcome.
+    Report(ReportArgs),
+}
+
+/// `embatch report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run id, or `last`.
+    pub run: String,
+
+    /// The HTML file to write [default: report-<run>.html]. Replaced if it exists.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 /// `embatch rebuild-scopes`.
@@ -497,6 +515,11 @@ impl Cli {
             },
             CliCommand::Resume(a) => Command::Resume(a.common.into_settings()?),
             CliCommand::Emulator(a) => Command::Emulator(a.into_settings()?),
+            CliCommand::Report(a) => Command::Report(ReportSettings {
+                run: parse_run_ref(&a.run)?,
+                out: a.out,
+                db: a.db.db,
+            }),
         })
     }
 }

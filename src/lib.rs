@@ -11,4 +11,5 @@ pub mod emulator;
 pub mod exit;
 pub mod logging;
 pub mod plan;
+pub mod report;
 pub mod runner;

@@ -7,6 +7,8 @@ mod client;
 mod crash;
 mod emulator;
 mod history;
+mod report;
+mod secrets;
 mod soak;
 mod support;
 mod workload;

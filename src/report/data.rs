@@ -1,0 +1,245 @@
+//! What a report shows, read from the audit log's stable views: the run from `run_summary`,
+//! its rows from `change_log` and its HTTP attempts from `request_log`.
+//!
+//! Reading goes through [`AuditReader`], so a run left `running` by a process that is gone is
+//! reported `crashed` here as it is by `runs` and `show`.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::timeline::{Sample, Timeline};
+use crate::audit::{AuditError, AuditReader, RunInfo, RunSelector};
+
+/// The most buckets a report's charts draw: one per second for runs up to ten minutes, wider
+/// ones beyond, so a long run still makes a chart of a reasonable size.
+pub const MAX_BUCKETS: usize = 600;
+
+/// One run as the report shows it.
+#[derive(Clone, Debug)]
+pub struct ReportData {
+    /// The run, as `show` reads it.
+    pub run: RunInfo,
+    /// Whether the run was made with `--insecure` (no certificate check).
+    pub insecure: bool,
+    /// The run's options, as recorded (JSON).
+    pub options: String,
+    /// The run's rows, in plan order.
+    pub rows: Vec<ReportRow>,
+    /// The run's HTTP attempts, in the order they were recorded.
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// One plan row of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportRow {
+    /// The physical line in the plan.
+    pub line: u64,
+    /// The account as the plan names it.
+    pub account: String,
+    /// The account's GUID, once resolved.
+    pub account_id: Option<String>,
+    /// The action.
+    pub action: String,
+    /// The target.
+    pub target: String,
+    /// The scope's display name, for `add-scope`.
+    pub object_name: Option<String>,
+    /// The outcome: applied, noop, failed, skipped, in_doubt, conflict or pending.
+    pub outcome: String,
+    /// Why the row failed, or a note.
+    pub error: Option<String>,
+    /// The change ticket.
+    pub ticket: Option<String>,
+    /// The plan's comment.
+    pub comment: Option<String>,
+}
+
+/// One HTTP attempt of the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptRow {
+    /// The attempt number of its request, from 1.
+    pub attempt: u32,
+    /// The HTTP status, if an answer came.
+    pub status: Option<i64>,
+    /// The transport error, if no answer came.
+    pub error: Option<String>,
+    /// When it started, RFC 3339 UTC.
+    pub started_at: String,
+    /// How long it took, if it completed.
+    pub duration_ms: Option<f64>,
+}
+
+impl ReportData {
+    /// The attempts as timeline samples; an attempt whose start time does not parse is left out
+    /// of the charts (it still counts in the run's totals).
+    pub fn samples(&self) -> Vec<Sample> {
+        self.attempts
+            .iter()
+            .filter_map(|a| {
+                Sample::from_log(&a.started_at, a.duration_ms, a.status, a.error.as_deref())
+            })
+            .collect()
+    }
+
+    /// The attempts bucketed for the charts.
+    pub fn timeline(&self) -> Timeline {
+        Timeline::build(&self.samples(), MAX_BUCKETS)
+    }
+
+    /// Attempts that repeated an earlier one (a retry, or a write re-sent after a check).
+    pub fn retries(&self) -> u64 {
+        self.attempts.iter().filter(|a| a.attempt > 1).count() as u64
+    }
+}
+
+/// Reads run `which` with its rows and attempts.
+pub fn load(reader: &AuditReader, which: RunSelector) -> Result<ReportData, AuditError> {
+    let run = reader.run(which)?;
+    let conn = reader.connection();
+    let (insecure, options): (bool, String) = conn
+        .query_row(
+            "SELECT insecure, options FROM run_summary WHERE run_id = ?1",
+            [run.run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or_else(|| AuditError::NoSuchRun(run.run_id.to_string()))?;
+
+    let rows = conn
+        .prepare(
+            "SELECT line, account, account_id, action, target, object_name, outcome, error,
+                    ticket, comment
+             FROM change_log WHERE run_id = ?1 ORDER BY row_no",
+        )?
+        .query_map(params![run.run_id], |r| {
+            Ok(ReportRow {
+                line: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                account: r.get(1)?,
+                account_id: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                object_name: r.get(5)?,
+                outcome: r.get(6)?,
+                error: r.get(7)?,
+                ticket: r.get(8)?,
+                comment: r.get(9)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let attempts = conn
+        .prepare(
+            "SELECT attempt, status, error, started_at, duration_ms
+             FROM request_log WHERE run_id = ?1 ORDER BY attempt_id",
+        )?
+        .query_map(params![run.run_id], |r| {
+            Ok(AttemptRow {
+                attempt: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(u32::MAX),
+                status: r.get(1)?,
+                error: r.get(2)?,
+                started_at: r.get(3)?,
+                duration_ms: r.get(4)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(ReportData {
+        run,
+        insecure,
+        options,
+        rows,
+        attempts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::audit::{AttemptStart, AuditWriter, NewRow, NewRun, RowResult, RunStatus};
+
+    fn new_run() -> NewRun {
+        NewRun {
+            kind: "apply".into(),
+            parent_run_id: None,
+            operator: "TECH\\ops".into(),
+            server_url: "https://em.example.com:9398/api".into(),
+            wire: "xml".into(),
+            tls_verify: false,
+            insecure: true,
+            plan_file: Some("plan.csv".into()),
+            plan_sha256: Some("ab".repeat(32)),
+            tool_version: "0.1.0".into(),
+            options: r#"{"rate":10}"#.into(),
+        }
+    }
+
+    fn row(row_no: u64) -> NewRow {
+        NewRow {
+            row_no,
+            line: row_no + 2,
+            account: format!("TECH\\user{row_no}"),
+            action: "assign-role".into(),
+            target: "Portal User".into(),
+            object_name: None,
+            ticket: Some("CHG-1".into()),
+            comment: Some("<b>bold</b>".into()),
+            annotations: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn loads_a_run_with_its_rows_and_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let audit = writer.handle();
+        let run = audit.begin_run(new_run()).await.unwrap();
+        audit.add_rows(run, vec![row(0), row(1)]).await.unwrap();
+        for (n, status) in [(1, Some(503)), (2, Some(201))] {
+            let id = audit
+                .attempt_started(AttemptStart {
+                    run_id: run,
+                    row_no: Some(0),
+                    attempt: n,
+                    method: "POST".into(),
+                    path: "/api/x".into(),
+                })
+                .await
+                .unwrap();
+            audit.attempt_finished(id, status, None, Duration::from_millis(12));
+        }
+        audit.row_finished(
+            run,
+            0,
+            RowResult {
+                outcome: "applied".into(),
+                error: None,
+                prior_state: None,
+                result: None,
+            },
+        );
+        audit.end_run(run, RunStatus::Completed).await.unwrap();
+        writer.close().await.unwrap();
+
+        let reader = AuditReader::open(&path).unwrap();
+        let data = load(&reader, RunSelector::Last).unwrap();
+        assert_eq!(data.run.run_id, run);
+        assert!(data.insecure);
+        assert_eq!(data.options, r#"{"rate":10}"#);
+        assert_eq!(data.rows.len(), 2);
+        assert_eq!(data.rows[0].outcome, "applied");
+        assert_eq!(data.rows[1].outcome, "pending");
+        assert_eq!(data.rows[1].line, 3);
+        assert_eq!(data.rows[0].comment.as_deref(), Some("<b>bold</b>"));
+        assert_eq!(data.attempts.len(), 2);
+        assert_eq!(data.attempts[0].status, Some(503));
+        assert_eq!(data.retries(), 1);
+        let timeline = data.timeline();
+        assert_eq!(timeline.requests(), 2);
+        assert!(matches!(
+            load(&reader, RunSelector::Id(run + 1)),
+            Err(AuditError::NoSuchRun(_))
+        ));
+    }
+}
