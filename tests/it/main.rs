@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod crash;
 mod emulator;
+mod export;
 mod history;
 mod soak;
 mod support;
