@@ -8,12 +8,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::audit::{AuditError, AuditReader, AuditWriter, RowFilter, RunInfo, RunSelector};
+use crate::audit::{
+    AuditError, AuditReader, AuditWriter, ExportError, ExportFilter, ExportFormat, PrivateOutput,
+    RowFilter, RunInfo, RunSelector, TimeWindow,
+};
 use crate::em::{ClientConfig, Secret, TlsOptions, Wire};
 use crate::emulator::{self, EmulatorConfig};
 use crate::exit::Exit;
 use crate::plan::{self, Plan};
 use crate::runner::history::{self, HistoryError};
+use crate::runner::snapshot::{self, Selection, SnapshotFormat, SnapshotReport};
 use crate::runner::{
     self, Pace, Reporter, RunError, RunRecord, RunReport, RunSettings, RunSpec, ScopeRebuild,
 };
@@ -62,6 +66,51 @@ pub enum Command {
     Emulator(EmulatorSettings),
     /// `embatch report`
     Report(ReportSettings),
+    /// `embatch export`
+    Export(ExportSettings),
+    /// `embatch snapshot`
+    Snapshot(SnapshotSettings),
+}
+
+/// `embatch export`.
+#[derive(Debug)]
+pub struct ExportSettings {
+    /// Only this run's rows.
+    pub run: Option<RunRef>,
+    /// Only rows whose time falls in this window.
+    pub window: TimeWindow,
+    /// Output format.
+    pub format: ExportFormat,
+    /// Write here (mode 0600) instead of stdout.
+    pub out: Option<PathBuf>,
+    /// The audit log.
+    pub db: PathBuf,
+}
+
+/// Which accounts `embatch snapshot` reads.
+#[derive(Debug)]
+pub enum SnapshotAccounts {
+    /// Those a plan names.
+    Plan(PathBuf),
+    /// Every account EM lists.
+    All,
+}
+
+/// `embatch snapshot`.
+#[derive(Debug)]
+pub struct SnapshotSettings {
+    /// Which accounts.
+    pub accounts: SnapshotAccounts,
+    /// Output format.
+    pub format: SnapshotFormat,
+    /// Write here (mode 0600) instead of stdout.
+    pub out: Option<PathBuf>,
+    /// The server.
+    pub connect: ConnectSettings,
+    /// Pace and retries of the reads.
+    pub pace: Pace,
+    /// The audit log the snapshot run is recorded in.
+    pub db: PathBuf,
 }
 
 /// `embatch report`.
@@ -265,6 +314,8 @@ pub async fn run(command: Command) -> Exit {
         Command::Resume(s) => resume(s).await,
         Command::RebuildScopes(s) => rebuild_scopes(s).await,
         Command::Emulator(s) => run_emulator(s).await,
+        Command::Export(s) => export(s),
+        Command::Snapshot(s) => snapshot_accounts(s).await,
         Command::Report(s) => report(s),
     };
     match result {
@@ -1125,4 +1176,162 @@ fn report(s: ReportSettings) -> Result<Exit, AppError> {
         written.path.display()
     );
     Ok(Exit::Success)
+}
+
+impl From<ExportError> for AppError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Audit(e) => AppError::Audit(e),
+            ExportError::Write(e) => AppError::Io(e),
+        }
+    }
+}
+
+/// Opens `-o FILE` before anything else is done, so a path that cannot be written is a usage
+/// error that costs nothing.
+fn private_output(path: Option<&Path>) -> Result<Option<PrivateOutput>, AppError> {
+    path.map(|path| {
+        PrivateOutput::create(path)
+            .map_err(|e| AppError::Usage(format!("cannot write {}: {e}", path.display())))
+    })
+    .transpose()
+}
+
+/// Whether `e` only says that the reader of stdout went away (`export ... | head`): the reader
+/// had what it wanted, so that is no failure.
+fn stdout_closed(e: &std::io::Error, out: &Option<PrivateOutput>) -> bool {
+    out.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe
+}
+
+fn export(s: ExportSettings) -> Result<Exit, AppError> {
+    let reader = open_reader(&s.db)?;
+    let run_id = match s.run {
+        None => None,
+        Some(RunRef::Id(id)) => Some(reader.run(RunSelector::Id(id))?.run_id),
+        Some(RunRef::Last) => Some(reader.run(RunSelector::Last)?.run_id),
+    };
+    let filter = ExportFilter {
+        run_id,
+        window: s.window,
+    };
+    let mut out = private_output(s.out.as_deref())?;
+    let result = match &mut out {
+        Some(file) => reader.export(&filter, s.format, file.writer()),
+        None => reader.export(
+            &filter,
+            s.format,
+            std::io::BufWriter::new(std::io::stdout().lock()),
+        ),
+    };
+    match (result, out) {
+        (Ok(rows), Some(file)) => {
+            file.commit()?;
+            println!(
+                "exported {rows} rows to {}",
+                s.out.as_deref().unwrap_or(Path::new("-")).display()
+            );
+            Ok(Exit::Success)
+        }
+        (Ok(_), None) => Ok(Exit::Success),
+        (Err(ExportError::Write(e)), out) if stdout_closed(&e, &out) => Ok(Exit::Success),
+        (Err(e), out) => {
+            if let Some(file) = out {
+                file.discard();
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
+    let plan = match &s.accounts {
+        SnapshotAccounts::Plan(path) => Some(load_plan(path)?),
+        SnapshotAccounts::All => None,
+    };
+    let config = client_config(&s.connect, None)?;
+    let mut out = private_output(s.out.as_deref())?;
+    let options = serde_json::json!({
+        "concurrency": s.pace.concurrency,
+        "rate": s.pace.rate,
+        "burst": s.pace.burst.get(),
+        "max_attempts": s.pace.max_attempts,
+        "timeout_secs": s.connect.timeout.as_secs_f64(),
+        "wire": config.wire.as_str(),
+        "accounts": if plan.is_some() { "plan" } else { "all" },
+    });
+    let settings = RunSettings {
+        client: config,
+        pace: s.pace,
+        max_failures: None,
+        options_json: options.to_string(),
+    };
+    let selection = match &plan {
+        Some(plan) => Selection::Plan(plan),
+        None => Selection::All,
+    };
+    let result = async {
+        let writer = AuditWriter::spawn(&s.db)?;
+        // EM never shows a scope's object ref; the log knows those of the scopes it saw created.
+        let known_refs = AuditReader::open(&s.db)?
+            .known_scope_refs()?
+            .into_iter()
+            .filter_map(|(id, obj_ref)| uuid::Uuid::parse_str(&id).ok().map(|id| (id, obj_ref)))
+            .collect();
+        let report = snapshot::snapshot(
+            selection,
+            settings,
+            known_refs,
+            writer.handle(),
+            ctrl_c_token(),
+        )
+        .await;
+        writer.close().await?;
+        Ok::<SnapshotReport, AppError>(report?)
+    }
+    .await;
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            if let Some(file) = out {
+                file.discard();
+            }
+            return Err(e);
+        }
+    };
+    let written = match &mut out {
+        Some(file) => snapshot::write_snapshot(&report.accounts, s.format, file.writer()),
+        None => snapshot::write_snapshot(&report.accounts, s.format, std::io::stdout().lock()),
+    };
+    match (written, out) {
+        (Ok(()), Some(file)) => file.commit()?,
+        (Ok(()), None) => {}
+        (Err(e), out) if stdout_closed(&e, &out) => {}
+        (Err(e), out) => {
+            if let Some(file) = out {
+                file.discard();
+            }
+            return Err(e.into());
+        }
+    }
+    // Stdout may carry the snapshot itself, so the account of the run goes to stderr.
+    for failure in &report.failures {
+        eprintln!("embatch: {}", failure.error);
+    }
+    eprintln!(
+        "embatch: snapshot run {}: {} accounts read, {} could not be read; {} requests",
+        report.run_id,
+        report.accounts.len(),
+        report.failures.len(),
+        report.requests
+    );
+    if report.interrupted {
+        eprintln!("embatch: interrupted: accounts not read are marked skipped");
+    }
+    Ok(if report.interrupted {
+        Exit::Interrupted
+    } else if !report.failures.is_empty() {
+        Exit::RowsFailed
+    } else {
+        Exit::Success
+    })
 }

@@ -12,12 +12,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{
     ApplyLike, ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings,
-    EmulatorSettings, FollowUpSettings, OutputFormat, PasswordSource, ReportSettings, RunRef,
-    ShowSettings,
+    EmulatorSettings, ExportSettings, FollowUpSettings, OutputFormat, PasswordSource,
+    ReportSettings, RunRef, ShowSettings, SnapshotAccounts, SnapshotSettings,
 };
+use crate::audit::{ExportFormat, TimeWindow};
 use crate::em::{TlsOptions, Wire};
 use crate::emulator::{EmulatorConfig, Faults, Seed};
 use crate::runner::Pace;
+use crate::runner::snapshot::SnapshotFormat;
 
 /// Applies spreadsheet change plans to Veeam Backup Enterprise Manager, safely and on record.
 ///
@@ -67,6 +69,91 @@ pub enum CliCommand {
     /// Write one run as a self-contained HTML report (mode 0600): its details, outcome counts,
     /// a timeline of requests and latency, and its rows, filterable by outcome.
     Report(ReportArgs),
+    /// Export the change log for auditors: every plan row with its run's operator, server,
+    /// plan SHA-256 and tool version, as CSV, JSON Lines or a JSON array.
+    Export(ExportArgs),
+    /// Read the current roles, scopes and restore-all-VMs flag of accounts, for an access
+    /// review; read-only, and recorded in the audit log as a `snapshot` run.
+    Snapshot(SnapshotArgs),
+}
+
+/// `embatch export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Only this run: a run id, or `last`.
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<String>,
+
+    /// Only rows finished at or after this UTC date (2026-11-23) or RFC 3339 timestamp; a row
+    /// that never finished counts at its run's start.
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+
+    /// Only rows finished at or before this UTC date (the whole day) or RFC 3339 timestamp.
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+
+    /// Output format. CSV cells that begin with = + - @, a tab or a CR get a leading ' so that
+    /// spreadsheets do not run them as formulas.
+    #[arg(long, value_enum)]
+    pub format: ExportFormatArg,
+
+    /// Write to this file (created with mode 0600) instead of stdout.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// The formats of `export`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ExportFormatArg {
+    /// CSV with a header row
+    Csv,
+    /// one JSON object per line
+    Jsonl,
+    /// one JSON array
+    Json,
+}
+
+/// `embatch snapshot`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("accounts").required(true).args(["plan", "all"])))]
+pub struct SnapshotArgs {
+    /// Read the accounts this CSV change plan names.
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+
+    /// Read every account EM lists.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Output format: one line per account.
+    #[arg(long, value_enum)]
+    pub format: SnapshotFormatArg,
+
+    /// Write to this file (created with mode 0600) instead of stdout.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub pace: PaceArgs,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// The formats of `snapshot`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SnapshotFormatArg {
+    /// CSV with a header row
+    Csv,
+    /// one JSON object per line
+    Jsonl,
 }
 
 /// `embatch report`.
@@ -515,6 +602,32 @@ impl Cli {
             },
             CliCommand::Resume(a) => Command::Resume(a.common.into_settings()?),
             CliCommand::Emulator(a) => Command::Emulator(a.into_settings()?),
+            CliCommand::Export(a) => Command::Export(ExportSettings {
+                run: a.run.as_deref().map(parse_run_ref).transpose()?,
+                window: TimeWindow::parse(a.since.as_deref(), a.until.as_deref())
+                    .map_err(|e| usage(e.to_string()))?,
+                format: match a.format {
+                    ExportFormatArg::Csv => ExportFormat::Csv,
+                    ExportFormatArg::Jsonl => ExportFormat::Jsonl,
+                    ExportFormatArg::Json => ExportFormat::Json,
+                },
+                out: a.out,
+                db: a.db.db,
+            }),
+            CliCommand::Snapshot(a) => Command::Snapshot(SnapshotSettings {
+                accounts: match a.plan {
+                    Some(plan) => SnapshotAccounts::Plan(plan),
+                    None => SnapshotAccounts::All,
+                },
+                format: match a.format {
+                    SnapshotFormatArg::Csv => SnapshotFormat::Csv,
+                    SnapshotFormatArg::Jsonl => SnapshotFormat::Jsonl,
+                },
+                out: a.out,
+                connect: a.connect.into_settings()?,
+                pace: a.pace.into_pace()?,
+                db: a.db.db,
+            }),
             CliCommand::Report(a) => Command::Report(ReportSettings {
                 run: parse_run_ref(&a.run)?,
                 out: a.out,

@@ -1,6 +1,7 @@
 //! The audit log: a SQLite file (mode 0600) created and upgraded from the numbered SQL files in
 //! `migrations/`, written by one writer thread that owns the connection and commits in groups,
-//! and read by the queries behind `runs` and `show`.
+//! and read by the queries behind `runs` and `show`, and by `export`, which streams the change
+//! log out for auditors.
 //!
 //! Every HTTP attempt is recorded as an intent, committed, before the request is sent; so a
 //! crash leaves evidence of what may have been sent. No secret is ever written here.
@@ -24,6 +25,7 @@
 //! `crashed`.
 
 mod db;
+mod export;
 #[cfg(test)]
 mod fixtures;
 mod history;
@@ -31,6 +33,10 @@ mod process;
 mod read;
 mod write;
 
+pub use export::{
+    EXPORT_COLUMNS, ExportError, ExportFilter, ExportFormat, PrivateOutput, TimeWindow,
+    WindowError, csv_safe,
+};
 pub use history::RecordedRow;
 pub use read::{AuditReader, RowFilter, RowInfo, RunInfo, RunSelector};
 pub use write::{AuditHandle, AuditWriter};

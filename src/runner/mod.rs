@@ -15,6 +15,7 @@ pub mod history;
 mod pace;
 mod preview;
 mod report;
+pub mod snapshot;
 pub mod state;
 
 use std::collections::{HashMap, VecDeque};

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod crash;
 mod emulator;
+mod export;
 mod history;
 mod report;
 mod secrets;

@@ -1,0 +1,1012 @@
+//! Exports for auditors: the change log, one row per plan row with its run's metadata, written
+//! as CSV, JSON Lines or a JSON array while the query is read, so memory stays the same for a
+//! hundred rows or ten million; the `--since`/`--until` window; CSV cells made safe to open in a
+//! spreadsheet; and output files created private (mode 0600), as the audit log itself is.
+//!
+//! A CSV cell that begins with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with a
+//! single quote (`'`): Excel and LibreOffice would otherwise read it as a formula, and a plan's
+//! comment such as `=HYPERLINK(...)` would run when an auditor opens the file. JSON output is
+//! not changed, since no spreadsheet evaluates it.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Row, ToSql};
+use time::format_description::BorrowedFormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, Duration, OffsetDateTime, UtcOffset};
+
+use super::process::WriterIdentity;
+use super::{AuditError, AuditReader};
+
+/// The export's columns, in order: the run's metadata, then the change log's.
+pub const EXPORT_COLUMNS: [&str; 25] = [
+    "run_id",
+    "run_kind",
+    "run_status",
+    "run_started_at",
+    "run_ended_at",
+    "operator",
+    "server_url",
+    "plan_file",
+    "plan_sha256",
+    "tool_version",
+    "row_no",
+    "line",
+    "account",
+    "account_id",
+    "action",
+    "target",
+    "object_name",
+    "ticket",
+    "comment",
+    "annotations",
+    "outcome",
+    "error",
+    "prior_state",
+    "result",
+    "finished_at",
+];
+
+/// The characters that make a spreadsheet read a cell as a formula (or, for tab and carriage
+/// return, let it smuggle one into the next cell).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// The audit log's timestamp form: RFC 3339 in UTC with milliseconds, fixed width, so bounds
+/// compare with stored times as text.
+const TIMESTAMP: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// A calendar date as `--since`/`--until` accept it.
+const DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
+
+/// The output formats of `export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// CSV with a header row; cells neutralised against formula injection.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// One JSON array of objects.
+    Json,
+}
+
+/// A failure of an export.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The audit log could not be read.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The output could not be written.
+    #[error("write the export: {0}")]
+    Write(#[from] io::Error),
+}
+
+impl From<rusqlite::Error> for ExportError {
+    fn from(e: rusqlite::Error) -> Self {
+        ExportError::Audit(AuditError::Sqlite(e))
+    }
+}
+
+impl From<csv::Error> for ExportError {
+    fn from(e: csv::Error) -> Self {
+        ExportError::Write(e.into())
+    }
+}
+
+/// A `--since` or `--until` value that is neither a date nor an RFC 3339 timestamp, or a window
+/// that holds no time at all.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// The value does not parse.
+    #[error(
+        "{flag} '{text}' is neither a date (2026-11-23) nor an RFC 3339 timestamp (2026-11-23T10:00:00Z)"
+    )]
+    Invalid {
+        /// `--since` or `--until`.
+        flag: &'static str,
+        /// The value given.
+        text: String,
+    },
+    /// `--since` is not before `--until`.
+    #[error("--since {since} is not before --until {until}: no row can match")]
+    Empty {
+        /// The `--since` value given.
+        since: String,
+        /// The `--until` value given.
+        until: String,
+    },
+}
+
+/// The time window of an export, on each row's finished time (the run's start for a row that
+/// never finished), as a half-open range of audit-log timestamps.
+///
+/// Both ends are inclusive as the user writes them: `--since 2026-11-23` starts at midnight UTC
+/// of that day, `--until 2026-11-23` ends with that whole day, and a timestamp bound includes
+/// rows of the same millisecond (the log's precision). A date is a UTC date.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// The first timestamp included.
+    from: Option<String>,
+    /// The first timestamp excluded.
+    to: Option<String>,
+}
+
+impl TimeWindow {
+    /// Parses `--since` and `--until`, each a date (`2026-11-23`) or an RFC 3339 timestamp.
+    pub fn parse(since: Option<&str>, until: Option<&str>) -> Result<TimeWindow, WindowError> {
+        let from = since
+            .map(|text| parse_bound(text, "--since").map(|b| b.first_included))
+            .transpose()?;
+        let to = until
+            .map(|text| parse_bound(text, "--until").map(|b| b.first_excluded))
+            .transpose()?;
+        // A bound past the end of the calendar leaves that side open.
+        let window = TimeWindow {
+            from: from.map(timestamp),
+            to: to.flatten().map(timestamp),
+        };
+        if let (Some(from), Some(to), Some(since), Some(until)) =
+            (&window.from, &window.to, since, until)
+            && from >= to
+        {
+            return Err(WindowError::Empty {
+                since: since.to_string(),
+                until: until.to_string(),
+            });
+        }
+        Ok(window)
+    }
+}
+
+/// What one `--since`/`--until` value means.
+struct Bound {
+    /// The first instant the value covers.
+    first_included: OffsetDateTime,
+    /// The first instant after it; `None` past the end of the calendar.
+    first_excluded: Option<OffsetDateTime>,
+}
+
+fn parse_bound(text: &str, flag: &'static str) -> Result<Bound, WindowError> {
+    let invalid = || WindowError::Invalid {
+        flag,
+        text: text.to_string(),
+    };
+    let trimmed = text.trim();
+    if let Ok(date) = Date::parse(trimmed, DATE) {
+        let start = date.midnight().assume_utc();
+        return Ok(Bound {
+            first_included: start,
+            first_excluded: date.next_day().map(|d| d.midnight().assume_utc()),
+        });
+    }
+    let at = OffsetDateTime::parse(trimmed, &Rfc3339).map_err(|_| invalid())?;
+    let at = at.to_offset(UtcOffset::UTC);
+    // The log keeps milliseconds: a bound covers the whole millisecond it falls in.
+    let millis = at
+        .replace_nanosecond(at.millisecond() as u32 * 1_000_000)
+        .map_err(|_| invalid())?;
+    Ok(Bound {
+        first_included: millis,
+        first_excluded: millis.checked_add(Duration::milliseconds(1)),
+    })
+}
+
+fn timestamp(at: OffsetDateTime) -> String {
+    at.format(TIMESTAMP)
+        .expect("a UTC date-time always formats with a fixed description")
+}
+
+/// Which rows to export.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportFilter {
+    /// Only this run's rows.
+    pub run_id: Option<i64>,
+    /// Only rows whose time falls in this window.
+    pub window: TimeWindow,
+}
+
+/// `cell`, made safe to open in a spreadsheet: prefixed with `'` when it begins with a
+/// character that would make Excel or LibreOffice read it as a formula.
+pub fn csv_safe(cell: &str) -> Cow<'_, str> {
+    if cell.starts_with(FORMULA_STARTS) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
+/// The export query. The rows come in key order straight from `plan_rows`' primary key, with
+/// no sort in between, so SQLite hands them over one at a time however many there are.
+fn export_query(filter: &ExportFilter) -> (String, Vec<&dyn ToSql>) {
+    let mut sql = String::from(
+        "SELECT c.run_id, r.kind, r.status, r.started_at, r.ended_at, r.operator, r.server_url,
+                r.plan_file, r.plan_sha256, r.tool_version,
+                c.row_no, c.line, c.account, c.account_id, c.action, c.target, c.object_name,
+                c.ticket, c.comment, c.annotations, c.outcome, c.error, c.prior_state, c.result,
+                c.finished_at,
+                r.writer_pid, r.writer_start, r.writer_boot_id
+         FROM change_log c JOIN runs r ON r.id = c.run_id
+         WHERE 1",
+    );
+    // Only fixed fragments are added to the text; every value is a parameter.
+    let mut params: Vec<&dyn ToSql> = Vec::new();
+    if let Some(run_id) = &filter.run_id {
+        params.push(run_id);
+        sql.push_str(&format!(" AND c.run_id = ?{}", params.len()));
+    }
+    if let Some(from) = &filter.window.from {
+        params.push(from);
+        sql.push_str(&format!(
+            " AND coalesce(c.finished_at, r.started_at) >= ?{}",
+            params.len()
+        ));
+    }
+    if let Some(to) = &filter.window.to {
+        params.push(to);
+        sql.push_str(&format!(
+            " AND coalesce(c.finished_at, r.started_at) < ?{}",
+            params.len()
+        ));
+    }
+    sql.push_str(" ORDER BY c.run_id, c.row_no");
+    (sql, params)
+}
+
+/// One exported row, owned only while it is written.
+#[derive(Debug)]
+struct ExportRow {
+    run_id: i64,
+    run_kind: String,
+    run_status: String,
+    run_started_at: String,
+    run_ended_at: Option<String>,
+    operator: String,
+    server_url: String,
+    plan_file: Option<String>,
+    plan_sha256: Option<String>,
+    tool_version: String,
+    row_no: i64,
+    line: i64,
+    account: String,
+    account_id: Option<String>,
+    action: String,
+    target: String,
+    object_name: Option<String>,
+    ticket: Option<String>,
+    comment: Option<String>,
+    annotations: Option<String>,
+    outcome: String,
+    error: Option<String>,
+    prior_state: Option<String>,
+    result: Option<String>,
+    finished_at: Option<String>,
+}
+
+/// One value of an exported row.
+#[derive(Clone, Copy, Debug)]
+enum Cell<'a> {
+    /// A number.
+    Int(i64),
+    /// Text.
+    Text(&'a str),
+    /// A column that holds JSON text (prior state, result, annotations).
+    Json(&'a str),
+    /// No value.
+    Null,
+}
+
+impl<'a> Cell<'a> {
+    fn text(value: &'a Option<String>) -> Cell<'a> {
+        value.as_deref().map_or(Cell::Null, Cell::Text)
+    }
+
+    fn json(value: &'a Option<String>) -> Cell<'a> {
+        value.as_deref().map_or(Cell::Null, Cell::Json)
+    }
+
+    /// The cell as CSV text: numbers in decimal, JSON as its text, nothing as an empty cell.
+    fn csv(self) -> Cow<'a, str> {
+        match self {
+            Cell::Int(n) => Cow::Owned(n.to_string()),
+            Cell::Text(text) | Cell::Json(text) => csv_safe(text),
+            Cell::Null => Cow::Borrowed(""),
+        }
+    }
+
+    /// Writes the cell as a JSON value. A JSON column is nested as the value it holds, so that
+    /// a prior state reads as an object, not a quoted string; text that is not valid JSON
+    /// stays a string.
+    fn write_json<W: Write>(self, out: &mut W) -> io::Result<()> {
+        match self {
+            Cell::Int(n) => write!(out, "{n}"),
+            Cell::Null => out.write_all(b"null"),
+            Cell::Text(text) => serde_json::to_writer(out, text).map_err(io::Error::from),
+            // The log holds compact JSON, written by this tool: checked without building it, it
+            // is copied as it is. Anything else (a line break would split a JSON Lines record)
+            // is rewritten compactly, or quoted when it is not JSON at all.
+            Cell::Json(text)
+                if !text.contains(['\n', '\r'])
+                    && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() =>
+            {
+                out.write_all(text.as_bytes())
+            }
+            Cell::Json(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(value) => serde_json::to_writer(out, &value).map_err(io::Error::from),
+                Err(_) => serde_json::to_writer(out, text).map_err(io::Error::from),
+            },
+        }
+    }
+}
+
+impl ExportRow {
+    fn from_row(r: &Row<'_>, run_status: String) -> rusqlite::Result<ExportRow> {
+        Ok(ExportRow {
+            run_id: r.get(0)?,
+            run_kind: r.get(1)?,
+            run_status,
+            run_started_at: r.get(3)?,
+            run_ended_at: r.get(4)?,
+            operator: r.get(5)?,
+            server_url: r.get(6)?,
+            plan_file: r.get(7)?,
+            plan_sha256: r.get(8)?,
+            tool_version: r.get(9)?,
+            row_no: r.get(10)?,
+            line: r.get(11)?,
+            account: r.get(12)?,
+            account_id: r.get(13)?,
+            action: r.get(14)?,
+            target: r.get(15)?,
+            object_name: r.get(16)?,
+            ticket: r.get(17)?,
+            comment: r.get(18)?,
+            annotations: r.get(19)?,
+            outcome: r.get(20)?,
+            error: r.get(21)?,
+            prior_state: r.get(22)?,
+            result: r.get(23)?,
+            finished_at: r.get(24)?,
+        })
+    }
+
+    /// The row's cells, in [`EXPORT_COLUMNS`] order.
+    fn cells(&self) -> [Cell<'_>; 25] {
+        [
+            Cell::Int(self.run_id),
+            Cell::Text(&self.run_kind),
+            Cell::Text(&self.run_status),
+            Cell::Text(&self.run_started_at),
+            Cell::text(&self.run_ended_at),
+            Cell::Text(&self.operator),
+            Cell::Text(&self.server_url),
+            Cell::text(&self.plan_file),
+            Cell::text(&self.plan_sha256),
+            Cell::Text(&self.tool_version),
+            Cell::Int(self.row_no),
+            Cell::Int(self.line),
+            Cell::Text(&self.account),
+            Cell::text(&self.account_id),
+            Cell::Text(&self.action),
+            Cell::Text(&self.target),
+            Cell::text(&self.object_name),
+            Cell::text(&self.ticket),
+            Cell::text(&self.comment),
+            Cell::json(&self.annotations),
+            Cell::Text(&self.outcome),
+            Cell::text(&self.error),
+            Cell::json(&self.prior_state),
+            Cell::json(&self.result),
+            Cell::text(&self.finished_at),
+        ]
+    }
+
+    /// Writes the row as one JSON object, its keys in [`EXPORT_COLUMNS`] order.
+    fn write_json<W: Write>(&self, out: &mut W) -> io::Result<()> {
+        out.write_all(b"{")?;
+        for (i, (name, cell)) in EXPORT_COLUMNS.iter().zip(self.cells()).enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            // The column names are plain ASCII words: nothing in them needs escaping.
+            write!(out, "\"{name}\":")?;
+            cell.write_json(out)?;
+        }
+        out.write_all(b"}")
+    }
+}
+
+/// Writes rows in one format as they come: nothing is kept once a row is written.
+enum RowWriter<W: Write> {
+    // Boxed: the CSV writer carries its own buffer and state, far larger than the others.
+    Csv(Box<csv::Writer<W>>),
+    Jsonl(W),
+    Json { out: W, rows: u64 },
+}
+
+impl<W: Write> RowWriter<W> {
+    /// Starts the output: the CSV header, or the JSON array's opening bracket.
+    fn start(format: ExportFormat, out: W) -> Result<RowWriter<W>, ExportError> {
+        Ok(match format {
+            ExportFormat::Csv => {
+                let mut csv = csv::Writer::from_writer(out);
+                csv.write_record(EXPORT_COLUMNS)?;
+                RowWriter::Csv(Box::new(csv))
+            }
+            ExportFormat::Jsonl => RowWriter::Jsonl(out),
+            ExportFormat::Json => {
+                let mut out = out;
+                out.write_all(b"[")?;
+                RowWriter::Json { out, rows: 0 }
+            }
+        })
+    }
+
+    fn write(&mut self, row: &ExportRow) -> Result<(), ExportError> {
+        match self {
+            RowWriter::Csv(csv) => {
+                for cell in row.cells() {
+                    csv.write_field(cell.csv().as_bytes())?;
+                }
+                // An empty record ends the one the fields above began.
+                csv.write_record(None::<&[u8]>)?;
+            }
+            RowWriter::Jsonl(out) => {
+                row.write_json(out)?;
+                out.write_all(b"\n")?;
+            }
+            RowWriter::Json { out, rows } => {
+                out.write_all(if *rows == 0 { b"\n" } else { b",\n" })?;
+                row.write_json(out)?;
+                *rows += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the output (the JSON array's closing bracket) and flushes it.
+    fn finish(self) -> Result<W, ExportError> {
+        let mut out = match self {
+            RowWriter::Csv(csv) => csv.into_inner().map_err(|e| e.into_error())?,
+            RowWriter::Jsonl(out) => out,
+            RowWriter::Json { mut out, rows } => {
+                out.write_all(if rows == 0 { b"]\n" } else { b"\n]\n" })?;
+                out
+            }
+        };
+        out.flush()?;
+        Ok(out)
+    }
+}
+
+impl AuditReader {
+    /// Writes the change-log rows that `filter` selects to `out` in `format`, in run and row
+    /// order, each with its run's metadata; answers how many rows it wrote.
+    ///
+    /// The query is read one row at a time and each row is written before the next is read, so
+    /// memory does not grow with the number of rows. A run left `running` by a process that is
+    /// gone is exported as `crashed`, as `runs` and `show` say.
+    pub fn export<W: Write>(
+        &self,
+        filter: &ExportFilter,
+        format: ExportFormat,
+        out: W,
+    ) -> Result<u64, ExportError> {
+        let (sql, params) = export_query(filter);
+        let mut stmt = self.connection().prepare(&sql)?;
+        let mut rows = stmt.query(params.as_slice())?;
+        let mut writer = RowWriter::start(format, out)?;
+        // Rows come grouped by run, so the status of the run at hand is worked out once.
+        let mut current: Option<(i64, String)> = None;
+        let mut count = 0u64;
+        while let Some(r) = rows.next()? {
+            let run_id: i64 = r.get(0)?;
+            let status = match &current {
+                Some((id, status)) if *id == run_id => status.clone(),
+                _ => {
+                    let status = run_status(r)?;
+                    current = Some((run_id, status.clone()));
+                    status
+                }
+            };
+            writer.write(&ExportRow::from_row(r, status)?)?;
+            count += 1;
+        }
+        writer.finish()?;
+        Ok(count)
+    }
+}
+
+/// The run's status as `runs` shows it: `crashed` for a run left `running` by a writer that is
+/// gone.
+fn run_status(r: &Row<'_>) -> rusqlite::Result<String> {
+    let status: String = r.get(2)?;
+    if status != "running" {
+        return Ok(status);
+    }
+    let writer = WriterIdentity {
+        pid: r.get(25)?,
+        start: r
+            .get::<_, Option<i64>>(26)?
+            .and_then(|v| u64::try_from(v).ok()),
+        boot_id: r.get(27)?,
+    };
+    Ok(if writer.is_gone() {
+        "crashed".into()
+    } else {
+        status
+    })
+}
+
+/// A file for exported audit data: created with mode 0600 (its content is as sensitive as the
+/// log), written through a buffer, and removed again if the export fails, so a half-written
+/// file is never mistaken for a complete one.
+pub struct PrivateOutput {
+    path: PathBuf,
+    out: BufWriter<File>,
+    regular: bool,
+}
+
+impl PrivateOutput {
+    /// Creates (or truncates) `path`. A new file gets mode 0600; an existing regular file that
+    /// others could read is restricted to its owner. Other kinds of file (`/dev/null`, a pipe)
+    /// are used as they are.
+    pub fn create(path: &Path) -> io::Result<PrivateOutput> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(path)?;
+        let meta = file.metadata()?;
+        #[cfg(unix)]
+        if meta.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+            }
+        }
+        Ok(PrivateOutput {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            regular: meta.is_file(),
+        })
+    }
+
+    /// The writer to export into.
+    pub fn writer(&mut self) -> &mut BufWriter<File> {
+        &mut self.out
+    }
+
+    /// Flushes the file and waits until it is on disk.
+    pub fn commit(self) -> io::Result<()> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        if self.regular {
+            file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Removes the file after a failed export (a regular file only: a device or a pipe stays).
+    pub fn discard(self) {
+        let PrivateOutput { path, out, regular } = self;
+        // Whatever is still buffered belongs to the failed export: it is dropped with the file.
+        let (file, _unwritten) = out.into_parts();
+        drop(file);
+        if regular && let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(
+                "could not remove the incomplete export {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::fixtures::{new_rows, new_run, outcome};
+    use crate::audit::{AuditWriter, RowResult, RunStatus};
+
+    #[test]
+    fn cells_that_start_a_formula_are_neutralised() {
+        for cell in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+        ] {
+            assert_eq!(csv_safe(cell), format!("'{cell}"), "{cell:?}");
+        }
+        for cell in [
+            "",
+            "TECH\\alice",
+            "a=b",
+            " =1",
+            "'=1",
+            "2026-11-23T10:00:00.000Z",
+            "{\"a\":1}",
+        ] {
+            assert!(
+                matches!(csv_safe(cell), Cow::Borrowed(c) if c == cell),
+                "{cell:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dates_cover_whole_utc_days() {
+        let w = TimeWindow::parse(Some("2026-11-23"), Some("2026-11-24")).unwrap();
+        assert_eq!(w.from.as_deref(), Some("2026-11-23T00:00:00.000Z"));
+        assert_eq!(w.to.as_deref(), Some("2026-11-25T00:00:00.000Z"));
+        // One day is a valid window.
+        let day = TimeWindow::parse(Some("2026-11-23"), Some("2026-11-23")).unwrap();
+        assert_eq!(day.to.as_deref(), Some("2026-11-24T00:00:00.000Z"));
+        // The last day of the calendar leaves the window open at the end.
+        let last = TimeWindow::parse(None, Some("9999-12-31")).unwrap();
+        assert_eq!(last.to, None);
+    }
+
+    #[test]
+    fn timestamps_are_converted_to_utc_and_cover_their_millisecond() {
+        let w = TimeWindow::parse(
+            Some("2026-11-23T23:30:00.1239+02:00"),
+            Some("2026-11-23T10:21:03Z"),
+        );
+        // 21:30:00.123Z is after 10:21:03Z: nothing could match.
+        assert!(matches!(w, Err(WindowError::Empty { .. })), "{w:?}");
+        let w = TimeWindow::parse(
+            Some("2026-11-23T08:30:00.1239+02:00"),
+            Some("2026-11-23t10:21:03z"),
+        )
+        .unwrap();
+        assert_eq!(w.from.as_deref(), Some("2026-11-23T06:30:00.123Z"));
+        assert_eq!(w.to.as_deref(), Some("2026-11-23T10:21:03.001Z"));
+        assert_eq!(
+            TimeWindow::parse(None, None).unwrap(),
+            TimeWindow::default()
+        );
+    }
+
+    #[test]
+    fn bad_dates_are_refused_with_the_flag() {
+        for bad in [
+            "2026-13-01",
+            "2026-02-30",
+            "23.11.2026",
+            "yesterday",
+            "2026-11-23 10:00",
+            "2026-11-23T10:00Z",
+            "",
+        ] {
+            let err = TimeWindow::parse(Some(bad), None).unwrap_err();
+            assert_eq!(
+                err,
+                WindowError::Invalid {
+                    flag: "--since",
+                    text: bad.into()
+                }
+            );
+        }
+        let err = TimeWindow::parse(None, Some("soon")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--until 'soon' is neither a date (2026-11-23) nor an RFC 3339 timestamp (2026-11-23T10:00:00Z)"
+        );
+        let err = TimeWindow::parse(Some("2026-11-24"), Some("2026-11-23")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--since 2026-11-24 is not before --until 2026-11-23: no row can match"
+        );
+    }
+
+    fn row(n: i64) -> ExportRow {
+        ExportRow {
+            run_id: 1,
+            run_kind: "apply".into(),
+            run_status: "completed".into(),
+            run_started_at: "2026-11-23T10:00:00.000Z".into(),
+            run_ended_at: None,
+            operator: "TECH\\op".into(),
+            server_url: "https://em/api".into(),
+            plan_file: Some("plan.csv".into()),
+            plan_sha256: Some("ab".into()),
+            tool_version: "0.1.0".into(),
+            row_no: n,
+            line: n + 2,
+            account: "TECH\\alice".into(),
+            account_id: None,
+            action: "assign-role".into(),
+            target: "Portal User".into(),
+            object_name: None,
+            ticket: Some("CHG-1".into()),
+            comment: Some("=1+1".into()),
+            annotations: None,
+            outcome: "applied".into(),
+            error: None,
+            prior_state: Some(r#"{"roles":[]}"#.into()),
+            result: Some("not json".into()),
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn the_json_array_is_written_row_by_row() {
+        let mut writer = RowWriter::start(ExportFormat::Json, Vec::new()).unwrap();
+        writer.write(&row(0)).unwrap();
+        // The first row is out before the second is even read: nothing waits for the end.
+        let RowWriter::Json { out, .. } = &writer else {
+            unreachable!("started as JSON")
+        };
+        let first_len = out.len();
+        let partial = String::from_utf8(out.clone()).unwrap();
+        assert!(partial.starts_with("[\n{\"run_id\":1,"), "{partial}");
+        assert!(partial.ends_with('}'), "{partial}");
+        writer.write(&row(1)).unwrap();
+        let bytes = writer.finish().unwrap();
+        assert!(bytes.len() > first_len);
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let rows = value.as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1]["row_no"], 1);
+        assert_eq!(rows[0]["prior_state"], serde_json::json!({"roles": []}));
+        assert_eq!(rows[0]["result"], "not json");
+        assert_eq!(rows[0]["comment"], "=1+1", "JSON is not neutralised");
+        assert_eq!(rows[0]["finished_at"], serde_json::Value::Null);
+        let keys: Vec<&String> = rows[0].as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), EXPORT_COLUMNS.len());
+
+        let empty = RowWriter::start(ExportFormat::Json, Vec::new())
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!(empty, b"[]\n");
+        let value: serde_json::Value = serde_json::from_slice(&empty).unwrap();
+        assert_eq!(value, serde_json::json!([]));
+    }
+
+    #[test]
+    fn json_columns_nest_their_value_on_one_line_in_column_order() {
+        let mut r = row(0);
+        r.prior_state = Some("{\n  \"a\": 1\n}".into());
+        r.annotations = Some("[1, 2]".into());
+        r.error = Some("line one\nline \"two\"".into());
+        let mut out = Vec::new();
+        r.write_json(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains(r#""prior_state":{"a":1}"#), "{text}");
+        assert!(text.contains(r#""annotations":[1, 2]"#), "{text}");
+        assert!(text.contains(r#""result":"not json""#), "{text}");
+        let at: Vec<usize> = EXPORT_COLUMNS
+            .iter()
+            .map(|c| text.find(&format!("\"{c}\":")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["error"], "line one\nline \"two\"");
+    }
+
+    #[test]
+    fn csv_and_jsonl_rows() {
+        let mut csv = RowWriter::start(ExportFormat::Csv, Vec::new()).unwrap();
+        csv.write(&row(0)).unwrap();
+        let text = String::from_utf8(csv.finish().unwrap()).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(
+            reader.headers().unwrap().iter().collect::<Vec<_>>(),
+            EXPORT_COLUMNS
+        );
+        let record = reader.records().next().unwrap().unwrap();
+        let comment = EXPORT_COLUMNS.iter().position(|c| *c == "comment").unwrap();
+        assert_eq!(&record[comment], "'=1+1");
+        assert_eq!(&record[0], "1");
+        assert_eq!(&record[EXPORT_COLUMNS.len() - 1], "");
+
+        let mut jsonl = RowWriter::start(ExportFormat::Jsonl, Vec::new()).unwrap();
+        jsonl.write(&row(0)).unwrap();
+        jsonl.write(&row(1)).unwrap();
+        let text = String::from_utf8(jsonl.finish().unwrap()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["line"], 3);
+    }
+
+    /// A log with a finished run of three rows and a second run still running with two.
+    async fn log(path: &Path) {
+        let writer = AuditWriter::spawn(path).unwrap();
+        let audit = writer.handle();
+        let first = audit
+            .begin_run_with_rows(new_run(), new_rows(3))
+            .await
+            .unwrap();
+        for n in 0..3 {
+            audit.row_finished(
+                first,
+                n,
+                RowResult {
+                    prior_state: Some(r#"{"allow_restore_all_vms":false}"#.into()),
+                    ..outcome("applied")
+                },
+            );
+        }
+        audit.end_run(first, RunStatus::Completed).await.unwrap();
+        audit
+            .begin_run_with_rows(new_run(), new_rows(2))
+            .await
+            .unwrap();
+        writer.close().await.unwrap();
+    }
+
+    fn export(reader: &AuditReader, filter: &ExportFilter) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let n = reader
+            .export(filter, ExportFormat::Jsonl, &mut out)
+            .unwrap();
+        let rows: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len() as u64, n);
+        rows
+    }
+
+    #[tokio::test]
+    async fn exports_rows_with_their_run_filtered_by_run_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        log(&path).await;
+        let reader = AuditReader::open(&path).unwrap();
+
+        let all = export(&reader, &ExportFilter::default());
+        let keys: Vec<(i64, i64)> = all
+            .iter()
+            .map(|r| (r["run_id"].as_i64().unwrap(), r["row_no"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(keys, [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]);
+        assert_eq!(all[0]["operator"], "TECH\\alice");
+        assert_eq!(all[0]["plan_sha256"], "ab".repeat(32));
+        assert_eq!(all[0]["ticket"], "CHG-0");
+        assert_eq!(all[0]["run_status"], "completed");
+        assert_eq!(all[0]["prior_state"]["allow_restore_all_vms"], false);
+        assert_eq!(all[3]["run_status"], "running");
+        assert_eq!(all[3]["outcome"], "pending");
+
+        let second = export(
+            &reader,
+            &ExportFilter {
+                run_id: Some(2),
+                ..ExportFilter::default()
+            },
+        );
+        assert_eq!(second.len(), 2);
+
+        // Move run 1's rows into the past; run 2's pending rows count at their run's start.
+        reader
+            .connection()
+            .execute(
+                "UPDATE plan_rows SET finished_at = '2026-01-10T12:00:00.000Z' WHERE run_id = 1",
+                [],
+            )
+            .unwrap();
+        let window = |since: Option<&str>, until: Option<&str>| ExportFilter {
+            run_id: None,
+            window: TimeWindow::parse(since, until).unwrap(),
+        };
+        assert_eq!(export(&reader, &window(None, Some("2026-01-10"))).len(), 3);
+        assert_eq!(export(&reader, &window(Some("2026-01-11"), None)).len(), 2);
+        assert_eq!(
+            export(
+                &reader,
+                &window(Some("2026-01-10T12:00:00Z"), Some("2026-01-10T12:00:00Z"))
+            )
+            .len(),
+            3
+        );
+        assert_eq!(
+            export(
+                &reader,
+                &window(Some("2026-01-10T12:00:00.001Z"), Some("2026-01-10"))
+            )
+            .len(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_crashed_run_is_exported_as_crashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        log(&path).await;
+        let reader = AuditReader::open(&path).unwrap();
+        // Above the largest pid Linux hands out: no such process.
+        reader
+            .connection()
+            .execute("UPDATE runs SET writer_pid = 999999999 WHERE id = 2", [])
+            .unwrap();
+        let rows = export(&reader, &ExportFilter::default());
+        let expected = if cfg!(target_os = "linux") {
+            "crashed"
+        } else {
+            "running"
+        };
+        assert_eq!(rows[4]["run_status"], expected);
+        assert_eq!(rows[0]["run_status"], "completed");
+    }
+
+    #[test]
+    fn the_query_streams_in_key_order_without_a_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        std::fs::write(&path, b"").unwrap();
+        let reader = AuditReader::open(&path).unwrap();
+        let window = TimeWindow::parse(Some("2026-01-01"), Some("2026-12-31")).unwrap();
+        for filter in [
+            ExportFilter::default(),
+            ExportFilter {
+                run_id: Some(1),
+                window: window.clone(),
+            },
+            ExportFilter {
+                run_id: None,
+                window,
+            },
+        ] {
+            let (sql, params) = export_query(&filter);
+            let plan: Vec<String> = reader
+                .connection()
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params.as_slice(), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            // A temporary B-tree would hold every row before the first is handed over.
+            assert!(
+                plan.iter().all(|step| !step.contains("TEMP B-TREE")),
+                "{plan:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn output_files_are_private_and_removed_when_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("export.csv");
+        let mut out = PrivateOutput::create(&path).unwrap();
+        out.writer().write_all(b"x").unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            // An existing file readable by others is restricted when it is overwritten.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            PrivateOutput::create(&path).unwrap().commit().unwrap();
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let mut out = PrivateOutput::create(&path).unwrap();
+        out.writer().write_all(b"half").unwrap();
+        out.discard();
+        assert!(!path.exists());
+    }
+}
