@@ -254,6 +254,37 @@ async fn no_password_or_session_token_is_written_anywhere() {
     let secure_report = std::fs::read_to_string(reports.join("1.html")).unwrap();
     assert!(!secure_report.contains("id=\"insecure\""));
 
+    // Every export format of the whole log, and an access snapshot.
+    for format in ["csv", "jsonl", "json"] {
+        let file = reports.join(format!("export.{format}"));
+        let cmd = embatch(
+            &emu,
+            &db,
+            &["export", "--format", format, "-o", file.to_str().unwrap()],
+        );
+        let out = support::output(cmd).await;
+        assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+        written.extend(outputs(&format!("export {format}"), &out));
+        #[cfg(unix)]
+        assert_eq!(mode(&file), 0o600, "export {format}");
+    }
+    let file = reports.join("snapshot.csv");
+    let cmd = embatch(
+        &emu,
+        &db,
+        &[
+            "snapshot",
+            "--all",
+            "--format",
+            "csv",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    written.extend(outputs("snapshot", &out));
+
     #[cfg(unix)]
     assert_eq!(mode(&db), 0o600, "the audit log is private");
 
