@@ -8,4 +8,5 @@ mod emulator;
 mod history;
 mod soak;
 mod support;
+mod verify;
 mod workload;
