@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::audit::{
     AuditError, AuditReader, AuditWriter, ExportError, ExportFilter, ExportFormat, PrivateOutput,
-    RowFilter, RunInfo, RunSelector, TimeWindow,
+    RowFilter, RunInfo, RunSelector, TimeWindow, Verification,
 };
 use crate::em::{ClientConfig, Secret, TlsOptions, Wire};
 use crate::emulator::{self, EmulatorConfig};
@@ -70,6 +70,23 @@ pub enum Command {
     Export(ExportSettings),
     /// `embatch snapshot`
     Snapshot(SnapshotSettings),
+    /// `embatch verify`
+    Verify(VerifySettings),
+}
+
+/// `embatch verify`.
+#[derive(Debug)]
+pub struct VerifySettings {
+    /// Only this run's records.
+    pub run: Option<RunRef>,
+    /// Print the head hash once the log verifies.
+    pub anchor: bool,
+    /// A head hash the log must still hold (lowercase hex).
+    pub expect: Option<String>,
+    /// The audit log.
+    pub db: PathBuf,
+    /// Output format.
+    pub output: OutputFormat,
 }
 
 /// `embatch export`.
@@ -314,6 +331,7 @@ pub async fn run(command: Command) -> Exit {
         Command::Resume(s) => resume(s).await,
         Command::RebuildScopes(s) => rebuild_scopes(s).await,
         Command::Emulator(s) => run_emulator(s).await,
+        Command::Verify(s) => verify(s),
         Command::Export(s) => export(s),
         Command::Snapshot(s) => snapshot_accounts(s).await,
         Command::Report(s) => report(s),
@@ -1334,4 +1352,74 @@ async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
     } else {
         Exit::Success
     })
+}
+
+/// How many problems `verify` prints as text; JSON lists up to `audit::MAX_PROBLEMS`.
+const VERIFY_LISTED: usize = 20;
+
+fn verify(s: VerifySettings) -> Result<Exit, AppError> {
+    let reader = open_reader(&s.db)?;
+    let run = s.run.map(|run| match run {
+        RunRef::Id(id) => RunSelector::Id(id),
+        RunRef::Last => RunSelector::Last,
+    });
+    let v = reader.verify(run, s.expect.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    match s.output {
+        OutputFormat::Json => {
+            let mut value = serde_json::to_value(&v).expect("a verification always serializes");
+            value["valid"] = serde_json::Value::Bool(v.holds());
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&value).expect("a JSON value always serializes")
+            )?;
+        }
+        OutputFormat::Text if v.holds() && s.anchor => writeln!(out, "{}", v.head)?,
+        OutputFormat::Text => write!(out, "{}", verification_text(&v))?,
+    }
+    Ok(if v.holds() {
+        Exit::Success
+    } else {
+        Exit::Tampered
+    })
+}
+
+/// The text `verify` prints: `N/N records valid`, or the problems, the first damaged record
+/// first, and a closing count.
+fn verification_text(v: &Verification) -> String {
+    let mut text = String::new();
+    let scope = v
+        .run_id
+        .map(|id| format!(" (run {id})"))
+        .unwrap_or_default();
+    if v.holds() {
+        if let Some(anchor) = &v.anchor {
+            let at = anchor.found_at.unwrap_or_default();
+            text.push_str(&format!(
+                "anchor {}: found at evidence #{at}\n",
+                anchor.hash
+            ));
+        }
+        text.push_str(&format!("{0}/{0} records valid{scope}\n", v.records));
+        return text;
+    }
+    for problem in v.problems.iter().take(VERIFY_LISTED) {
+        text.push_str(&format!("{problem}\n"));
+    }
+    let unlisted = v.problem_count.saturating_sub(VERIFY_LISTED as u64);
+    if unlisted > 0 {
+        text.push_str(&format!("... and {unlisted} more\n"));
+    }
+    let mut count = v.problem_count;
+    if let Some(anchor) = v.anchor.as_ref().filter(|a| a.found_at.is_none()) {
+        text.push_str(&format!("anchor {}: not in the audit log\n", anchor.hash));
+        count += 1;
+    }
+    text.push_str(&format!(
+        "verification failed: {count} problem{} in {} records{scope}\n",
+        if count == 1 { "" } else { "s" },
+        v.records
+    ));
+    text
 }

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::app::{
     ApplyLike, ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings,
     EmulatorSettings, ExportSettings, FollowUpSettings, OutputFormat, PasswordSource,
-    ReportSettings, RunRef, ShowSettings, SnapshotAccounts, SnapshotSettings,
+    ReportSettings, RunRef, ShowSettings, SnapshotAccounts, SnapshotSettings, VerifySettings,
 };
 use crate::audit::{ExportFormat, TimeWindow};
 use crate::em::{TlsOptions, Wire};
@@ -28,7 +28,8 @@ use crate::runner::snapshot::SnapshotFormat;
 /// bear, and every request is kept in a SQLite audit log (`runs`, `show`).
 ///
 /// Exit statuses: 0 all rows applied or already in place; 1 some rows failed; 2 usage or plan
-/// error (nothing sent); 3 connection, TLS or logon failure before any change; 4 interrupted.
+/// error (nothing sent); 3 connection, TLS or logon failure before any change; 4 interrupted;
+/// 5 `verify` found the audit log changed.
 #[derive(Debug, Parser)]
 #[command(name = "embatch", version, propagate_version = true)]
 pub struct Cli {
@@ -75,6 +76,35 @@ pub enum CliCommand {
     /// Read the current roles, scopes and restore-all-VMs flag of accounts, for an access
     /// review; read-only, and recorded in the audit log as a `snapshot` run.
     Snapshot(SnapshotArgs),
+    /// Check offline that the audit log is as embatch wrote it: recompute its hash chain and
+    /// compare every run, row and request with it. Where it does not hold, name the first record
+    /// that was modified, deleted or inserted, and exit with status 5.
+    Verify(VerifyArgs),
+}
+
+/// `embatch verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verify only the records of this run (a run id, or `last`); the chain is still checked
+    /// through them.
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<String>,
+
+    /// Print the head hash of the chain (after verifying it), to keep outside the log, e.g. in
+    /// the change ticket; `--expect` checks it later.
+    #[arg(long)]
+    pub anchor: bool,
+
+    /// Also check that the log still holds this head hash, printed earlier by `--anchor`.
+    #[arg(long, value_name = "HASH")]
+    pub expect: Option<String>,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
 }
 
 /// `embatch export`.
@@ -602,6 +632,13 @@ impl Cli {
             },
             CliCommand::Resume(a) => Command::Resume(a.common.into_settings()?),
             CliCommand::Emulator(a) => Command::Emulator(a.into_settings()?),
+            CliCommand::Verify(a) => Command::Verify(VerifySettings {
+                run: a.run.as_deref().map(parse_run_ref).transpose()?,
+                anchor: a.anchor,
+                expect: a.expect.as_deref().map(parse_hash).transpose()?,
+                db: a.db.db,
+                output: a.output.into(),
+            }),
             CliCommand::Export(a) => Command::Export(ExportSettings {
                 run: a.run.as_deref().map(parse_run_ref).transpose()?,
                 window: TimeWindow::parse(a.since.as_deref(), a.until.as_deref())
@@ -806,6 +843,18 @@ impl EmulatorArgs {
     }
 }
 
+/// A head hash as `verify --anchor` prints it: 64 hex digits, taken in either case.
+fn parse_hash(text: &str) -> Result<String, UsageError> {
+    let hash = text.trim();
+    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hash.to_ascii_lowercase())
+    } else {
+        Err(usage(format!(
+            "--expect must be a head hash of 64 hex digits, as `verify --anchor` prints it, not '{text}'"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -822,5 +871,39 @@ mod tests {
         assert!(matches!(parse_run_ref("12"), Ok(RunRef::Id(12))));
         assert!(parse_run_ref("0").is_err());
         assert!(parse_run_ref("x").is_err());
+    }
+
+    #[test]
+    fn expected_hashes() {
+        let upper = "AB".repeat(32);
+        assert_eq!(parse_hash(&upper).unwrap(), "ab".repeat(32));
+        assert_eq!(parse_hash(&format!(" {upper}\n")).unwrap(), "ab".repeat(32));
+        assert!(parse_hash(&"ab".repeat(31)).is_err());
+        assert!(parse_hash(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn verify_flags() {
+        let cli = Cli::try_parse_from([
+            "embatch",
+            "verify",
+            "--run",
+            "last",
+            "--expect",
+            &"0f".repeat(32),
+            "--db",
+            "a.db",
+        ])
+        .unwrap();
+        let Command::Verify(s) = cli.into_command().unwrap() else {
+            panic!("not verify");
+        };
+        assert_eq!(s.run, Some(RunRef::Last));
+        assert_eq!(s.expect, Some("0f".repeat(32)));
+        assert!(!s.anchor);
+        assert_eq!(s.db, PathBuf::from("a.db"));
+        assert_eq!(s.output, OutputFormat::Text);
+        let bad = Cli::try_parse_from(["embatch", "verify", "--expect", "abc"]).unwrap();
+        assert!(bad.into_command().is_err());
     }
 }

@@ -79,6 +79,7 @@ CREATE INDEX attempts_run_row ON attempts (run_id, row_no);
 -- One row each time `resume` took a run over from a process that had stopped: the run keeps its
 -- id, and this table keeps the evidence of who continued it, and when.
 CREATE TABLE run_resumes (
+    id              INTEGER PRIMARY KEY,
     run_id          INTEGER NOT NULL REFERENCES runs (id),
     resumed_at      TEXT    NOT NULL,
     previous_status TEXT    NOT NULL,
@@ -86,6 +87,33 @@ CREATE TABLE run_resumes (
     writer_start    INTEGER,
     writer_boot_id  TEXT
 );
+
+-- The evidence chain (src/audit/chain.rs): append-only, one record each time a row of the tables
+-- above is inserted or updated, holding what was written (canonical JSON: the whole row for an
+-- insert, the columns set by an update), linked to the record before it by a SHA-256 hash; and
+-- one checkpoint record after each run's end. `verify` recomputes the chain and compares the
+-- tables above with it.
+CREATE TABLE evidence (
+    seq             INTEGER PRIMARY KEY,
+    kind            TEXT    NOT NULL,
+    run_id          INTEGER NOT NULL,
+    ref             INTEGER,
+    content         TEXT    NOT NULL,
+    prev_hash       TEXT    NOT NULL,
+    hash            TEXT    NOT NULL
+);
+
+-- The evidence is never changed or removed by embatch; these refuse it to anyone who tries by
+-- mistake. They do not stop a determined editor (who can drop them), which is what `verify` is for.
+CREATE TRIGGER evidence_no_update BEFORE UPDATE ON evidence
+BEGIN
+    SELECT RAISE(ABORT, 'the evidence chain is append-only');
+END;
+
+CREATE TRIGGER evidence_no_delete BEFORE DELETE ON evidence
+BEGIN
+    SELECT RAISE(ABORT, 'the evidence chain is append-only');
+END;
 
 -- Stable interface: one row per run, with its rows counted by outcome and its HTTP attempts.
 CREATE VIEW run_summary AS
@@ -131,3 +159,8 @@ SELECT
     id AS attempt_id, run_id, row_no, attempt, method, path, status, error, started_at,
     duration_ms
 FROM attempts;
+
+-- Stable interface: the evidence chain, one row per record; `seq` orders them.
+CREATE VIEW evidence_log AS
+SELECT seq, kind, run_id, ref, content, prev_hash, hash
+FROM evidence;

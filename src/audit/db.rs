@@ -259,7 +259,7 @@ mod tests {
         let expected = MIGRATIONS_DIR.dirs().count() as i64;
         assert!(expected >= 1);
         assert_eq!(user_version(&conn), expected);
-        for view in ["run_summary", "change_log", "request_log"] {
+        for view in ["run_summary", "change_log", "request_log", "evidence_log"] {
             let n: i64 = conn
                 .query_row(
                     "SELECT count(*) FROM sqlite_schema WHERE type = 'view' AND name = ?1",

@@ -1,12 +1,12 @@
 //! The audit log: a SQLite file (mode 0600) created and upgraded from the numbered SQL files in
 //! `migrations/`, written by one writer thread that owns the connection and commits in groups,
-//! and read by the queries behind `runs` and `show`, and by `export`, which streams the change
-//! log out for auditors.
+//! read by the queries behind `runs` and `show`, checked offline by `verify`, and streamed out
+//! for auditors by `export`.
 //!
 //! Every HTTP attempt is recorded as an intent, committed, before the request is sent; so a
 //! crash leaves evidence of what may have been sent. No secret is ever written here.
 //!
-//! The tables are private; three views are the stable interface for auditors, and their column
+//! The tables are private; four views are the stable interface for auditors, and their column
 //! names do not change (`migrations/01-initial/up.sql` defines them):
 //!
 //! - `run_summary`, one row per run: `run_id`, `kind`, `parent_run_id`, `status`, `started_at`,
@@ -20,10 +20,16 @@
 //!   `method`, `path`, `status`, `error`, `started_at`, `duration_ms`. An attempt with neither
 //!   status, error nor duration was about to be sent, or in flight, when its process stopped.
 //!
+//! - `evidence_log`, one row per evidence record: `seq`, `kind`, `run_id`, `ref`, `content`,
+//!   `prev_hash`, `hash`. Every write to the tables above is also appended here, hash-linked,
+//!   in the same transaction; `verify` recomputes the chain and compares the tables with it
+//!   (`chain.rs` defines the records, `verify.rs` the checks).
+//!
 //! Timestamps are RFC 3339 in UTC with milliseconds (`2026-11-23T10:21:03.123Z`). The status
 //! stored for a run whose process died is still `running`; [`AuditReader`] reports it as
 //! `crashed`.
 
+mod chain;
 mod db;
 mod export;
 #[cfg(test)]
@@ -31,14 +37,17 @@ mod fixtures;
 mod history;
 mod process;
 mod read;
+mod verify;
 mod write;
 
+pub use chain::GENESIS;
 pub use export::{
     EXPORT_COLUMNS, ExportError, ExportFilter, ExportFormat, PrivateOutput, TimeWindow,
     WindowError, csv_safe,
 };
 pub use history::RecordedRow;
 pub use read::{AuditReader, RowFilter, RowInfo, RunInfo, RunSelector};
+pub use verify::{Anchor, Damage, MAX_PROBLEMS, Problem, Verification};
 pub use write::{AuditHandle, AuditWriter};
 
 /// A failure of the audit log.

@@ -451,7 +451,8 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(views, 3);
+        // run_summary, change_log, request_log and evidence_log.
+        assert_eq!(views, 4);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! [`AuditError::WriterGone`] and drops later fire-and-forget records, so the run stops instead
 //! of making changes that go unrecorded.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::chain::{ChainHead, Content, Kind};
 use super::db::{self, Create, Durability, int};
 use super::process::WriterIdentity;
 use super::{AttemptStart, AuditError, NewRow, NewRun, RowResult, RunStatus};
@@ -113,6 +115,7 @@ impl AuditWriter {
         let writer = Writer {
             conn,
             identity: WriterIdentity::current(),
+            in_flight: HashMap::new(),
             failed: None,
         };
         let thread = std::thread::Builder::new()
@@ -303,6 +306,8 @@ fn without_password(url: &str) -> String {
 struct Writer {
     conn: Connection,
     identity: WriterIdentity,
+    /// The run of each attempt started and not yet finished, for the evidence of its end.
+    in_flight: HashMap<i64, i64>,
     /// Why the writer stopped writing, once it has.
     failed: Option<String>,
 }
@@ -370,9 +375,19 @@ impl Writer {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(context("begin a transaction"))?;
+            // Read once per group, under the group's write lock: see `ChainHead`.
+            let mut chain =
+                ChainHead::read(&tx).map_err(context("read the head of the evidence chain"))?;
             for record in &records {
-                ids.push(apply(&tx, &self.identity, record)?);
+                ids.push(apply(
+                    &tx,
+                    &self.identity,
+                    &mut chain,
+                    &mut self.in_flight,
+                    record,
+                )?);
             }
+            chain.flush(&tx).map_err(context("record the evidence"))?;
             tx.commit().map_err(context("commit"))
         })();
         match result {
@@ -449,14 +464,19 @@ fn context(what: &'static str) -> impl Fn(rusqlite::Error) -> String {
     move |e| format!("{what}: {e}")
 }
 
-/// Checks that an update found its record: an update that matches nothing would lose the record
+/// Checks that an update found its row: an update that matches nothing would lose its record
 /// without a word.
 fn found(changed: usize, what: impl FnOnce() -> String) -> Result<(), String> {
     if changed == 1 { Ok(()) } else { Err(what()) }
 }
 
-/// Inserts a run's rows, all `pending`.
-fn insert_rows(conn: &Connection, run_id: i64, rows: &[NewRow]) -> Result<(), String> {
+/// Inserts a run's rows, all `pending`, each with its evidence: the complete row.
+fn insert_rows(
+    conn: &Connection,
+    chain: &mut ChainHead,
+    run_id: i64,
+    rows: &[NewRow],
+) -> Result<(), String> {
     let ctx = context("record the plan rows");
     let mut stmt = conn
         .prepare_cached(
@@ -465,11 +485,14 @@ fn insert_rows(conn: &Connection, run_id: i64, rows: &[NewRow]) -> Result<(), St
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(&ctx)?;
+    let none = None::<String>;
     for row in rows {
+        let row_no = int(row.row_no).map_err(&ctx)?;
+        let line = int(row.line).map_err(&ctx)?;
         stmt.execute(params![
             run_id,
-            int(row.row_no).map_err(&ctx)?,
-            int(row.line).map_err(&ctx)?,
+            row_no,
+            line,
             row.account,
             row.action,
             row.target,
@@ -479,16 +502,48 @@ fn insert_rows(conn: &Connection, run_id: i64, rows: &[NewRow]) -> Result<(), St
             row.annotations,
         ])
         .map_err(&ctx)?;
+        let content = Content::new()
+            .field("account", &row.account)
+            .and_then(|c| c.field("account_id", &none))
+            .and_then(|c| c.field("action", &row.action))
+            .and_then(|c| c.field("annotations", &row.annotations))
+            .and_then(|c| c.field("comment", &row.comment))
+            .and_then(|c| c.field("error", &none))
+            .and_then(|c| c.field("finished_at", &none))
+            .and_then(|c| c.field("line", &line))
+            .and_then(|c| c.field("object_name", &row.object_name))
+            .and_then(|c| c.field("outcome", &"pending"))
+            .and_then(|c| c.field("prior_state", &none))
+            .and_then(|c| c.field("result", &none))
+            .and_then(|c| c.field("row_no", &row_no))
+            .and_then(|c| c.field("run_id", &run_id))
+            .and_then(|c| c.field("target", &row.target))
+            .and_then(|c| c.field("ticket", &row.ticket))
+            .map_err(&ctx)?
+            .finish();
+        chain.append(Kind::Row, run_id, Some(row_no), content);
     }
     Ok(())
 }
 
-/// Writes one record inside the group's transaction; returns the rowid of an inserted run or
-/// attempt (0 for other records), to answer with after the commit.
-fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64, String> {
+/// Writes one record, and appends its evidence, inside the group's transaction; returns the
+/// rowid of an inserted run or attempt (0 for other records), to answer with after the commit.
+///
+/// The evidence of each write is built from the values bound to its statement, column by column
+/// in byte order of the names: an insert gives every column of the row (the defaults included),
+/// an update the columns it sets.
+fn apply(
+    conn: &Connection,
+    me: &WriterIdentity,
+    chain: &mut ChainHead,
+    in_flight: &mut HashMap<i64, i64>,
+    record: &Record,
+) -> Result<i64, String> {
+    let none = None::<String>;
     match record {
         Record::BeginRun { run, rows, at, .. } => {
             let ctx = context("record a run");
+            let start = me.start.map(int).transpose().map_err(&ctx)?;
             conn.prepare_cached(
                 "INSERT INTO runs (kind, parent_run_id, status, started_at, operator, server_url,
                      wire, tls_verify, insecure, plan_file, plan_sha256, tool_version, options,
@@ -510,33 +565,64 @@ fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64,
                     run.tool_version,
                     run.options,
                     me.pid,
-                    me.start.map(int).transpose()?,
+                    start,
                     me.boot_id,
                 ])
             })
-            .map_err(ctx)?;
+            .map_err(&ctx)?;
             let run_id = conn.last_insert_rowid();
-            insert_rows(conn, run_id, rows)?;
+            let content = Content::new()
+                .field("ended_at", &none)
+                .and_then(|c| c.field("id", &run_id))
+                .and_then(|c| c.field("insecure", &run.insecure))
+                .and_then(|c| c.field("kind", &run.kind))
+                .and_then(|c| c.field("operator", &run.operator))
+                .and_then(|c| c.field("options", &run.options))
+                .and_then(|c| c.field("parent_run_id", &run.parent_run_id))
+                .and_then(|c| c.field("plan_file", &run.plan_file))
+                .and_then(|c| c.field("plan_sha256", &run.plan_sha256))
+                .and_then(|c| c.field("server_url", &run.server_url))
+                .and_then(|c| c.field("started_at", at))
+                .and_then(|c| c.field("status", &RunStatus::Running.as_str()))
+                .and_then(|c| c.field("tls_verify", &run.tls_verify))
+                .and_then(|c| c.field("tool_version", &run.tool_version))
+                .and_then(|c| c.field("wire", &run.wire))
+                .and_then(|c| c.field("writer_boot_id", &me.boot_id))
+                .and_then(|c| c.field("writer_pid", &me.pid))
+                .and_then(|c| c.field("writer_start", &start))
+                .map_err(&ctx)?
+                .finish();
+            chain.append(Kind::Run, run_id, None, content);
+            insert_rows(conn, chain, run_id, rows)?;
             Ok(run_id)
         }
         Record::AddRows { run_id, rows, .. } => {
-            insert_rows(conn, *run_id, rows)?;
+            insert_rows(conn, chain, *run_id, rows)?;
             Ok(0)
         }
         Record::EndRun {
             run_id, status, at, ..
         } => {
+            let ctx = context("record the end of the run");
             let changed = conn
                 .prepare_cached("UPDATE runs SET status = ?2, ended_at = ?3 WHERE id = ?1")
                 .and_then(|mut stmt| stmt.execute(params![run_id, status.as_str(), at]))
-                .map_err(context("record the end of the run"))?;
+                .map_err(&ctx)?;
             found(changed, || {
                 format!("record the end of run {run_id}: no such run")
             })?;
+            let content = Content::new()
+                .field("ended_at", at)
+                .and_then(|c| c.field("status", &status.as_str()))
+                .map_err(&ctx)?
+                .finish();
+            chain.append(Kind::End, *run_id, None, content);
+            chain.checkpoint(*run_id);
             Ok(0)
         }
         Record::ResumeRun { run_id, at, .. } => {
             let ctx = context("record the resume of a run");
+            let start = me.start.map(int).transpose().map_err(&ctx)?;
             let previous: String = conn
                 .query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| {
                     r.get(0)
@@ -548,30 +634,37 @@ fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64,
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut stmt| {
-                stmt.execute(params![
-                    run_id,
-                    at,
-                    previous,
-                    me.pid,
-                    me.start.map(int).transpose()?,
-                    me.boot_id,
-                ])
+                stmt.execute(params![run_id, at, previous, me.pid, start, me.boot_id])
             })
             .map_err(&ctx)?;
+            let resume_id = conn.last_insert_rowid();
+            let resume = Content::new()
+                .field("id", &resume_id)
+                .and_then(|c| c.field("previous_status", &previous))
+                .and_then(|c| c.field("resumed_at", at))
+                .and_then(|c| c.field("run_id", run_id))
+                .and_then(|c| c.field("writer_boot_id", &me.boot_id))
+                .and_then(|c| c.field("writer_pid", &me.pid))
+                .and_then(|c| c.field("writer_start", &start))
+                .map_err(&ctx)?
+                .finish();
+            chain.append(Kind::Resume, *run_id, Some(resume_id), resume);
             conn.prepare_cached(
                 "UPDATE runs SET status = 'running', ended_at = NULL, writer_pid = ?2,
                      writer_start = ?3, writer_boot_id = ?4
                  WHERE id = ?1",
             )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    run_id,
-                    me.pid,
-                    me.start.map(int).transpose()?,
-                    me.boot_id
-                ])
-            })
+            .and_then(|mut stmt| stmt.execute(params![run_id, me.pid, start, me.boot_id]))
             .map_err(&ctx)?;
+            let content = Content::new()
+                .field("ended_at", &none)
+                .and_then(|c| c.field("status", &RunStatus::Running.as_str()))
+                .and_then(|c| c.field("writer_boot_id", &me.boot_id))
+                .and_then(|c| c.field("writer_pid", &me.pid))
+                .and_then(|c| c.field("writer_start", &start))
+                .map_err(&ctx)?
+                .finish();
+            chain.append(Kind::Run, *run_id, None, content);
             Ok(0)
         }
         Record::RowAccount {
@@ -579,15 +672,22 @@ fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64,
             row_no,
             account_id,
         } => {
+            let ctx = context("record a row's account id");
+            let row = int(*row_no).map_err(&ctx)?;
             let changed = conn
                 .prepare_cached(
                     "UPDATE plan_rows SET account_id = ?3 WHERE run_id = ?1 AND row_no = ?2",
                 )
-                .and_then(|mut stmt| stmt.execute(params![run_id, int(*row_no)?, account_id]))
-                .map_err(context("record a row's account id"))?;
+                .and_then(|mut stmt| stmt.execute(params![run_id, row, account_id]))
+                .map_err(&ctx)?;
             found(changed, || {
                 format!("record the account id of row {row_no} of run {run_id}: no such row")
             })?;
+            let content = Content::new()
+                .field("account_id", account_id)
+                .map_err(&ctx)?
+                .finish();
+            chain.append(Kind::Row, *run_id, Some(row), content);
             Ok(0)
         }
         Record::RowFinished {
@@ -596,6 +696,8 @@ fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64,
             result,
             at,
         } => {
+            let ctx = context("record a row's outcome");
+            let row = int(*row_no).map_err(&ctx)?;
             let changed = conn
                 .prepare_cached(
                     "UPDATE plan_rows
@@ -605,7 +707,7 @@ fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64,
                 .and_then(|mut stmt| {
                     stmt.execute(params![
                         run_id,
-                        int(*row_no)?,
+                        row,
                         result.outcome,
                         result.error,
                         result.prior_state,
@@ -613,13 +715,24 @@ fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64,
                         at,
                     ])
                 })
-                .map_err(context("record a row's outcome"))?;
+                .map_err(&ctx)?;
             found(changed, || {
                 format!("record the outcome of row {row_no} of run {run_id}: no such row")
             })?;
+            let content = Content::new()
+                .field("error", &result.error)
+                .and_then(|c| c.field("finished_at", at))
+                .and_then(|c| c.field("outcome", &result.outcome))
+                .and_then(|c| c.field("prior_state", &result.prior_state))
+                .and_then(|c| c.field("result", &result.result))
+                .map_err(&ctx)?
+                .finish();
+            chain.append(Kind::Row, *run_id, Some(row), content);
             Ok(0)
         }
         Record::AttemptStarted { start, at, .. } => {
+            let ctx = context("record a request");
+            let row_no = start.row_no.map(int).transpose().map_err(&ctx)?;
             conn.prepare_cached(
                 "INSERT INTO attempts (run_id, row_no, attempt, method, path, started_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -627,15 +740,31 @@ fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64,
             .and_then(|mut stmt| {
                 stmt.execute(params![
                     start.run_id,
-                    start.row_no.map(int).transpose()?,
+                    row_no,
                     start.attempt,
                     start.method,
                     start.path,
                     at,
                 ])
             })
-            .map_err(context("record a request"))?;
-            Ok(conn.last_insert_rowid())
+            .map_err(&ctx)?;
+            let id = conn.last_insert_rowid();
+            let content = Content::new()
+                .field("attempt", &start.attempt)
+                .and_then(|c| c.field("duration_ms", &none))
+                .and_then(|c| c.field("error", &none))
+                .and_then(|c| c.field("id", &id))
+                .and_then(|c| c.field("method", &start.method))
+                .and_then(|c| c.field("path", &start.path))
+                .and_then(|c| c.field("row_no", &row_no))
+                .and_then(|c| c.field("run_id", &start.run_id))
+                .and_then(|c| c.field("started_at", at))
+                .and_then(|c| c.field("status", &none))
+                .map_err(&ctx)?
+                .finish();
+            chain.append(Kind::Attempt, start.run_id, Some(id), content);
+            in_flight.insert(id, start.run_id);
+            Ok(id)
         }
         Record::AttemptFinished {
             id,
@@ -643,22 +772,37 @@ fn apply(conn: &Connection, me: &WriterIdentity, record: &Record) -> Result<i64,
             error,
             elapsed,
         } => {
+            let ctx = context("record the end of a request");
+            let attempt_id = int(*id).map_err(&ctx)?;
+            let duration_ms = elapsed.as_secs_f64() * 1000.0;
             let changed = conn
                 .prepare_cached(
                     "UPDATE attempts SET status = ?2, error = ?3, duration_ms = ?4 WHERE id = ?1",
                 )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        int(*id)?,
-                        status,
-                        error,
-                        elapsed.as_secs_f64() * 1000.0
-                    ])
-                })
-                .map_err(context("record the end of a request"))?;
+                .and_then(|mut stmt| stmt.execute(params![attempt_id, status, error, duration_ms]))
+                .map_err(&ctx)?;
             found(changed, || {
                 format!("record the end of request {id}: no such request")
             })?;
+            // The evidence names the attempt's run. This writer started the attempt, so it
+            // knows the run; only an attempt started by another writer is looked up.
+            let run_id = match in_flight.remove(&attempt_id) {
+                Some(run_id) => run_id,
+                None => conn
+                    .query_row(
+                        "SELECT run_id FROM attempts WHERE id = ?1",
+                        [attempt_id],
+                        |r| r.get(0),
+                    )
+                    .map_err(&ctx)?,
+            };
+            let content = Content::new()
+                .field("duration_ms", &duration_ms)
+                .and_then(|c| c.field("error", error))
+                .and_then(|c| c.field("status", status))
+                .map_err(&ctx)?
+                .finish();
+            chain.append(Kind::Attempt, run_id, Some(attempt_id), content);
             Ok(0)
         }
     }
@@ -1105,8 +1249,9 @@ mod tests {
 
     /// Measures the writer's sustained records per second, with FULL and NORMAL durability, in
     /// two shapes of load: many concurrent awaited intents (each request of a run), and a stream
-    /// of fire-and-forget row outcomes. Run with
-    /// `cargo test --lib audit::write::tests::throughput -- --ignored --nocapture`;
+    /// of fire-and-forget row outcomes; each record carries its evidence in the hash chain. Then
+    /// measures `verify` on the last log. Run with
+    /// `cargo test --release --lib audit::write::tests::throughput -- --ignored --nocapture`;
     /// `EMBATCH_BENCH_DIR` chooses the file system (default: the system's temporary directory).
     #[ignore = "a measurement, not a check; prints records per second"]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1167,6 +1312,17 @@ mod tests {
             println!(
                 "{durability:?}: add {rows} rows + {rows} fire-and-forget outcomes: {:.0} records/s",
                 (2 * rows) as f64 / secs
+            );
+
+            let reader = crate::audit::AuditReader::open(&dir.path().join("b.db")).unwrap();
+            let started = Instant::now();
+            let verified = reader.verify(None, None).unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            assert!(verified.holds());
+            println!(
+                "{durability:?}: verify {} evidence records: {:.0} records/s",
+                verified.records,
+                verified.records as f64 / secs
             );
         }
     }

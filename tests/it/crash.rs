@@ -166,4 +166,11 @@ async fn sigkill_at_random_moments_then_resume_applies_each_change_exactly_once(
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
+
+    // The evidence chain survived every kill.
+    let mut cmd = support::cli(&emu, &db);
+    cmd.arg("verify");
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("records valid"));
 }

@@ -12,4 +12,5 @@ mod report;
 mod secrets;
 mod soak;
 mod support;
+mod verify;
 mod workload;

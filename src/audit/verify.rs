@@ -1,0 +1,1346 @@
+//! `verify`: the evidence chain (see `chain.rs`) recomputed offline, and the tables compared
+//! with it, all within one read transaction, so a run writing meanwhile is seen at one instant.
+//!
+//! The chain is walked oldest record first. A record is sound when its number follows the one
+//! before, its hash is the hash of its own fields, and its `prev_hash` is the hash of the record
+//! before; an `end` record must be followed by its run's `checkpoint`, whose content must state
+//! the head and the count before it. Where that fails, the record is named by its number,
+//! `evidence #812`, and the damage is told by these rules:
+//!
+//! - its hash holds and its number follows, but its link does not: the record before it was
+//!   replaced (`modified`);
+//! - its hash holds but records are missing before it, and its link does not: the first missing
+//!   one was `deleted`;
+//! - its link holds but its hash does not: it was `modified`;
+//! - otherwise (numbered before the first record, neither hash nor link holding, or a gap in the
+//!   numbers that its link skips): it was `inserted`;
+//! - an `end` record not followed by its checkpoint: the checkpoint was `deleted`.
+//!
+//! Then each row of `runs`, `plan_rows`, `attempts` and `run_resumes` must equal what its
+//! evidence says, folded oldest first (the insert gives every column, each update the columns
+//! it set). Values are compared as their canonical text, so a value stored with another type,
+//! or a double changed in its last bit, differs. A row that differs was `modified`, evidence
+//! without a row means the row was `deleted`, a row without evidence was `inserted`. These are
+//! named after the row: `run 3`, `run 3 row 12 (plan line 14)` (the row number counts from 0,
+//! the line is the plan's, as the evidence recorded it), `attempt 5521`, `run 3 resume 2`.
+//!
+//! Problems are listed in the order of the chain, those found in the chain itself first (the
+//! evidence is what the rows are judged by); the first is the first record damaged. Deleting the
+//! newest records together with their rows leaves a shorter chain that holds: only a head hash
+//! kept elsewhere (`--anchor`, then `--expect`) tells that it is gone.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Row};
+use serde::Serialize;
+
+use super::chain::{
+    ATTEMPTS, GENESIS, PLAN_ROWS, RESUMES, RUNS, Table, checkpoint_content, content_fields,
+    record_hash, row_fields,
+};
+use super::{AuditError, AuditReader, RunSelector};
+
+/// The most problems a verification lists (the first ones); the others are only counted.
+pub const MAX_PROBLEMS: usize = 1000;
+
+/// What happened to a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Damage {
+    /// It is there, but not as it was written.
+    Modified,
+    /// It was written, and is gone.
+    Deleted,
+    /// It is there, but was not written by embatch.
+    Inserted,
+}
+
+impl Damage {
+    /// The word messages use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Damage::Modified => "modified",
+            Damage::Deleted => "deleted",
+            Damage::Inserted => "inserted",
+        }
+    }
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One record that is not as embatch wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The record, as messages name it: `evidence #812`, `run 3`, `run 3 row 12 (plan line
+    /// 14)`, `attempt 5521`, `run 3 resume 2`.
+    pub record: String,
+    /// What happened to it.
+    pub damage: Damage,
+    /// The evidence record it concerns: the damaged one, or for a row, its newest evidence
+    /// (none for a row that has no evidence).
+    pub seq: Option<i64>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.record, self.damage)
+    }
+}
+
+/// The check of a head hash kept from earlier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Anchor {
+    /// The hash looked for (lowercase).
+    pub hash: String,
+    /// The record whose hash it is (0 for the head of an empty chain); `None` if no record has
+    /// it: the records up to it were deleted or rewritten.
+    pub found_at: Option<i64>,
+}
+
+/// The outcome of a verification.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    /// The run verified, if only one was.
+    pub run_id: Option<i64>,
+    /// The evidence records verified: all, or those of the run.
+    pub records: u64,
+    /// The hash of the newest record ([`GENESIS`] for an empty chain): the anchor to keep.
+    pub head: String,
+    /// The number of the newest record (0 for an empty chain).
+    pub head_seq: i64,
+    /// The first problems, the first damaged record first; at most [`MAX_PROBLEMS`].
+    pub problems: Vec<Problem>,
+    /// All problems found, listed or not.
+    pub problem_count: u64,
+    /// The check of `--expect`, if asked for.
+    pub anchor: Option<Anchor>,
+}
+
+impl Verification {
+    /// Whether the log is as embatch wrote it (and still holds the expected head, if given).
+    pub fn holds(&self) -> bool {
+        self.problem_count == 0 && self.anchor.as_ref().is_none_or(|a| a.found_at.is_some())
+    }
+}
+
+impl AuditReader {
+    /// Verifies the log: the whole chain, and every row against it; with `run`, only the records
+    /// and rows of that run are reported on (the chain is still walked from its start, since
+    /// each record's link depends on all before it). With `expect`, also looks for a record with
+    /// that hash.
+    pub fn verify(
+        &self,
+        run: Option<RunSelector>,
+        expect: Option<&str>,
+    ) -> Result<Verification, AuditError> {
+        // One read transaction: with WAL it sees the file at one instant, however a run writing
+        // meanwhile goes on.
+        let tx = self.connection().unchecked_transaction()?;
+        let scope = run.map(|which| resolve_run(&tx, which)).transpose()?;
+        let expect = expect.map(str::to_ascii_lowercase);
+        let mut problems = Problems::default();
+        let chain = walk_chain(&tx, scope, expect.as_deref(), &mut problems)?;
+        for check in [Shape::Run, Shape::Row, Shape::Attempt, Shape::Resume] {
+            compare_table(&tx, check, scope, &mut problems)?;
+        }
+        drop(tx);
+        let problem_count = problems.count;
+        Ok(Verification {
+            run_id: scope,
+            records: chain.records,
+            head: chain.head,
+            head_seq: chain.head_seq,
+            problems: problems.into_first(),
+            problem_count,
+            anchor: expect.map(|hash| Anchor {
+                hash,
+                found_at: chain.anchor_at,
+            }),
+        })
+    }
+}
+
+/// The run id `which` names, among the runs of the table and of the evidence (a run whose row
+/// was deleted is still verified).
+fn resolve_run(conn: &Connection, which: RunSelector) -> Result<i64, AuditError> {
+    match which {
+        RunSelector::Id(id) => {
+            let known: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)
+                     OR EXISTS (SELECT 1 FROM evidence WHERE run_id = ?1)",
+                [id],
+                |r| r.get(0),
+            )?;
+            if known {
+                Ok(id)
+            } else {
+                Err(AuditError::NoSuchRun(id.to_string()))
+            }
+        }
+        RunSelector::Last => conn
+            .query_row(
+                "SELECT max(id) FROM (
+                     SELECT max(id) AS id FROM runs
+                     UNION ALL
+                     SELECT max(run_id) FROM evidence WHERE typeof(run_id) = 'integer')",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .ok_or_else(|| AuditError::NoSuchRun("yet".into())),
+    }
+}
+
+/// Where a problem was found: in the chain, or in a table compared with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Chain,
+    Table,
+}
+
+/// The problems found so far, kept bounded: a log damaged everywhere must not exhaust memory.
+#[derive(Default)]
+struct Problems {
+    /// (phase, evidence number or last, order found) and the problem.
+    found: Vec<((Phase, i64, u64), Problem)>,
+    count: u64,
+}
+
+impl Problems {
+    fn push(&mut self, phase: Phase, problem: Problem) {
+        let order = (phase, problem.seq.unwrap_or(i64::MAX), self.count);
+        self.count += 1;
+        self.found.push((order, problem));
+        if self.found.len() >= 2 * MAX_PROBLEMS {
+            self.keep_first();
+        }
+    }
+
+    fn keep_first(&mut self) {
+        self.found.sort_by_key(|(order, _)| *order);
+        self.found.truncate(MAX_PROBLEMS);
+    }
+
+    fn into_first(mut self) -> Vec<Problem> {
+        self.keep_first();
+        self.found.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
+/// An evidence record as stored; a field of an unexpected type is `None` (a record the writer
+/// never wrote).
+struct Stored {
+    seq: i64,
+    kind: Option<String>,
+    run_id: Option<i64>,
+    reference: Option<Option<i64>>,
+    content: Option<String>,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+}
+
+impl Stored {
+    fn read(row: &Row<'_>) -> rusqlite::Result<Stored> {
+        let text = |i| -> rusqlite::Result<Option<String>> {
+            Ok(match row.get_ref(i)? {
+                ValueRef::Text(t) => std::str::from_utf8(t).ok().map(str::to_string),
+                _ => None,
+            })
+        };
+        let integer = |i| -> rusqlite::Result<Option<i64>> {
+            Ok(match row.get_ref(i)? {
+                ValueRef::Integer(v) => Some(v),
+                _ => None,
+            })
+        };
+        Ok(Stored {
+            // The rowid alias: always an integer.
+            seq: row.get(0)?,
+            kind: text(1)?,
+            run_id: integer(2)?,
+            reference: match row.get_ref(3)? {
+                ValueRef::Null => Some(None),
+                ValueRef::Integer(v) => Some(Some(v)),
+                _ => None,
+            },
+            content: text(4)?,
+            prev_hash: text(5)?,
+            hash: text(6)?,
+        })
+    }
+
+    /// Whether the stored hash is the hash of the stored fields.
+    fn hash_holds(&self) -> bool {
+        let (Some(kind), Some(run_id), Some(reference), Some(content), Some(prev), Some(hash)) = (
+            &self.kind,
+            self.run_id,
+            self.reference,
+            &self.content,
+            &self.prev_hash,
+            &self.hash,
+        ) else {
+            return false;
+        };
+        record_hash(prev, self.seq, kind, run_id, reference, content) == *hash
+    }
+}
+
+/// What the walk of the chain found besides problems.
+struct ChainSummary {
+    records: u64,
+    head: String,
+    head_seq: i64,
+    anchor_at: Option<i64>,
+}
+
+/// Walks the chain oldest first (see the module docs for the rules).
+fn walk_chain(
+    conn: &Connection,
+    scope: Option<i64>,
+    expect: Option<&str>,
+    problems: &mut Problems,
+) -> Result<ChainSummary, AuditError> {
+    let in_scope = |run: Option<i64>| scope.is_none() || run == scope;
+    let mut stmt = conn.prepare(
+        "SELECT seq, kind, run_id, ref, content, prev_hash, hash FROM evidence ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut expected = 1;
+    let mut prev_seq = 0;
+    let mut prev_hash = GENESIS.to_string();
+    // An `end` record waiting for its checkpoint: its number and run.
+    let mut open_end: Option<(i64, i64)> = None;
+    let mut records = 0;
+    let mut anchor_at = (expect == Some(GENESIS)).then_some(0);
+    // A record whose hash was changed is found twice, at itself and at the link of the next.
+    let mut last_found = None;
+    while let Some(row) = rows.next()? {
+        let rec = Stored::read(row)?;
+        if in_scope(rec.run_id) {
+            records += 1;
+        }
+        if anchor_at.is_none() && expect.is_some() && rec.hash.as_deref() == expect {
+            anchor_at = Some(rec.seq);
+        }
+        let hash_holds = rec.hash_holds();
+        let link_holds = rec.prev_hash.as_deref() == Some(prev_hash.as_str());
+        let mut damage = match rec.seq.cmp(&expected) {
+            Ordering::Less => Some((rec.seq, Damage::Inserted)),
+            Ordering::Equal => match (hash_holds, link_holds) {
+                (true, true) => None,
+                (false, true) => Some((rec.seq, Damage::Modified)),
+                (true, false) if prev_seq > 0 => Some((prev_seq, Damage::Modified)),
+                (true, false) => Some((rec.seq, Damage::Modified)),
+                (false, false) => Some((rec.seq, Damage::Inserted)),
+            },
+            Ordering::Greater if hash_holds && !link_holds => Some((expected, Damage::Deleted)),
+            Ordering::Greater => Some((rec.seq, Damage::Inserted)),
+        };
+        let mut found_in = rec.run_id;
+        let after_end = open_end.take();
+        let is_checkpoint = rec.kind.as_deref() == Some("checkpoint");
+        if damage.is_none() {
+            match after_end {
+                Some((end_seq, end_run)) if !(is_checkpoint && rec.run_id == Some(end_run)) => {
+                    damage = Some((end_seq + 1, Damage::Deleted));
+                    found_in = Some(end_run);
+                }
+                None if is_checkpoint => damage = Some((rec.seq, Damage::Inserted)),
+                _ => {}
+            }
+        }
+        if damage.is_none()
+            && is_checkpoint
+            && let Some(run_id) = rec.run_id
+            && rec.content.as_deref()
+                != Some(checkpoint_content(&prev_hash, rec.seq - 1, run_id).as_str())
+        {
+            damage = Some((rec.seq, Damage::Modified));
+        }
+        if let Some((seq, damage)) = damage
+            && in_scope(found_in)
+            && last_found.replace((seq, damage)) != Some((seq, damage))
+        {
+            problems.push(
+                Phase::Chain,
+                Problem {
+                    record: format!("evidence #{seq}"),
+                    damage,
+                    seq: Some(seq),
+                },
+            );
+        }
+        if rec.kind.as_deref() == Some("end")
+            && let Some(run_id) = rec.run_id
+        {
+            open_end = Some((rec.seq, run_id));
+        }
+        // A record numbered before the chain is left out of it; any other becomes the one the
+        // next is linked to, so one damaged record makes one problem, not one per record after.
+        if rec.seq >= expected {
+            expected = rec.seq + 1;
+            prev_seq = rec.seq;
+            prev_hash = rec.hash.unwrap_or_default();
+        }
+    }
+    if let Some((end_seq, end_run)) = open_end
+        && in_scope(Some(end_run))
+    {
+        problems.push(
+            Phase::Chain,
+            Problem {
+                record: format!("evidence #{}", end_seq + 1),
+                damage: Damage::Deleted,
+                seq: Some(end_seq + 1),
+            },
+        );
+    }
+    Ok(ChainSummary {
+        records,
+        head: prev_hash,
+        head_seq: prev_seq,
+        anchor_at,
+    })
+}
+
+/// The tables compared with the chain, by the shape of their key.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// `runs`, by id; its evidence is `run` and `end`.
+    Run,
+    /// `plan_rows`, by run and row number.
+    Row,
+    /// `attempts`, by id.
+    Attempt,
+    /// `run_resumes`, by id.
+    Resume,
+}
+
+/// A row as columns and the canonical text of their values.
+type Fields = BTreeMap<String, String>;
+
+impl Shape {
+    fn table(self) -> &'static Table {
+        match self {
+            Shape::Run => &RUNS,
+            Shape::Row => &PLAN_ROWS,
+            Shape::Attempt => &ATTEMPTS,
+            Shape::Resume => &RESUMES,
+        }
+    }
+
+    /// The evidence of the table's rows, `(key1, key2, seq, content)` ordered by key and then
+    /// by age, with `?1` the run to keep (NULL for all).
+    fn evidence_sql(self) -> &'static str {
+        match self {
+            Shape::Run => {
+                "SELECT run_id, 0, seq, content FROM evidence
+                 WHERE kind IN ('run', 'end') AND (?1 IS NULL OR run_id = ?1)
+                 ORDER BY run_id, seq"
+            }
+            Shape::Row => {
+                "SELECT run_id, ref, seq, content FROM evidence
+                 WHERE kind = 'row' AND (?1 IS NULL OR run_id = ?1)
+                 ORDER BY run_id, ref, seq"
+            }
+            Shape::Attempt => {
+                "SELECT ref, 0, seq, content FROM evidence
+                 WHERE kind = 'attempt' AND (?1 IS NULL OR run_id = ?1)
+                 ORDER BY ref, seq"
+            }
+            Shape::Resume => {
+                "SELECT ref, 0, seq, content FROM evidence
+                 WHERE kind = 'resume' AND (?1 IS NULL OR run_id = ?1)
+                 ORDER BY ref, seq"
+            }
+        }
+    }
+
+    /// The table's rows in the chain's column order, ordered by key, with `?1` the run to keep.
+    fn table_sql(self) -> String {
+        let table = self.table();
+        let (filter, order) = match self {
+            Shape::Run => ("id", "id"),
+            Shape::Row => ("run_id", "run_id, row_no"),
+            Shape::Attempt | Shape::Resume => ("run_id", "id"),
+        };
+        format!(
+            "SELECT {} FROM {} WHERE ?1 IS NULL OR {filter} = ?1 ORDER BY {order}",
+            table.list(),
+            table.name
+        )
+    }
+
+    /// The positions of the key's columns among the table's.
+    fn key_columns(self) -> (usize, Option<usize>) {
+        let table = self.table();
+        match self {
+            Shape::Row => (
+                table.column_index("run_id"),
+                Some(table.column_index("row_no")),
+            ),
+            Shape::Run | Shape::Attempt | Shape::Resume => (table.column_index("id"), None),
+        }
+    }
+
+    /// The record's name in messages; `fields` (the evidence's, or the row's own) supply the
+    /// plan line of a row and the run of a resume.
+    fn name(self, key: (&str, &str), fields: &Fields) -> String {
+        let field = |name: &str| fields.get(name).and_then(|v| v.parse::<i64>().ok());
+        match self {
+            Shape::Run => format!("run {}", key.0),
+            Shape::Row => match field("line") {
+                Some(line) => format!("run {} row {} (plan line {line})", key.0, key.1),
+                None => format!("run {} row {}", key.0, key.1),
+            },
+            Shape::Attempt => format!("attempt {}", key.0),
+            Shape::Resume => match field("run_id") {
+                Some(run) => format!("run {run} resume {}", key.0),
+                None => format!("resume {}", key.0),
+            },
+        }
+    }
+}
+
+/// The evidence of one row folded in order: the row as it must be now.
+struct Folded {
+    key: (i64, i64),
+    /// The newest record of the row.
+    seq: i64,
+    fields: Fields,
+    /// Whether every record's content could be read.
+    readable: bool,
+}
+
+impl Folded {
+    fn add(&mut self, seq: i64, content: &str) {
+        self.seq = seq;
+        match content_fields(content) {
+            Some(fields) => {
+                for (name, value) in fields {
+                    self.fields.insert(name, value.to_string());
+                }
+            }
+            None => self.readable = false,
+        }
+    }
+}
+
+/// One row of a table, in canonical form.
+struct Current {
+    key: (i64, i64),
+    fields: Fields,
+}
+
+/// A key value as text, for naming a row whose key is not an integer.
+fn value_text(value: ValueRef<'_>) -> String {
+    match value {
+        ValueRef::Null => "NULL".into(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(r) => r.to_string(),
+        ValueRef::Text(t) => format!("'{}'", String::from_utf8_lossy(t)),
+        ValueRef::Blob(b) => format!("x'{}'", hex::encode(b)),
+    }
+}
+
+/// One evidence record of a table row: its key, number and content.
+type KeyedRecord = ((i64, i64), i64, String);
+
+/// Reads the next evidence record of a table, `(key, seq, content)`. A record whose key or
+/// content is of another type is passed over: the walk of the chain has reported it already.
+fn next_record(rows: &mut rusqlite::Rows<'_>) -> rusqlite::Result<Option<KeyedRecord>> {
+    while let Some(row) = rows.next()? {
+        if let (ValueRef::Integer(a), ValueRef::Integer(b), Ok(content)) =
+            (row.get_ref(0)?, row.get_ref(1)?, row.get_ref(3)?.as_str())
+        {
+            return Ok(Some(((a, b), row.get(2)?, content.to_string())));
+        }
+    }
+    Ok(None)
+}
+
+/// Compares one table with its rows as the evidence says they must be: a merge of two lists
+/// ordered by key, so only the current row of each is held in memory.
+fn compare_table(
+    conn: &Connection,
+    shape: Shape,
+    scope: Option<i64>,
+    problems: &mut Problems,
+) -> Result<(), AuditError> {
+    let mut evidence_stmt = conn.prepare(shape.evidence_sql())?;
+    let mut evidence_rows = evidence_stmt.query([scope])?;
+    let mut peeked = None;
+    let mut next_folded = || -> rusqlite::Result<Option<Folded>> {
+        let mut folded: Option<Folded> = None;
+        loop {
+            let record = match peeked.take() {
+                Some(record) => Some(record),
+                None => next_record(&mut evidence_rows)?,
+            };
+            let Some((key, seq, content)) = record else {
+                return Ok(folded);
+            };
+            match &mut folded {
+                Some(f) if f.key != key => {
+                    peeked = Some((key, seq, content));
+                    return Ok(folded);
+                }
+                Some(f) => f.add(seq, &content),
+                None => {
+                    let mut f = Folded {
+                        key,
+                        seq,
+                        fields: Fields::new(),
+                        readable: true,
+                    };
+                    f.add(seq, &content);
+                    folded = Some(f);
+                }
+            }
+        }
+    };
+
+    let table = shape.table();
+    let (first, second) = shape.key_columns();
+    let mut table_stmt = conn.prepare(&shape.table_sql())?;
+    let mut table_rows = table_stmt.query([scope])?;
+    let mut odd_keys = Vec::new();
+    let mut next_current = || -> rusqlite::Result<Option<Current>> {
+        while let Some(row) = table_rows.next()? {
+            let fields: Fields = table
+                .columns
+                .iter()
+                .map(|c| c.to_string())
+                .zip(row_fields(table, row)?)
+                .collect();
+            let a = row.get_ref(first)?;
+            let b = match second {
+                Some(i) => row.get_ref(i)?,
+                None => ValueRef::Integer(0),
+            };
+            match (a, b) {
+                (ValueRef::Integer(a), ValueRef::Integer(b)) => {
+                    return Ok(Some(Current {
+                        key: (a, b),
+                        fields,
+                    }));
+                }
+                // No evidence has such a key: the row was inserted. It is taken out of the
+                // merge, whose order is that of integer keys.
+                (a, b) => odd_keys.push(shape.name((&value_text(a), &value_text(b)), &fields)),
+            }
+        }
+        Ok(None)
+    };
+
+    let name = |key: (i64, i64), fields: &Fields| {
+        shape.name((&key.0.to_string(), &key.1.to_string()), fields)
+    };
+    let mut evidence = next_folded()?;
+    let mut current = next_current()?;
+    loop {
+        let order = match (&evidence, &current) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(e), Some(c)) => e.key.cmp(&c.key),
+        };
+        match order {
+            Ordering::Equal => {
+                let (e, c) = (
+                    evidence.take().expect("compared, so present"),
+                    current.take().expect("compared, so present"),
+                );
+                if !(e.readable && e.fields == c.fields) {
+                    problems.push(
+                        Phase::Table,
+                        Problem {
+                            record: name(e.key, &e.fields),
+                            damage: Damage::Modified,
+                            seq: Some(e.seq),
+                        },
+                    );
+                }
+                evidence = next_folded()?;
+                current = next_current()?;
+            }
+            Ordering::Less => {
+                let e = evidence.take().expect("compared, so present");
+                problems.push(
+                    Phase::Table,
+                    Problem {
+                        record: name(e.key, &e.fields),
+                        damage: Damage::Deleted,
+                        seq: Some(e.seq),
+                    },
+                );
+                evidence = next_folded()?;
+            }
+            Ordering::Greater => {
+                let c = current.take().expect("compared, so present");
+                problems.push(
+                    Phase::Table,
+                    Problem {
+                        record: name(c.key, &c.fields),
+                        damage: Damage::Inserted,
+                        seq: None,
+                    },
+                );
+                current = next_current()?;
+            }
+        }
+    }
+    for record in odd_keys {
+        problems.push(
+            Phase::Table,
+            Problem {
+                record,
+                damage: Damage::Inserted,
+                seq: None,
+            },
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use rusqlite::params;
+
+    use super::*;
+    use crate::audit::fixtures::{new_rows, new_run, outcome};
+    use crate::audit::{AttemptStart, AuditWriter, RowResult, RunStatus};
+
+    /// Evidence records in [`sample`]: run 1 has 14, run 2 has 11.
+    const SAMPLE_RECORDS: u64 = 25;
+
+    fn attempt(run_id: i64, row_no: Option<u64>, n: u32) -> AttemptStart {
+        AttemptStart {
+            run_id,
+            row_no,
+            attempt: n,
+            method: "POST".into(),
+            path: "/api/security/accounts/1/roles".into(),
+        }
+    }
+
+    /// A log with two ended runs: run 1 with three rows, an account id, two attempts (one of
+    /// no row); run 2 with two rows, interrupted, resumed and completed.
+    async fn sample(path: &Path) {
+        let writer = AuditWriter::spawn(path).unwrap();
+        let audit = writer.handle();
+        let first = audit
+            .begin_run_with_rows(new_run(), new_rows(3))
+            .await
+            .unwrap();
+        audit.row_account(first, 0, "11111111-2222-3333-4444-555555555555");
+        let a = audit
+            .attempt_started(attempt(first, Some(0), 1))
+            .await
+            .unwrap();
+        audit.attempt_finished(a, Some(201), None, Duration::from_micros(12_345));
+        let b = audit
+            .attempt_started(attempt(first, None, 1))
+            .await
+            .unwrap();
+        audit.attempt_finished(b, None, Some("connection reset".into()), Duration::ZERO);
+        audit.row_finished(
+            first,
+            0,
+            RowResult {
+                prior_state: Some(r#"{"roles":[]}"#.into()),
+                result: Some(r#"{"role":"Portal User"}"#.into()),
+                ..outcome("applied")
+            },
+        );
+        audit.row_finished(
+            first,
+            1,
+            RowResult {
+                error: Some("EM refused: 400 bad scope".into()),
+                ..outcome("failed")
+            },
+        );
+        audit.row_finished(first, 2, outcome("noop"));
+        audit.end_run(first, RunStatus::Failed).await.unwrap();
+
+        let second = audit.begin_run(new_run()).await.unwrap();
+        audit.add_rows(second, new_rows(2)).await.unwrap();
+        audit.end_run(second, RunStatus::Interrupted).await.unwrap();
+        audit.resume_run(second).await.unwrap();
+        audit.row_finished(second, 0, outcome("applied"));
+        audit.row_finished(second, 1, outcome("noop"));
+        audit.end_run(second, RunStatus::Completed).await.unwrap();
+        writer.close().await.unwrap();
+    }
+
+    /// A copy of the sample log, to damage.
+    fn copy_of(sample: &Path, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::copy(sample, &path).unwrap();
+        path
+    }
+
+    /// Runs plain SQL on the file, as an editor with the sqlite3 shell would (which does not
+    /// enforce foreign keys); `unlock` drops the triggers that keep the evidence append-only.
+    fn edit(path: &Path, unlock: bool, sql: &str) {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        if unlock {
+            conn.execute_batch("DROP TRIGGER evidence_no_update; DROP TRIGGER evidence_no_delete;")
+                .unwrap();
+        }
+        conn.execute_batch(sql).unwrap();
+    }
+
+    fn verify(path: &Path) -> Verification {
+        AuditReader::open(path).unwrap().verify(None, None).unwrap()
+    }
+
+    fn first_problem(path: &Path) -> String {
+        let v = verify(path);
+        assert!(!v.holds(), "{}", path.display());
+        v.problems[0].to_string()
+    }
+
+    fn hash_of(path: &Path, seq: i64) -> String {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT hash FROM evidence WHERE seq = ?1", [seq], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
+    /// The number of the newest evidence of row `row_no` of run `run_id`.
+    fn row_evidence(path: &Path, run_id: i64, row_no: i64) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT max(seq) FROM evidence WHERE kind = 'row' AND run_id = ?1 AND ref = ?2",
+                [run_id, row_no],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_intact_log_verifies_in_full_and_run_by_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        sample(&path).await;
+        let reader = AuditReader::open(&path).unwrap();
+        let all = reader.verify(None, None).unwrap();
+        assert!(all.holds(), "{:?}", all.problems);
+        assert_eq!(all.records, SAMPLE_RECORDS);
+        assert_eq!(all.head_seq, SAMPLE_RECORDS as i64);
+        assert_eq!(all.head, hash_of(&path, SAMPLE_RECORDS as i64));
+        assert_eq!((all.run_id, all.anchor.as_ref()), (None, None));
+
+        let first = reader.verify(Some(RunSelector::Id(1)), None).unwrap();
+        let last = reader.verify(Some(RunSelector::Last), None).unwrap();
+        assert!(first.holds() && last.holds());
+        assert_eq!((first.run_id, last.run_id), (Some(1), Some(2)));
+        assert_eq!((first.records, last.records), (14, 11));
+        assert_eq!(
+            last.head, all.head,
+            "the head is the chain's, whatever the run"
+        );
+
+        // Each end is followed by its checkpoint, which states the head and the count.
+        let conn = reader.connection();
+        let mut stmt = conn
+            .prepare(
+                "SELECT e.seq, c.content, e.hash FROM evidence e JOIN evidence c
+                 ON c.seq = e.seq + 1 WHERE e.kind = 'end' AND c.kind = 'checkpoint'
+                 AND c.run_id = e.run_id ORDER BY e.seq",
+            )
+            .unwrap();
+        let checkpoints: Vec<(i64, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(checkpoints.len(), 3);
+        let (seq, content, hash) = &checkpoints[0];
+        assert_eq!(
+            *content,
+            format!(r#"{{"head":"{hash}","records":{seq},"run_id":1}}"#)
+        );
+        let kinds: Vec<String> = conn
+            .prepare("SELECT kind FROM evidence_log WHERE run_id = 2 ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "run",
+                "row",
+                "row",
+                "end",
+                "checkpoint",
+                "resume",
+                "run",
+                "row",
+                "row",
+                "end",
+                "checkpoint"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_evidence_holds_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let run = crate::audit::NewRun {
+            server_url: "https://svc:s3cret@em.example.com:9398/api".into(),
+            ..new_run()
+        };
+        let id = writer.handle().begin_run(run).await.unwrap();
+        writer
+            .handle()
+            .end_run(id, RunStatus::Completed)
+            .await
+            .unwrap();
+        writer.close().await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let leaks: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM evidence WHERE instr(content, 's3cret') > 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(leaks, 0);
+        assert!(verify(&path).holds());
+    }
+
+    #[tokio::test]
+    async fn an_empty_log_has_no_records_and_the_genesis_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        AuditWriter::spawn(&path).unwrap().close().await.unwrap();
+        let reader = AuditReader::open(&path).unwrap();
+        let v = reader.verify(None, None).unwrap();
+        assert!(v.holds());
+        assert_eq!((v.records, v.head_seq, v.head.as_str()), (0, 0, GENESIS));
+        let v = reader.verify(None, Some(GENESIS)).unwrap();
+        assert_eq!(v.anchor.unwrap().found_at, Some(0));
+        let other = "ab".repeat(32);
+        let v = reader.verify(None, Some(&other)).unwrap();
+        assert!(!v.holds());
+        assert_eq!(v.problem_count, 0);
+        assert_eq!(v.anchor.unwrap().found_at, None);
+        assert!(matches!(
+            reader.verify(Some(RunSelector::Last), None),
+            Err(AuditError::NoSuchRun(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn every_edit_of_the_tables_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample_path = dir.path().join("sample.db");
+        sample(&sample_path).await;
+        let cases = [
+            (
+                "UPDATE plan_rows SET outcome = 'applied', error = NULL WHERE run_id = 1 AND row_no = 1",
+                "run 1 row 1 (plan line 3): modified",
+            ),
+            (
+                "UPDATE plan_rows SET line = 40 WHERE run_id = 1 AND row_no = 1",
+                "run 1 row 1 (plan line 3): modified",
+            ),
+            (
+                "DELETE FROM plan_rows WHERE run_id = 1 AND row_no = 2",
+                "run 1 row 2 (plan line 4): deleted",
+            ),
+            (
+                "INSERT INTO plan_rows (run_id, row_no, line, account, action, target)
+                 VALUES (1, 9, 11, 'TECH\\mallory', 'assign-role', 'Portal Administrator')",
+                "run 1 row 9 (plan line 11): inserted",
+            ),
+            (
+                "UPDATE plan_rows SET row_no = 'x' WHERE run_id = 2 AND row_no = 1",
+                "run 2 row 1 (plan line 3): deleted",
+            ),
+            (
+                "UPDATE attempts SET status = 200 WHERE id = 1",
+                "attempt 1: modified",
+            ),
+            ("DELETE FROM attempts WHERE id = 2", "attempt 2: deleted"),
+            (
+                "INSERT INTO attempts (run_id, row_no, attempt, method, path, started_at)
+                 VALUES (1, 0, 2, 'DELETE', '/api/x', '2026-11-23T10:21:03.123Z')",
+                "attempt 3: inserted",
+            ),
+            (
+                "UPDATE runs SET operator = 'TECH\\mallory' WHERE id = 2",
+                "run 2: modified",
+            ),
+            // A value of another type that reads back the same in most tools.
+            (
+                "UPDATE runs SET wire = CAST('xml' AS BLOB) WHERE id = 1",
+                "run 1: modified",
+            ),
+            ("DELETE FROM runs WHERE id = 1", "run 1: deleted"),
+            ("DELETE FROM run_resumes", "run 2 resume 1: deleted"),
+            (
+                "UPDATE run_resumes SET previous_status = 'completed'",
+                "run 2 resume 1: modified",
+            ),
+        ];
+        for (i, (sql, expected)) in cases.into_iter().enumerate() {
+            let path = copy_of(&sample_path, dir.path(), &format!("case{i}.db"));
+            edit(&path, false, sql);
+            assert_eq!(first_problem(&path), expected, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_damage_to_the_chain_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample_path = dir.path().join("sample.db");
+        sample(&sample_path).await;
+        let outcome_of_row_1 = row_evidence(&sample_path, 1, 1);
+        let last = SAMPLE_RECORDS as i64;
+        let cases = [
+            // The evidence edited to match an edited row: the record no longer has its hash.
+            (
+                format!(
+                    "UPDATE plan_rows SET outcome = 'applied' WHERE run_id = 1 AND row_no = 1;
+                     UPDATE evidence SET content = replace(content, '\"failed\"', '\"applied\"')
+                     WHERE seq = {outcome_of_row_1}"
+                ),
+                format!("evidence #{outcome_of_row_1}: modified"),
+            ),
+            (
+                "UPDATE evidence SET hash = lower(hex(randomblob(32))) WHERE seq = 3".into(),
+                "evidence #3: modified".into(),
+            ),
+            (
+                "DELETE FROM evidence WHERE seq = 5".into(),
+                "evidence #5: deleted".into(),
+            ),
+            (
+                "DELETE FROM evidence WHERE seq BETWEEN 5 AND 7".into(),
+                "evidence #5: deleted".into(),
+            ),
+            // The newest checkpoint: the chain still links, but the end has no checkpoint.
+            (
+                format!("DELETE FROM evidence WHERE seq = {last}"),
+                format!("evidence #{last}: deleted"),
+            ),
+            (
+                format!(
+                    "INSERT INTO evidence (kind, run_id, ref, content, prev_hash, hash)
+                     SELECT kind, run_id, ref, content, prev_hash, hash FROM evidence
+                     WHERE seq = {last}"
+                ),
+                format!("evidence #{}: inserted", last + 1),
+            ),
+            (
+                "INSERT INTO evidence (seq, kind, run_id, ref, content, prev_hash, hash)
+                 SELECT 0, kind, run_id, ref, content, prev_hash, hash FROM evidence WHERE seq = 1"
+                    .into(),
+                "evidence #0: inserted".into(),
+            ),
+            (
+                "INSERT INTO evidence (seq, kind, run_id, ref, content, prev_hash, hash)
+                 SELECT 1000, kind, run_id, ref, content, prev_hash, hash FROM evidence WHERE seq = 2"
+                    .into(),
+                "evidence #1000: inserted".into(),
+            ),
+            (
+                "UPDATE evidence SET run_id = 'one' WHERE seq = 2".into(),
+                "evidence #2: modified".into(),
+            ),
+        ];
+        for (i, (sql, expected)) in cases.into_iter().enumerate() {
+            let path = copy_of(&sample_path, dir.path(), &format!("case{i}.db"));
+            edit(&path, true, &sql);
+            assert_eq!(first_problem(&path), expected, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_damaged_record_makes_one_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample_path = dir.path().join("sample.db");
+        sample(&sample_path).await;
+        let path = copy_of(&sample_path, dir.path(), "a.db");
+        edit(
+            &path,
+            false,
+            "UPDATE plan_rows SET ticket = 'CHG-9' WHERE run_id = 2 AND row_no = 0",
+        );
+        let v = verify(&path);
+        assert_eq!(v.problem_count, 1);
+        assert_eq!(
+            v.problems,
+            [Problem {
+                record: "run 2 row 0 (plan line 2)".into(),
+                damage: Damage::Modified,
+                seq: Some(row_evidence(&sample_path, 2, 0)),
+            }]
+        );
+        // A changed hash is found at its record and at the next one's link: one problem.
+        let path = copy_of(&sample_path, dir.path(), "c.db");
+        edit(
+            &path,
+            true,
+            "UPDATE evidence SET hash = lower(hex(randomblob(32))) WHERE seq = 3",
+        );
+        let v = verify(&path);
+        assert_eq!(v.problem_count, 1, "{:?}", v.problems);
+        assert_eq!(v.problems[0].to_string(), "evidence #3: modified");
+
+        // The chain is reported before the rows judged by it.
+        let path = copy_of(&sample_path, dir.path(), "b.db");
+        edit(&path, true, "DELETE FROM evidence WHERE seq = 20");
+        let v = verify(&path);
+        assert_eq!(v.problems[0].to_string(), "evidence #20: deleted");
+        assert!(
+            v.problems
+                .iter()
+                .skip(1)
+                .all(|p| p.seq.is_none_or(|s| s != 20))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_evidence_refuses_changes_made_by_mistake() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        sample(&path).await;
+        let conn = Connection::open(&path).unwrap();
+        for sql in [
+            "UPDATE evidence SET content = '{}' WHERE seq = 1",
+            "DELETE FROM evidence WHERE seq = 1",
+        ] {
+            let err = conn.execute(sql, []).unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{err}");
+        }
+        assert!(verify(&path).holds());
+    }
+
+    #[tokio::test]
+    async fn a_run_is_verified_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        sample(&path).await;
+        edit(
+            &path,
+            false,
+            "UPDATE plan_rows SET outcome = 'applied' WHERE run_id = 1 AND row_no = 1",
+        );
+        let reader = AuditReader::open(&path).unwrap();
+        let one = reader.verify(Some(RunSelector::Id(1)), None).unwrap();
+        assert_eq!(
+            one.problems[0].to_string(),
+            "run 1 row 1 (plan line 3): modified"
+        );
+        let two = reader.verify(Some(RunSelector::Id(2)), None).unwrap();
+        assert!(two.holds(), "{:?}", two.problems);
+        assert!(matches!(
+            reader.verify(Some(RunSelector::Id(9)), None),
+            Err(AuditError::NoSuchRun(id)) if id == "9"
+        ));
+        // A run whose row is gone is still known by its evidence, and reported.
+        edit(
+            &path,
+            false,
+            "DELETE FROM plan_rows WHERE run_id = 2; DELETE FROM run_resumes;
+             DELETE FROM runs WHERE id = 2",
+        );
+        let two = reader.verify(Some(RunSelector::Last), None).unwrap();
+        assert_eq!(two.run_id, Some(2));
+        let problems: Vec<String> = two.problems.iter().map(|p| p.to_string()).collect();
+        // In the order of their newest evidence: the resume, the rows' outcomes, the run's end.
+        assert_eq!(
+            problems,
+            [
+                "run 2 resume 1: deleted",
+                "run 2 row 0 (plan line 2): deleted",
+                "run 2 row 1 (plan line 3): deleted",
+                "run 2: deleted",
+            ]
+        );
+    }
+
+    /// Rewrites every record from `from` on with hashes that hold, as someone who knows the
+    /// chain's rules could.
+    fn rebuild_chain(path: &Path, from: i64) {
+        let conn = Connection::open(path).unwrap();
+        let mut prev: String = conn
+            .query_row(
+                "SELECT prev_hash FROM evidence WHERE seq = ?1",
+                [from],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let records: Vec<(i64, String, i64, Option<i64>, String)> = conn
+            .prepare(
+                "SELECT seq, kind, run_id, ref, content FROM evidence WHERE seq >= ?1 ORDER BY seq",
+            )
+            .unwrap()
+            .query_map([from], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        for (seq, kind, run_id, reference, mut content) in records {
+            if kind == "checkpoint" {
+                content = checkpoint_content(&prev, seq - 1, run_id);
+            }
+            let hash = record_hash(&prev, seq, &kind, run_id, reference, &content);
+            conn.execute(
+                "UPDATE evidence SET content = ?2, prev_hash = ?3, hash = ?4 WHERE seq = ?1",
+                params![seq, content, prev, hash],
+            )
+            .unwrap();
+            prev = hash;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rebuilt_chain_holds_but_no_longer_holds_the_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        sample(&path).await;
+        let anchor = verify(&path).head;
+        let reader = AuditReader::open(&path).unwrap();
+        let found = reader.verify(None, Some(&anchor.to_uppercase())).unwrap();
+        assert!(found.holds());
+        assert_eq!(found.anchor.unwrap().found_at, Some(SAMPLE_RECORDS as i64));
+
+        let seq = row_evidence(&path, 1, 1);
+        edit(
+            &path,
+            true,
+            &format!(
+                "UPDATE plan_rows SET outcome = 'applied' WHERE run_id = 1 AND row_no = 1;
+                 UPDATE evidence SET content = replace(content, '\"failed\"', '\"applied\"')
+                 WHERE seq = {seq}"
+            ),
+        );
+        rebuild_chain(&path, seq);
+        let rebuilt = reader.verify(None, None).unwrap();
+        assert!(rebuilt.holds(), "{:?}", rebuilt.problems);
+        let lost = reader.verify(None, Some(&anchor)).unwrap();
+        assert!(!lost.holds());
+        assert_eq!(lost.anchor.unwrap().found_at, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_of_one_file_extend_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        sample(&path).await;
+        // Two writers at once, as two embatch processes on one file: each group reads the head
+        // under the write lock, so their records interleave into one chain.
+        let writers = [
+            AuditWriter::spawn(&path).unwrap(),
+            AuditWriter::spawn(&path).unwrap(),
+        ];
+        let tasks: Vec<_> = writers
+            .iter()
+            .map(|w| {
+                let audit = w.handle();
+                tokio::spawn(async move {
+                    let run = audit
+                        .begin_run_with_rows(new_run(), new_rows(20))
+                        .await
+                        .unwrap();
+                    for n in 0..50 {
+                        let id = audit
+                            .attempt_started(attempt(run, Some(n % 20), n as u32 + 1))
+                            .await
+                            .unwrap();
+                        audit.attempt_finished(id, Some(200), None, Duration::from_millis(n));
+                    }
+                    for row in 0..20 {
+                        audit.row_finished(run, row, outcome("applied"));
+                    }
+                    audit.end_run(run, RunStatus::Completed).await.unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for w in writers {
+            w.close().await.unwrap();
+        }
+        let v = verify(&path);
+        assert!(v.holds(), "{:?}", v.problems);
+        // Each run: run, 20 rows, 50 intents and 50 ends, 20 outcomes, end, checkpoint.
+        assert_eq!(v.records, SAMPLE_RECORDS + 2 * 143);
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_leaves_the_chain_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let audit = writer.handle();
+        let run = audit
+            .begin_run_with_rows(new_run(), new_rows(1))
+            .await
+            .unwrap();
+        // The outcome of a row that does not exist fails the group it rides in, attempt and all.
+        audit.row_finished(run, 7, outcome("applied"));
+        assert!(
+            audit
+                .attempt_started(attempt(run, Some(0), 1))
+                .await
+                .is_err()
+        );
+        assert!(writer.close().await.is_err());
+        let v = verify(&path);
+        assert!(v.holds(), "{:?}", v.problems);
+        assert_eq!(v.records, 2);
+    }
+
+    #[tokio::test]
+    async fn a_log_damaged_everywhere_lists_the_first_problems_and_counts_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        sample(&path).await;
+        edit(
+            &path,
+            false,
+            "WITH RECURSIVE n(i) AS (SELECT 100 UNION ALL SELECT i + 1 FROM n WHERE i < 2599)
+             INSERT INTO plan_rows (run_id, row_no, line, account, action, target)
+             SELECT 1, i, i + 2, 'TECH\\x', 'assign-role', 'Portal User' FROM n;
+             UPDATE plan_rows SET outcome = 'failed' WHERE run_id = 2 AND row_no = 1",
+        );
+        let v = verify(&path);
+        assert_eq!(v.problem_count, 2501);
+        assert_eq!(v.problems.len(), MAX_PROBLEMS);
+        // The modified row has evidence, so it comes before the rows that have none.
+        assert_eq!(
+            v.problems[0].to_string(),
+            "run 2 row 1 (plan line 3): modified"
+        );
+        assert_eq!(
+            v.problems[1].to_string(),
+            "run 1 row 100 (plan line 102): inserted"
+        );
+    }
+}
