@@ -72,6 +72,34 @@ pub(crate) fn open(
     durability: Durability,
 ) -> Result<Connection, AuditError> {
     prepare_file(path, create)?;
+    // Switching a new file to WAL takes an exclusive lock for which SQLite does not always wait
+    // on its busy handler, so processes opening a new log at the same moment can see "database
+    // is locked" once; they try again for as long as the busy timeout allows.
+    let started = std::time::Instant::now();
+    loop {
+        match open_once(path, durability) {
+            Err(e) if is_locked(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `e` is SQLite saying another connection holds the lock.
+fn is_locked(e: &AuditError) -> bool {
+    match e {
+        AuditError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+            f.code,
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+        ),
+        AuditError::Migrate(m) => m.contains("database is locked"),
+        _ => false,
+    }
+}
+
+/// One attempt at opening the prepared file, setting the pragmas and migrating.
+fn open_once(path: &Path, durability: Durability) -> Result<Connection, AuditError> {
     // No SQLITE_OPEN_CREATE: the file exists now with the right mode, and if it vanished in
     // between, SQLite must not recreate it with the default one. No SQLITE_OPEN_URI either, so a
     // file named `file:...` is a file.
