@@ -282,7 +282,13 @@ async fn no_password_or_session_token_is_written_anywhere() {
         ],
     );
     let out = support::output(cmd).await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    // The emulator still injects faults, so a read may fail for good (exit 1); what matters
+    // here is what the snapshot wrote, not whether every account was read.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        support::text(&out)
+    );
     written.extend(outputs("snapshot", &out));
 
     #[cfg(unix)]
