@@ -45,17 +45,6 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-fn outcomes(db: &Path, run: i64) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT outcome FROM change_log WHERE run_id = ?1 ORDER BY row_no")
-        .unwrap();
-    stmt.query_map([run], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
-}
-
 const ONBOARDING: &str = "account,action,target,object_name,ticket\n\
 TECH\\new.joiner,add-account,User,,HR-1\n\
 TECH\\new.joiner,assign-role,Portal User,,HR-1\n\
@@ -90,7 +79,7 @@ async fn onboarding_creates_each_account_in_one_request_and_undo_deletes_them() 
         let (code, out) = embatch(&emu, &db, &["apply", &plan], wire).await;
         assert_eq!(code, Some(0), "{wire}: {out}");
         assert_eq!(
-            outcomes(&db, 1),
+            support::outcomes(&db, 1),
             [
                 "applied", "applied", "applied", "applied", "applied", "applied", "applied",
                 "noop", "applied"
@@ -269,7 +258,7 @@ async fn every_guard_refuses_with_the_row_named() {
         );
         let (code, out) = embatch(&emu, &db, &["apply", &plan], wire).await;
         assert_eq!(code, Some(1), "{out}");
-        assert_eq!(outcomes(&db, 1), ["applied", "failed"]);
+        assert_eq!(support::outcomes(&db, 1), ["applied", "failed"]);
     }
 }
 
@@ -306,7 +295,7 @@ async fn max_changes_and_existing_accounts() {
     );
     let (code, out) = embatch(&emu, &db, &["apply", &plan], "xml").await;
     assert_eq!(code, Some(1), "{out}");
-    let got = outcomes(&db, 1);
+    let got = support::outcomes(&db, 1);
     assert_eq!(got[0], "noop");
     assert!(matches!(got[1].as_str(), "applied" | "noop"));
     assert_eq!(got[2], "failed");
@@ -327,7 +316,7 @@ async fn max_changes_and_existing_accounts() {
     let writes = emu.journal().len();
     let (code, out) = embatch(&emu, &db, &["apply", &plan], "xml").await;
     assert_eq!(code, Some(1), "{out}");
-    assert_eq!(outcomes(&db, 2), ["failed", "failed"]);
+    assert_eq!(support::outcomes(&db, 2), ["failed", "failed"]);
     let (_, show) = embatch(&emu, &db, &["show", "2"], "xml").await;
     assert!(show.contains("differs only in case"), "{show}");
     assert_eq!(emu.journal().len(), writes);

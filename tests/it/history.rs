@@ -46,17 +46,6 @@ async fn embatch(emu: &RunningEmulator, db: &Path, args: &[&str]) -> (Option<i32
     (out.status.code(), support::text(&out))
 }
 
-fn outcomes(db: &Path, run: i64) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT outcome FROM change_log WHERE run_id = ?1 ORDER BY row_no")
-        .unwrap();
-    stmt.query_map([run], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undo_restores_the_state_and_is_refused_twice() {
     let emu = emulator().await;
@@ -92,7 +81,7 @@ async fn undo_restores_the_state_and_is_refused_twice() {
 
     let (code, out) = embatch(&emu, &db, &["undo", "1"]).await;
     assert_eq!(code, Some(0), "{out}");
-    assert_eq!(outcomes(&db, 2), vec!["applied"; 5]);
+    assert_eq!(support::outcomes(&db, 2), vec!["applied"; 5]);
     assert_eq!(
         support::accesses(&emu.state()),
         before,
@@ -143,7 +132,7 @@ async fn undo_records_drift_as_conflict() {
     let (code, out) = embatch(&emu, &db, &["undo", "1"]).await;
     assert_eq!(code, Some(1), "a conflict is not a success: {out}");
     // Newest first: the second row of run 1 is the first of the undo.
-    assert_eq!(outcomes(&db, 2), vec!["applied", "conflict"]);
+    assert_eq!(support::outcomes(&db, 2), vec!["applied", "conflict"]);
     let journal = emu.journal();
     assert_eq!(
         journal.len(),
@@ -181,7 +170,10 @@ async fn replay_failed_only_runs_exactly_the_failed_rows() {
     .unwrap();
     let (code, out) = embatch(&emu, &db, &["apply", plan_path.to_str().unwrap()]).await;
     assert_eq!(code, Some(1), "{out}");
-    assert_eq!(outcomes(&db, 1), vec!["applied", "failed", "applied"]);
+    assert_eq!(
+        support::outcomes(&db, 1),
+        vec!["applied", "failed", "applied"]
+    );
 
     // The cause is fixed by hand: the account gets another role first.
     let file_restore = "urn:veeam:EnterpriseRole:f84a8b62-49b8-4d0c-b25b-92321b52bab6";
@@ -194,7 +186,7 @@ async fn replay_failed_only_runs_exactly_the_failed_rows() {
     let (code, out) = embatch(&emu, &db, &["replay", "1", "--failed-only"]).await;
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
-        outcomes(&db, 2),
+        support::outcomes(&db, 2),
         vec!["applied"],
         "exactly the failed row ran"
     );
@@ -211,7 +203,7 @@ async fn replay_failed_only_runs_exactly_the_failed_rows() {
     // A full replay finds everything in place.
     let (code, out) = embatch(&emu, &db, &["replay", "1"]).await;
     assert_eq!(code, Some(0), "{out}");
-    assert_eq!(outcomes(&db, 3), vec!["noop"; 3]);
+    assert_eq!(support::outcomes(&db, 3), vec!["noop"; 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +283,7 @@ async fn scope_removals_need_a_known_ref_and_the_inverse_plan_round_trips() {
     // conflict and left alone.
     let (code, out) = embatch(&emu, &db, &["undo", "1", "--allow-partial"]).await;
     assert_eq!(code, Some(1), "{out}");
-    assert_eq!(outcomes(&db, 4), vec!["conflict", "applied"]);
+    assert_eq!(support::outcomes(&db, 4), vec!["conflict", "applied"]);
     let a_now = emu
         .state()
         .accounts
@@ -334,7 +326,7 @@ async fn a_run_stopped_by_max_failures_is_resumed_under_its_id() {
     let out = support::output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
     assert_eq!(
-        outcomes(&db, 1),
+        support::outcomes(&db, 1),
         [
             "failed", "skipped", "skipped", "skipped", "skipped", "skipped"
         ]
@@ -347,7 +339,7 @@ async fn a_run_stopped_by_max_failures_is_resumed_under_its_id() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("failed before the resume"), "{out}");
     assert_eq!(
-        outcomes(&db, 1),
+        support::outcomes(&db, 1),
         [
             "failed", "applied", "applied", "applied", "applied", "applied"
         ]

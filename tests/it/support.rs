@@ -205,3 +205,15 @@ pub fn accesses(
 ) -> std::collections::BTreeMap<uuid::Uuid, Access> {
     state.accounts.iter().map(|a| (a.id, access(a))).collect()
 }
+
+/// Each row's outcome in run `run` of the audit log `db`, in row order.
+pub fn outcomes(db: &std::path::Path, run: i64) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT outcome FROM change_log WHERE run_id = ?1 ORDER BY row_no")
+        .unwrap();
+    stmt.query_map([run], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
