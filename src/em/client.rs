@@ -380,14 +380,18 @@ impl Client {
             }
         };
 
-        let response = match builder.send().await {
+        let mut response = match builder.send().await {
             Ok(response) => response,
             Err(e) => return Err(failed(&e, None, None)),
         };
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
+        // Taken rather than cloned: the body is read next, and nothing else needs them.
+        let headers = std::mem::take(response.headers_mut());
         let body = match response.bytes().await {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            // Valid UTF-8 (every answer EM sends) is taken as it is; only other bytes pay for
+            // the lossy conversion.
+            Ok(bytes) => String::from_utf8(Vec::from(bytes))
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             // An error status is answer enough without its body.
             Err(e) if !SUCCESS.contains(&status) => {
                 tracing::debug!("the body of an HTTP {status} answer was lost: {e}");

@@ -5,6 +5,7 @@
 //! account sees and changes it atomically. Methods here are synchronous and never wait; the
 //! lock is never held across an `await`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -355,6 +356,9 @@ pub(crate) struct State {
     pub options: Options,
     /// Accounts, in creation order.
     pub accounts: Vec<Account>,
+    /// Each account's position in `accounts`, by id. Every request names its account by id,
+    /// and a linear search made the emulator itself the bottleneck of large runs.
+    index: HashMap<Uuid, usize>,
     /// Logons.
     pub users: Vec<User>,
     /// Live sessions.
@@ -379,9 +383,11 @@ impl State {
         users: Vec<User>,
         faults: Faults,
     ) -> State {
+        let index = positions(&accounts);
         State {
             options,
             accounts,
+            index,
             users,
             sessions: Vec::new(),
             tokens_issued: Vec::new(),
@@ -511,16 +517,18 @@ impl State {
 
     /// The account with this id.
     pub(crate) fn account(&self, id: Uuid) -> Result<&Account, ApiError> {
-        self.accounts
-            .iter()
-            .find(|a| a.id == id)
-            .ok_or_else(|| account_not_found(id))
+        self.position(id).map(|at| &self.accounts[at])
     }
 
     fn account_mut(&mut self, id: Uuid) -> Result<&mut Account, ApiError> {
-        self.accounts
-            .iter_mut()
-            .find(|a| a.id == id)
+        self.position(id).map(|at| &mut self.accounts[at])
+    }
+
+    /// The position of the account with this id in `accounts`.
+    fn position(&self, id: Uuid) -> Result<usize, ApiError> {
+        self.index
+            .get(&id)
+            .copied()
             .ok_or_else(|| account_not_found(id))
     }
 
@@ -580,6 +588,7 @@ impl State {
         account.flr_inplace_only = spec.flr_inplace_only;
         account.flr_extension_restrictions = spec.flr_extension_restrictions.clone();
         account.sql_deny_in_place_restore = spec.sql_deny_in_place_restore;
+        self.index.insert(id, self.accounts.len());
         self.accounts.push(account);
         self.journal(
             origin,
@@ -593,12 +602,13 @@ impl State {
 
     /// Deletes an account.
     pub(crate) fn delete_account(&mut self, id: Uuid, origin: &Origin) -> Result<(), ApiError> {
-        let at = self
-            .accounts
-            .iter()
-            .position(|a| a.id == id)
-            .ok_or_else(|| account_not_found(id))?;
+        let at = self.position(id)?;
         let account = self.accounts.remove(at);
+        // Deletions are rare, so renumbering the accounts after it is cheap enough.
+        self.index.remove(&id);
+        for (n, a) in self.accounts.iter().enumerate().skip(at) {
+            self.index.insert(a.id, n);
+        }
         self.journal(
             origin,
             Some(id),
@@ -760,6 +770,15 @@ impl State {
     }
 }
 
+/// Each account's position, by id.
+fn positions(accounts: &[Account]) -> HashMap<Uuid, usize> {
+    accounts
+        .iter()
+        .enumerate()
+        .map(|(n, a)| (a.id, n))
+        .collect()
+}
+
 fn account_not_found(id: Uuid) -> ApiError {
     ApiError::not_found(format!("Account {id} was not found"))
 }
@@ -913,6 +932,36 @@ mod tests {
             401
         );
         assert_eq!(st.authenticate(None, late).unwrap_err().status, 401);
+    }
+
+    #[test]
+    fn accounts_are_found_by_id_after_creations_and_deletions() {
+        let mut st = state(Faults::default());
+        let spec = |name: &str| AccountSpec {
+            account_type: "User".into(),
+            name: name.into(),
+            role_uids: vec![format!("urn:veeam:EnterpriseRole:{}", ROLES[0].id)],
+            allow_restore_all_vms: true,
+            scopes: Vec::new(),
+            flr_inplace_only: false,
+            flr_extension_restrictions: None,
+            sql_deny_in_place_restore: false,
+        };
+        let b = st.create_account(&spec("TECH\\b"), &origin()).unwrap();
+        let c = st.create_account(&spec("TECH\\c"), &origin()).unwrap();
+        st.delete_account(Uuid::from_u128(1), &origin()).unwrap();
+        assert_eq!(st.account(b).unwrap().name, "TECH\\b");
+        assert_eq!(st.account(c).unwrap().name, "TECH\\c");
+        assert_eq!(
+            st.account(Uuid::from_u128(1)).unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+        st.delete_account(b, &origin()).unwrap();
+        assert_eq!(st.account(c).unwrap().name, "TECH\\c");
+        let d = st.create_account(&spec("TECH\\d"), &origin()).unwrap();
+        st.toggle_restore_all_vms(d, &origin()).unwrap();
+        assert!(!st.account(d).unwrap().allow_restore_all_vms);
+        assert!(st.account(c).unwrap().allow_restore_all_vms);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! role, or both restore-all-VMs values, for one account).
 //!
 //! Rows are compared on normalised keys kept in hash maps, so a plan of any size is checked in
-//! one pass. Names are interned to small numbers through a scratch buffer, so a row whose names
-//! were seen before allocates nothing here. A GUID and a name cannot be correlated without
+//! one pass. Names and GUIDs are interned to small numbers (names through a scratch buffer, so
+//! a row whose names were seen before allocates nothing here), which keeps a row's key at 20
+//! bytes: the table of every row's key is the largest thing validation holds, so its entry size
+//! decides how much memory a large plan needs. A GUID and a name cannot be correlated without
 //! asking the server, so an account or role named both ways counts as two.
 
 use std::collections::HashMap;
@@ -14,18 +16,20 @@ use uuid::Uuid;
 use super::cells::Kind;
 use super::{AccountRef, Action, RoleRef, ScopeRef};
 
+/// An account, by its interned GUID or name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Who {
-    Id(Uuid),
+    Id(u32),
     Name(u32),
 }
 
+/// A row's target, by its interned GUID or name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum What {
-    RoleId(Uuid),
+    RoleId(u32),
     RoleName(u32),
     ObjRef(u32),
-    ScopeId(Uuid),
+    ScopeId(u32),
     ScopeName(u32),
 }
 
@@ -94,6 +98,7 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 #[derive(Default)]
 pub(super) struct Tracker {
     names: FastMap<String, u32>,
+    ids: FastMap<Uuid, u32>,
     scratch: String,
     /// (account, action, target) → the first line holding it.
     rows: FastMap<(Who, Kind, What), u64>,
@@ -125,10 +130,13 @@ struct AccountFacts {
 }
 
 impl Tracker {
-    /// A tracker with room for about `rows` rows.
+    /// A tracker with room for about `rows` rows. Only the row table is sized up front: it
+    /// gets an entry for nearly every row, while the distinct names and GUIDs of a large plan
+    /// are typically far fewer than its rows.
     pub(super) fn with_capacity(rows: usize) -> Self {
         Tracker {
-            names: FastMap::with_capacity_and_hasher(rows, Default::default()),
+            names: FastMap::default(),
+            ids: FastMap::default(),
             scratch: String::new(),
             rows: FastMap::with_capacity_and_hasher(rows, Default::default()),
             flags: FastMap::default(),
@@ -146,7 +154,7 @@ impl Tracker {
         report: &mut impl FnMut(String),
     ) {
         let who = match account {
-            AccountRef::Id(id) => Who::Id(*id),
+            AccountRef::Id(id) => Who::Id(self.id(*id)),
             AccountRef::Name(name) => Who::Name(self.intern(name, true)),
         };
         self.lines.entry(who).or_default().push(line);
@@ -191,7 +199,9 @@ impl Tracker {
             }
             // EM scope names are matched exactly when a scope is removed, so they are
             // compared exactly here too.
-            Action::RemoveScope(ScopeRef::Id(id)) => (Kind::RemoveScope, What::ScopeId(*id)),
+            Action::RemoveScope(ScopeRef::Id(id)) => {
+                (Kind::RemoveScope, What::ScopeId(self.id(*id)))
+            }
             Action::RemoveScope(ScopeRef::Name(name)) => {
                 (Kind::RemoveScope, What::ScopeName(self.intern(name, false)))
             }
@@ -279,9 +289,16 @@ impl Tracker {
 
     fn role(&mut self, role: &RoleRef) -> What {
         match role {
-            RoleRef::Id(id) => What::RoleId(*id),
+            RoleRef::Id(id) => What::RoleId(self.id(*id)),
             RoleRef::Name(name) => What::RoleName(self.intern(name, true)),
         }
+    }
+
+    /// A small number standing for the GUID `id`.
+    fn id(&mut self, id: Uuid) -> u32 {
+        let next = u32::try_from(self.ids.len())
+            .expect("a plan names fewer than 4 billion distinct GUIDs");
+        *self.ids.entry(id).or_insert(next)
     }
 
     /// A small number standing for `text` (lower-cased first when `fold`).
@@ -330,6 +347,12 @@ mod tests {
 
     fn remove(r: &str) -> Action {
         Action::RemoveRole(RoleRef::Name(r.into()))
+    }
+
+    #[test]
+    fn a_row_key_stays_small() {
+        // The row table holds one of these per row; see the module's first paragraph.
+        assert!(std::mem::size_of::<(Who, Kind, What)>() <= 20);
     }
 
     #[test]
