@@ -7,6 +7,7 @@
 //! cargo run --release --example bench -- --mode check --rows 1000000      # plan validation
 //! cargo run --release --example bench -- --mode memory --rows 1000000     # apply's memory
 //! cargo run --release --example bench -- --mode audit                     # the audit writer
+//! cargo run --release --example bench -- --mode export --rows 1000000     # export's memory
 //! ```
 //!
 //! Each run starts an emulator with no faults and no latency, seeded with enough accounts,
@@ -15,6 +16,7 @@
 //! from that log. BENCHMARKS.md explains the figures and records what they were.
 
 mod alloc;
+mod export;
 mod measure;
 mod workload;
 
@@ -39,7 +41,7 @@ use workload::Naming;
 static ALLOC: alloc::Counting = alloc::Counting;
 
 const USAGE: &str = "\
-usage: bench [--mode throughput|rate|check|memory|audit] [options]
+usage: bench [--mode throughput|rate|check|memory|audit|export] [options]
 
 modes:
   throughput  apply a generated plan without a rate limit (the default)
@@ -47,9 +49,10 @@ modes:
   check       validate a generated plan offline, as `embatch check` does
   memory      apply a generated plan with the emulator in another process; report peak memory
   audit       the audit writer alone: recording rows, awaited intents, streamed outcomes
+  export      export a log of --rows/10 and --rows finished rows in every format; peak memory
 
 options:
-  --rows N            plan rows (throughput: 100000; check and memory: 1000000)
+  --rows N            plan rows (throughput: 100000; check, memory and export: 1000000)
   --concurrency N     requests in flight (32)
   --rate R            requests per second (throughput: unlimited; rate: 200)
   --burst B           requests allowed at once above the rate (5)
@@ -69,6 +72,7 @@ enum Mode {
     Check,
     Memory,
     Audit,
+    Export,
     /// Internal: the emulator process of `--emulator child`.
     Serve,
 }
@@ -125,6 +129,7 @@ impl Args {
                         "check" => Mode::Check,
                         "memory" => Mode::Memory,
                         "audit" => Mode::Audit,
+                        "export" => Mode::Export,
                         "serve" => Mode::Serve,
                         other => bail!("unknown mode {other:?}\n{USAGE}"),
                     })
@@ -179,7 +184,7 @@ impl Args {
     /// Plan rows, with the mode's default.
     fn rows(&self) -> usize {
         self.rows.unwrap_or(match self.mode {
-            Mode::Check | Mode::Memory => 1_000_000,
+            Mode::Check | Mode::Memory | Mode::Export => 1_000_000,
             _ => 100_000,
         })
     }
@@ -256,6 +261,7 @@ fn main() -> Result<()> {
             Mode::Check => check(&args),
             Mode::Memory => memory(&args).await,
             Mode::Audit => audit(&args).await,
+            Mode::Export => export::run(args.rows()).await,
             Mode::Serve => serve(&args).await,
         }
     })
