@@ -1,14 +1,17 @@
 //! Checks across rows: duplicate rows and contradictory rows (an assign and a remove of one
-//! role, or both restore-all-VMs values, for one account).
+//! role, or both restore-all-VMs values, for one account), and the checks that need the whole
+//! plan (new accounts without a role, deleted accounts with other rows).
 //!
 //! Rows are compared on normalised keys kept in hash maps, so a plan of any size is checked in
-//! one pass. Names and GUIDs are interned to small numbers (names through a scratch buffer, so
-//! a row whose names were seen before allocates nothing here), which keeps a row's key at 20
-//! bytes: the table of every row's key is the largest thing validation holds, so its entry size
-//! decides how much memory a large plan needs. A GUID and a name cannot be correlated without
-//! asking the server, so an account or role named both ways counts as two.
+//! one pass. Names and GUIDs are interned to small numbers in one numbering (names through a
+//! scratch buffer, so a row whose names were seen before allocates nothing here), which keeps a
+//! row's key at 12 bytes and its entry, with its line, at 16: these tables are all that
+//! checking a streamed plan holds, so their entry sizes decide how much memory a large plan
+//! needs. A GUID and a name cannot be correlated without asking the server, so an account or
+//! role named both ways counts as two.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use uuid::Uuid;
@@ -16,21 +19,23 @@ use uuid::Uuid;
 use super::cells::Kind;
 use super::{AccountRef, Action, RoleRef, ScopeRef};
 
-/// An account, by its interned GUID or name.
+/// An account, by its interned GUID or name. GUIDs and names share one numbering, so the number
+/// alone tells them apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Who {
-    Id(u32),
-    Name(u32),
-}
+struct Who(u32);
 
-/// A row's target, by its interned GUID or name.
+/// A row's target, by its interned GUID or name. The row's kind says what sort of target it
+/// is, and GUIDs and names share one numbering, so the number alone is enough.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum What {
-    RoleId(u32),
-    RoleName(u32),
-    ObjRef(u32),
-    ScopeId(u32),
-    ScopeName(u32),
+struct What(u32);
+
+/// A physical line, as the tables store it: the reader refuses a plan of more lines than this
+/// holds, and four bytes instead of eight per entry matter at a million rows. 0 is "none".
+type Line = u32;
+
+/// `line` as the tables store it.
+fn compact(line: u64) -> Line {
+    Line::try_from(line).expect("the plan reader stops before line numbers outgrow u32")
 }
 
 /// A fast hasher for the tracker's maps, in the style of rustc's FxHash, with a final mix so
@@ -97,54 +102,45 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 /// What the rows seen so far hold, keyed for duplicate and contradiction checks.
 #[derive(Default)]
 pub(super) struct Tracker {
-    names: FastMap<String, u32>,
+    names: FastMap<Box<str>, u32>,
     ids: FastMap<Uuid, u32>,
     scratch: String,
     /// (account, action, target) → the first line holding it.
-    rows: FastMap<(Who, Kind, What), u64>,
-    /// account → the first restore-all-VMs value given for it, and its line.
-    flags: FastMap<Who, (bool, u64)>,
-    /// What the rows of accounts that are added or deleted hold, for the checks that need the
-    /// whole plan (`finish`).
+    rows: FastMap<(Who, Kind, What), Line>,
+    /// What each account's rows hold, for the restore-all-VMs checks and the checks that need
+    /// the whole plan (`finish`).
     accounts: FastMap<Who, AccountFacts>,
-    /// Lines of the rows of each account, kept only until the plan is read: a delete-account
-    /// row must be the only row of its account.
-    lines: FastMap<Who, Vec<u64>>,
+    /// The name as an account's first add-account row wrote it, to tell names that differ only
+    /// in case.
+    added_names: FastMap<Who, Box<str>>,
+    /// Every row's line, linked per account through [`AccountFacts::last_row`]: a
+    /// delete-account row must be the only row of its account, and which accounts are deleted
+    /// is known only at the end. Kept only until the plan is read.
+    chain: Vec<(Line, u32)>,
 }
 
-/// The rows one account has in the plan, as far as adding and deleting accounts care.
-#[derive(Default)]
+/// The rows one account has in the plan, as far as cross-row checks care. Lines are 0 when
+/// there is no such row.
+#[derive(Clone, Copy, Default)]
 struct AccountFacts {
+    /// The account's last row so far, as an index into `Tracker::chain` plus one.
+    last_row: u32,
     /// The add-account row.
-    add: Option<u64>,
+    add: Line,
     /// The delete-account row.
-    delete: Option<u64>,
+    delete: Line,
+    /// The first restore-all-vms row, and its value.
+    flag: Line,
+    flag_on: bool,
+    /// The first restore-all-vms off row.
+    flag_off: Line,
     /// Whether an assign-role row exists.
     role: bool,
-    /// A restore-all-vms off row.
-    flag_off: Option<u64>,
     /// Whether an add-scope row exists.
     scope: bool,
-    /// The name as the add-account row wrote it, to tell names that differ only in case.
-    name: Option<String>,
 }
 
 impl Tracker {
-    /// A tracker with room for about `rows` rows. Only the row table is sized up front: it
-    /// gets an entry for nearly every row, while the distinct names and GUIDs of a large plan
-    /// are typically far fewer than its rows.
-    pub(super) fn with_capacity(rows: usize) -> Self {
-        Tracker {
-            names: FastMap::default(),
-            ids: FastMap::default(),
-            scratch: String::new(),
-            rows: FastMap::with_capacity_and_hasher(rows, Default::default()),
-            flags: FastMap::default(),
-            accounts: FastMap::default(),
-            lines: FastMap::default(),
-        }
-    }
-
     /// Records a valid row and reports each problem it has with earlier rows.
     pub(super) fn check(
         &mut self,
@@ -153,74 +149,78 @@ impl Tracker {
         action: &Action,
         report: &mut impl FnMut(String),
     ) {
+        let at_line = compact(line);
         let who = match account {
-            AccountRef::Id(id) => Who::Id(self.id(*id)),
-            AccountRef::Name(name) => Who::Name(self.intern(name, true)),
+            AccountRef::Id(id) => Who(self.id(*id)),
+            AccountRef::Name(name) => Who(self.intern(name, true)),
         };
-        self.lines.entry(who).or_default().push(line);
+        let previous = u32::try_from(self.chain.len())
+            .expect("a plan has fewer rows than lines, and fewer lines than u32 holds");
         let facts = self.accounts.entry(who).or_default();
+        self.chain.push((at_line, facts.last_row));
+        facts.last_row = previous + 1;
         match action {
             Action::AssignRole(_) => facts.role = true,
             Action::AddScope { .. } => facts.scope = true,
-            Action::RestoreAllVms(false) => facts.flag_off = facts.flag_off.or(Some(line)),
+            Action::RestoreAllVms(false) if facts.flag_off == 0 => facts.flag_off = at_line,
             Action::AddAccount(_) => {
-                match facts.add {
-                    Some(at) => report(format!(
-                        "duplicate of line {at}: the account is added twice"
-                    )),
-                    None => facts.add = Some(line),
-                }
-                if let (Some(first), AccountRef::Name(name)) = (&facts.name, account)
-                    && first != name
-                {
+                if facts.add == 0 {
+                    facts.add = at_line;
+                } else {
                     report(format!(
-                        "adds '{name}', which differs only in case from '{first}' added earlier"
+                        "duplicate of line {}: the account is added twice",
+                        facts.add
                     ));
                 }
                 if let AccountRef::Name(name) = account {
-                    facts.name.get_or_insert_with(|| name.clone());
+                    match self.added_names.get(&who) {
+                        Some(first) if **first != **name => report(format!(
+                            "adds '{name}', which differs only in case from '{first}' added earlier"
+                        )),
+                        Some(_) => {}
+                        None => {
+                            self.added_names.insert(who, name.as_str().into());
+                        }
+                    }
                 }
                 return;
             }
             Action::DeleteAccount => {
-                match facts.delete {
-                    Some(at) => report(format!("duplicate of line {at}")),
-                    None => facts.delete = Some(line),
+                if facts.delete == 0 {
+                    facts.delete = at_line;
+                } else {
+                    report(format!("duplicate of line {}", facts.delete));
                 }
                 return;
             }
             _ => {}
         }
+        if let Action::RestoreAllVms(value) = action {
+            if facts.flag == 0 {
+                facts.flag = at_line;
+                facts.flag_on = *value;
+            } else if facts.flag_on == *value {
+                report(format!("duplicate of line {}", facts.flag));
+            } else {
+                let at = facts.flag;
+                report(format!(
+                    "contradicts line {at}: restore-all-vms on and off for one account (lines {at} and {line})"
+                ));
+            }
+            return;
+        }
         let (kind, what) = match action {
             Action::AssignRole(role) => (Kind::AssignRole, self.role(role)),
             Action::RemoveRole(role) => (Kind::RemoveRole, self.role(role)),
-            Action::AddScope { obj_ref, .. } => {
-                (Kind::AddScope, What::ObjRef(self.intern(obj_ref, true)))
-            }
+            Action::AddScope { obj_ref, .. } => (Kind::AddScope, What(self.intern(obj_ref, true))),
             // EM scope names are matched exactly when a scope is removed, so they are
             // compared exactly here too.
-            Action::RemoveScope(ScopeRef::Id(id)) => {
-                (Kind::RemoveScope, What::ScopeId(self.id(*id)))
-            }
+            Action::RemoveScope(ScopeRef::Id(id)) => (Kind::RemoveScope, What(self.id(*id))),
             Action::RemoveScope(ScopeRef::Name(name)) => {
-                (Kind::RemoveScope, What::ScopeName(self.intern(name, false)))
+                (Kind::RemoveScope, What(self.intern(name, false)))
             }
-            Action::AddAccount(_) | Action::DeleteAccount => {
-                unreachable!("add-account and delete-account rows return above")
-            }
-            Action::RestoreAllVms(value) => {
-                match self.flags.get(&who) {
-                    None => {
-                        self.flags.insert(who, (*value, line));
-                    }
-                    Some(&(first, at)) if first == *value => {
-                        report(format!("duplicate of line {at}"))
-                    }
-                    Some(&(_, at)) => report(format!(
-                        "contradicts line {at}: restore-all-vms on and off for one account (lines {at} and {line})"
-                    )),
-                }
-                return;
+            Action::AddAccount(_) | Action::DeleteAccount | Action::RestoreAllVms(_) => {
+                unreachable!("add-account, delete-account and restore-all-vms rows return above")
             }
         };
         let opposite = match kind {
@@ -234,48 +234,66 @@ impl Tracker {
                  (lines {at} and {line})"
             ));
         }
-        if let Some(&at) = self.rows.get(&(who, kind, what)) {
-            report(format!("duplicate of line {at}"));
-        } else {
-            self.rows.insert((who, kind, what), line);
+        match self.rows.entry((who, kind, what)) {
+            Entry::Occupied(first) => report(format!("duplicate of line {}", first.get())),
+            Entry::Vacant(slot) => {
+                slot.insert(at_line);
+            }
         }
     }
 
     /// Reports the problems only the whole plan shows: a new account without a role, or with
     /// restore-all-vms off and no scope; a deleted account with other rows.
     pub(super) fn finish(&mut self, report: &mut impl FnMut(u64, String)) {
-        let mut accounts: Vec<(&Who, &AccountFacts)> = self.accounts.iter().collect();
-        accounts.sort_by_key(|(_, f)| f.add.or(f.delete));
-        for (who, facts) in accounts {
-            if let Some(line) = facts.delete {
-                if let Some(add) = facts.add {
+        let mut accounts: Vec<AccountFacts> = self
+            .accounts
+            .values()
+            .filter(|f| f.add != 0 || f.delete != 0)
+            .copied()
+            .collect();
+        accounts.sort_by_key(|f| if f.add != 0 { f.add } else { f.delete });
+        for facts in accounts {
+            if facts.delete != 0 {
+                let line = facts.delete;
+                if facts.add != 0 {
                     report(
-                        line,
-                        format!("contradicts line {add}: the account is added and deleted"),
+                        line.into(),
+                        format!(
+                            "contradicts line {}: the account is added and deleted",
+                            facts.add
+                        ),
                     );
                 }
-                for &other in self.lines.get(who).into_iter().flatten() {
-                    if other != line && Some(other) != facts.add {
-                        report(
-                            other,
-                            format!(
-                                "the account is deleted on line {line}; a deleted account can have \
-                                 no other rows in the plan"
-                            ),
-                        );
+                let mut others = Vec::new();
+                let mut next = facts.last_row;
+                while next != 0 {
+                    let (other, previous) = self.chain[next as usize - 1];
+                    if other != line && other != facts.add {
+                        others.push(other);
                     }
+                    next = previous;
+                }
+                for &other in others.iter().rev() {
+                    report(
+                        other.into(),
+                        format!(
+                            "the account is deleted on line {line}; a deleted account can have \
+                             no other rows in the plan"
+                        ),
+                    );
                 }
             }
-            if let Some(line) = facts.add {
+            if facts.add != 0 {
+                let line = facts.add;
                 if !facts.role {
                     report(
-                        line,
+                        line.into(),
                         "a new account needs a role: add an assign-role row for it".into(),
                     );
                 }
-                if let (Some(off), false) = (facts.flag_off, facts.scope) {
+                if facts.flag_off != 0 && !facts.scope {
                     report(
-                        off,
+                        facts.flag_off.into(),
                         format!(
                             "the account added on line {line} gets restore-all-vms off but no \
                              scope: add an add-scope row for it"
@@ -284,21 +302,30 @@ impl Tracker {
                 }
             }
         }
-        self.lines.clear();
+        self.chain = Vec::new();
     }
 
     fn role(&mut self, role: &RoleRef) -> What {
         match role {
-            RoleRef::Id(id) => What::RoleId(self.id(*id)),
-            RoleRef::Name(name) => What::RoleName(self.intern(name, true)),
+            RoleRef::Id(id) => What(self.id(*id)),
+            RoleRef::Name(name) => What(self.intern(name, true)),
         }
+    }
+
+    /// The number the next new GUID or name gets.
+    fn next_number(&self) -> u32 {
+        u32::try_from(self.ids.len() + self.names.len())
+            .expect("a plan names fewer than 4 billion distinct GUIDs and names")
     }
 
     /// A small number standing for the GUID `id`.
     fn id(&mut self, id: Uuid) -> u32 {
-        let next = u32::try_from(self.ids.len())
-            .expect("a plan names fewer than 4 billion distinct GUIDs");
-        *self.ids.entry(id).or_insert(next)
+        if let Some(&n) = self.ids.get(&id) {
+            return n;
+        }
+        let n = self.next_number();
+        self.ids.insert(id, n);
+        n
     }
 
     /// A small number standing for `text` (lower-cased first when `fold`).
@@ -316,9 +343,8 @@ impl Tracker {
         if let Some(&n) = self.names.get(self.scratch.as_str()) {
             return n;
         }
-        let n = u32::try_from(self.names.len())
-            .expect("a plan names fewer than 4 billion distinct things");
-        self.names.insert(self.scratch.clone(), n);
+        let n = self.next_number();
+        self.names.insert(self.scratch.as_str().into(), n);
         n
     }
 }
