@@ -1707,6 +1707,281 @@ mod tests {
         }
     }
 
+    /// What reading a plan gave, in a form that can be compared.
+    type Outcome = Result<(Vec<PlanRow>, String), PlanErrors>;
+
+    fn outcome(result: Result<Plan, PlanErrors>) -> Outcome {
+        result.map(|p| (p.rows, p.sha256))
+    }
+
+    /// Reads `bytes` through a reader that hands out at most `chunk` bytes at a time.
+    fn parse_chunked(bytes: &[u8], chunk: usize) -> Outcome {
+        outcome(read_plan(
+            "plan.csv",
+            BufReader::with_capacity(chunk, bytes),
+        ))
+    }
+
+    /// Plans that exercise every path of the reader: line endings split across reads, quoted
+    /// fields over several lines, BOM, UTF-16, bad bytes, blank lines, unclosed quotes.
+    fn tricky_plans() -> Vec<Vec<u8>> {
+        let mut plans: Vec<Vec<u8>> = [
+            "",
+            "\r\n\r\n",
+            "account,action,target\n",
+            "account,action,target\r\na,restore-all-vms,on\r\nb,restore-all-vms,off\r\n",
+            "account,action,target\ra,restore-all-vms,on\rb,restore-all-vms,on\r\r\rc,frob,x\r",
+            "\n\n;;;\naccount;action;target;comment\n\na;restore-all-vms;on;\"x\r\ny\"\nb;restore-all-vms;on;\"\"\"q\"\"\"\n",
+            "account,action,target,comment\na,restore-all-vms,on,\"oops\nb,restore-all-vms,on,\n",
+            "account,\"action,target\na,b,c\n",
+            "\"account\nx\",action,target\na,restore-all-vms,on\n",
+            "account,action,target,comment\na,restore-all-vms,on, \"x,\ny\"tail\nb,restore-all-vms,o\"n\n",
+            "account,action,target\nTECH\\a,add-account,User\nTECH\\a,delete-account,\ntech\\A,add-account,User\n",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        plans.push(b"account,action,target,comment\nTECH\\m\xfcller,assign-role,Portal User,\na,frobnicate,x,\r\nb,restore-all-vms,on,\"Gr\xfc\n\xdfe\"\n".to_vec());
+        plans.push(b"\xEF\xBB\xBFaccount;action;target\r\na;restore-all-vms;on\r\n".to_vec());
+        plans.push(b"\xFF\xFEa\x00,\x00b\x00\n\x00".to_vec());
+        plans.push(b"\xEF\xBB\xBF\xFF\n".to_vec());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+        for dir in [root.clone(), root.join("bad")] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "csv") {
+                    plans.push(std::fs::read(path).unwrap());
+                }
+            }
+        }
+        plans
+    }
+
+    #[test]
+    fn a_reader_that_hands_out_a_few_bytes_at_a_time_reads_the_same_plan() {
+        for bytes in tricky_plans() {
+            let whole = outcome(parse("plan.csv", &bytes));
+            for chunk in [1, 2, 3, 5, 8] {
+                assert_eq!(
+                    parse_chunked(&bytes, chunk),
+                    whole,
+                    "chunk {chunk}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
+    }
+
+    /// Writes `text` to a temporary file and checks it.
+    fn checked(text: &[u8]) -> (tempfile::TempDir, PathBuf, Result<PlanFile, PlanErrors>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.csv");
+        std::fs::write(&path, text).unwrap();
+        let result = check(&path);
+        (dir, path, result)
+    }
+
+    #[test]
+    fn check_sums_up_the_plan_and_rows_reads_it_again() {
+        let text = format!(
+            "account,action,target,object_name\n\
+             TECH\\new,add-account,user,\n\
+             TECH\\new,assign-role,Portal User,\n\
+             TECH\\new,add-scope,{REF},Finance-RP\n\
+             \n\
+             {G1},restore-all-vms,off,\n\
+             TECH\\leaver,delete-account,,\n\
+             {G2},remove-role,{ROLE},\n\
+             TECH\\other,delete-account,Confirm,\n"
+        );
+        let (_dir, path, result) = checked(text.as_bytes());
+        let plan = result.unwrap();
+        let parsed = parse(&path.display().to_string(), text.as_bytes()).unwrap();
+        assert_eq!(plan.file, path.display().to_string());
+        assert_eq!(plan.path, path);
+        assert_eq!(plan.sha256, parsed.sha256);
+        assert_eq!(plan.rows, 7);
+        assert!(plan.names_accounts);
+        assert_eq!(
+            plan.actions,
+            Actions {
+                add_account: 1,
+                delete_account: 2,
+                assign_role: 1,
+                remove_role: 1,
+                add_scope: 1,
+                remove_scope: 0,
+                restore_all_vms: 1,
+            }
+        );
+        assert_eq!(plan.actions.total(), plan.rows);
+        assert_eq!(plan.delete_lines, [7, 9]);
+        let rows: Vec<PlanRow> = plan.rows().unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows, parsed.rows);
+
+        let (_dir, _, result) =
+            checked(format!("account,action,target\n{G1},restore-all-vms,on\n").as_bytes());
+        assert!(!result.unwrap().names_accounts);
+    }
+
+    #[test]
+    fn check_reports_what_load_reports() {
+        for bytes in tricky_plans() {
+            let (_dir, path, result) = checked(&bytes);
+            let loaded = load(&path);
+            match (result, loaded) {
+                (Ok(plan), Ok(loaded)) => {
+                    assert_eq!(plan.rows, loaded.rows.len() as u64);
+                    assert_eq!(plan.sha256, loaded.sha256);
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (a, b) => panic!("check {a:?} but load {b:?}"),
+            }
+        }
+        let missing = Path::new("/nonexistent/plan.csv");
+        assert_eq!(check(missing).unwrap_err(), load(missing).unwrap_err());
+    }
+
+    #[test]
+    fn rows_refuse_a_plan_changed_since_it_was_checked() {
+        let text = "account,action,target,comment\na,restore-all-vms,on,\nb,restore-all-vms,off,\n";
+        let (_dir, path, result) = checked(text.as_bytes());
+        let plan = result.unwrap();
+
+        // Still valid, but not the plan that was checked: every row comes, then the refusal.
+        std::fs::write(&path, text.replace("off,", "off,changed")).unwrap();
+        let items: Vec<_> = plan.rows().unwrap().collect();
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[1].is_ok());
+        let err = items[2].as_ref().unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].line, 0);
+        assert!(
+            err.0[0]
+                .message
+                .starts_with("the plan changed since it was checked (its SHA-256 was "),
+            "{err}"
+        );
+
+        // A row that no longer validates stops the rows at once.
+        std::fs::write(&path, text.replace("b,restore-all-vms", "b,frobnicate")).unwrap();
+        let mut rows = plan.rows().unwrap();
+        assert!(rows.next().unwrap().is_ok());
+        let err = rows.next().unwrap().unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].line, 3);
+        assert!(err.0[0].message.starts_with("unknown action 'frobnicate'"));
+        assert!(rows.next().is_none());
+
+        std::fs::remove_file(&path).unwrap();
+        let err = plan.rows().err().unwrap();
+        assert!(err.0[0].message.starts_with("cannot read the plan: "));
+
+        fn send<T: Send>(_: &T) {}
+        std::fs::write(&path, text).unwrap();
+        let rows = plan.rows().unwrap();
+        send(&rows);
+        assert_eq!(rows.filter(Result::is_ok).count(), 2);
+    }
+
+    mod streaming {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Lines of every kind, valid and not, over few accounts so that duplicates,
+        /// contradictions and account checks come up.
+        fn line() -> impl Strategy<Value = Vec<u8>> {
+            // A few fixed accounts make duplicates and contradictions; many others let
+            // plans pass.
+            let account = prop_oneof![
+                proptest::sample::select(vec!["TECH\\a", "tech\\A", "TECH\\b", G1, "\"TECH\\c\""])
+                    .prop_map(String::from),
+                (0..200u32).prop_map(|n| format!("TECH\\u{n}")),
+            ];
+            let action = prop_oneof![
+                12 => proptest::sample::select(vec![
+                    "assign-role,Portal User,",
+                    "remove-role,portal user,",
+                    "restore-all-vms,on,",
+                    "restore-all-vms,off,",
+                    "add-scope,urn:VMware:ResourcePool:r.resgroup-1,\"RP\nEast\"",
+                    "remove-scope,Old-RP,",
+                ]),
+                1 => proptest::sample::select(vec!["add-account,User,", "delete-account,,"]),
+            ];
+            let comment = prop_oneof![
+                12 => proptest::sample::select(vec![
+                    "",
+                    "c",
+                    "\"a,\"\"b\"\"\r\nc\"",
+                    " \"x\"y",
+                    "M\u{fc}ller",
+                ]),
+                1 => Just("\"open"),
+            ];
+            prop_oneof![
+                12 => (account, action, comment).prop_map(|(a, x, c)| format!("{a},{x},{c}").into_bytes()),
+                1 => Just(Vec::new()),
+                1 => Just(b",,,,".to_vec()),
+                1 => Just(b"TECH\\e,frobnicate,x,,".to_vec()),
+                1 => Just(b"TECH\\d,assign-role,Portal User,,M\xfcller".to_vec()),
+            ]
+        }
+
+        fn plan() -> impl Strategy<Value = Vec<u8>> {
+            let eol = proptest::sample::select(vec!["\n", "\r\n", "\r"]);
+            (
+                any::<bool>(),
+                proptest::collection::vec((line(), eol), 0..12),
+                any::<bool>(),
+            )
+                .prop_map(|(bom, lines, last_eol)| {
+                    let mut bytes = Vec::new();
+                    if bom {
+                        bytes.extend_from_slice(records::BOM);
+                    }
+                    bytes.extend_from_slice(b"account,action,target,object_name,comment\n");
+                    let count = lines.len();
+                    for (i, (line, eol)) in lines.into_iter().enumerate() {
+                        bytes.extend_from_slice(&line);
+                        if i + 1 < count || last_eol {
+                            bytes.extend_from_slice(eol.as_bytes());
+                        }
+                    }
+                    bytes
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn check_and_rows_agree_with_parse(bytes in plan()) {
+                let (_dir, path, checked) = checked(&bytes);
+                let name = path.display().to_string();
+                let parsed = parse(&name, &bytes);
+                prop_assert_eq!(parse_chunked(&bytes, 1), outcome(parse("plan.csv", &bytes)));
+                match (checked, parsed) {
+                    (Ok(file), Ok(plan)) => {
+                        prop_assert_eq!(file.rows, plan.rows.len() as u64);
+                        prop_assert_eq!(&file.sha256, &plan.sha256);
+                        let mut actions = Actions::default();
+                        for row in &plan.rows {
+                            actions.count(&row.action);
+                        }
+                        prop_assert_eq!(file.actions, actions);
+                        prop_assert_eq!(
+                            file.names_accounts,
+                            plan.rows.iter().any(|r| matches!(r.account, AccountRef::Name(_)))
+                        );
+                        let rows: Result<Vec<PlanRow>, PlanErrors> = file.rows().unwrap().collect();
+                        prop_assert_eq!(rows.unwrap(), plan.rows);
+                    }
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    (a, b) => prop_assert!(false, "check {:?} but parse {:?}", a, b),
+                }
+            }
+        }
+    }
+
     mod roundtrip {
         use super::*;
         use proptest::prelude::*;
