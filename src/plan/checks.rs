@@ -102,7 +102,7 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 /// What the rows seen so far hold, keyed for duplicate and contradiction checks.
 #[derive(Default)]
 pub(super) struct Tracker {
-    names: FastMap<Box<str>, u32>,
+    names: Interner,
     ids: FastMap<Uuid, u32>,
     scratch: String,
     /// (account, action, target) → the first line holding it.
@@ -312,18 +312,18 @@ impl Tracker {
         }
     }
 
-    /// The number the next new GUID or name gets.
-    fn next_number(&self) -> u32 {
-        u32::try_from(self.ids.len() + self.names.len())
-            .expect("a plan names fewer than 4 billion distinct GUIDs and names")
-    }
-
-    /// A small number standing for the GUID `id`.
+    /// A small number standing for the GUID `id`. GUIDs count down from the top of the
+    /// numbering while names count up from 0, so the two never meet.
     fn id(&mut self, id: Uuid) -> u32 {
         if let Some(&n) = self.ids.get(&id) {
             return n;
         }
-        let n = self.next_number();
+        let taken = self.ids.len() + self.names.len();
+        assert!(
+            taken < u32::MAX as usize,
+            "a plan names fewer than 4 billion distinct GUIDs and names"
+        );
+        let n = u32::MAX - u32::try_from(self.ids.len()).expect("checked just above");
         self.ids.insert(id, n);
         n
     }
@@ -340,12 +340,110 @@ impl Tracker {
             self.scratch
                 .extend(text.chars().flat_map(char::to_lowercase));
         }
-        if let Some(&n) = self.names.get(self.scratch.as_str()) {
-            return n;
+        assert!(
+            self.ids.len() + self.names.len() < u32::MAX as usize,
+            "a plan names fewer than 4 billion distinct GUIDs and names"
+        );
+        self.names.get_or_insert(&self.scratch)
+    }
+}
+
+/// Distinct strings, each numbered from 0 in the order first seen.
+///
+/// The texts lie end to end in large blocks and an open-addressing table holds only their
+/// numbers, so a name costs its bytes plus 16 more, where a map of owned strings costs a heap
+/// block of its own and some 40 bytes besides. At a million rows, names are the larger part
+/// of what the checks hold.
+#[derive(Default)]
+struct Interner {
+    /// The texts, end to end. A block is never grown past its first capacity, so the texts
+    /// already in it never move and no block is ever copied.
+    blocks: Vec<String>,
+    /// Where each numbered text lies.
+    spans: Vec<Span>,
+    /// Numbers of texts by hash, probed linearly; `EMPTY` where none. At most half full, so
+    /// probes stay short.
+    slots: Vec<u32>,
+}
+
+/// Where an interned text lies in [`Interner::blocks`].
+#[derive(Clone, Copy)]
+struct Span {
+    block: u32,
+    start: u32,
+    len: u32,
+}
+
+impl Interner {
+    /// The size of a text block; a longer text gets a block of its own.
+    const BLOCK: usize = 1 << 20;
+    const EMPTY: u32 = u32::MAX;
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn text(&self, n: u32) -> &str {
+        let span = self.spans[n as usize];
+        let start = span.start as usize;
+        &self.blocks[span.block as usize][start..start + span.len as usize]
+    }
+
+    fn hash(text: &str) -> usize {
+        let mut hasher = FastHasher::default();
+        hasher.write(text.as_bytes());
+        // Truncating to usize keeps the low bits, which pick the slot.
+        hasher.finish() as usize
+    }
+
+    /// The number of `text`, given the next free number when it is new.
+    fn get_or_insert(&mut self, text: &str) -> u32 {
+        if self.len() * 2 >= self.slots.len() {
+            self.grow();
         }
-        let n = self.next_number();
-        self.names.insert(self.scratch.as_str().into(), n);
+        let mask = self.slots.len() - 1;
+        let mut i = Self::hash(text) & mask;
+        loop {
+            match self.slots[i] {
+                Self::EMPTY => break,
+                n if self.text(n) == text => return n,
+                _ => i = (i + 1) & mask,
+            }
+        }
+        let n = u32::try_from(self.len()).expect("the tracker numbers fewer than 4 billion texts");
+        if self
+            .blocks
+            .last()
+            .is_none_or(|b| b.capacity() - b.len() < text.len())
+        {
+            self.blocks
+                .push(String::with_capacity(Self::BLOCK.max(text.len())));
+        }
+        let block = self.blocks.len() - 1;
+        let store = &mut self.blocks[block];
+        let start = store.len();
+        store.push_str(text);
+        self.spans.push(Span {
+            block: u32::try_from(block).expect("fewer than 4 billion blocks of 1 MiB"),
+            start: u32::try_from(start).expect("a block holds less than 4 GiB"),
+            len: u32::try_from(text.len()).expect("a plan's cell is shorter than 4 GiB"),
+        });
+        self.slots[i] = n;
         n
+    }
+
+    /// Doubles the table and places every number again.
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(64);
+        self.slots = vec![Self::EMPTY; size];
+        let mask = size - 1;
+        for n in 0..u32::try_from(self.len()).expect("fewer than 4 billion texts") {
+            let mut i = Self::hash(self.text(n)) & mask;
+            while self.slots[i] != Self::EMPTY {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = n;
+        }
     }
 }
 
@@ -379,6 +477,25 @@ mod tests {
     fn a_row_key_stays_small() {
         // The row table holds one of these per row; see the module's first paragraph.
         assert!(std::mem::size_of::<(Who, Kind, What)>() <= 20);
+    }
+
+    #[test]
+    fn the_interner_numbers_each_text_once_across_blocks() {
+        let mut interner = Interner::default();
+        let long = "x".repeat(Interner::BLOCK + 1);
+        let texts: Vec<String> = (0..5_000)
+            .map(|i| format!("tech\\user{i:05}"))
+            .chain([String::new(), long])
+            .collect();
+        for (i, t) in texts.iter().enumerate() {
+            assert_eq!(interner.get_or_insert(t), i as u32);
+        }
+        for (i, t) in texts.iter().enumerate() {
+            assert_eq!(interner.get_or_insert(t), i as u32);
+            assert_eq!(interner.text(i as u32), t);
+        }
+        assert_eq!(interner.len(), texts.len());
+        assert!(interner.blocks.len() >= 2);
     }
 
     #[test]
