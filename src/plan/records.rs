@@ -529,6 +529,75 @@ mod tests {
         assert_eq!(detect_delimiter("a;b;c\nx,y,z,w,v\n"), b';');
     }
 
+    /// Splits `text` as a streamed plan is split: physical lines gathered into records while
+    /// a quoted field goes on, each record tokenized on its own.
+    fn gathered(text: &str, delimiter: u8, chunk: usize) -> Vec<(RecordInfo, Vec<String>)> {
+        let mut lines = LineReader::new(io::BufReader::with_capacity(chunk, text.as_bytes()));
+        let mut out = Vec::new();
+        let mut record = String::new();
+        let mut first = 0;
+        let mut state = QuoteState::FieldStart;
+        let mut flush = |record: &mut String, first: u64| {
+            let mut r = Records::starting_at(record, delimiter, first);
+            let mut fields = Vec::new();
+            let info = r.next_into(&mut fields).unwrap();
+            out.push((info, fields.iter().map(|f| f.to_string()).collect()));
+            assert!(r.next_into(&mut fields).is_none(), "{record:?}");
+            record.clear();
+        };
+        while let Some(line) = lines.next_line().unwrap() {
+            if record.is_empty() {
+                first = line;
+            }
+            let raw = std::str::from_utf8(lines.raw()).unwrap();
+            record.push_str(raw);
+            state = state.feed(raw.as_bytes(), delimiter);
+            if state != QuoteState::Quoted {
+                flush(&mut record, first);
+            }
+        }
+        if !record.is_empty() {
+            flush(&mut record, first);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn records_gathered_line_by_line_are_the_records_of_the_whole_text(
+            text in "[ab ,;\t\"\r\n]{0,40}",
+            chunk in 1usize..6,
+        ) {
+            let delimiter = detect_delimiter(&text);
+            let mut whole = Records::new(&text, delimiter);
+            let mut fields = Vec::new();
+            let mut expected = Vec::new();
+            while let Some(info) = whole.next_into(&mut fields) {
+                expected.push((info, fields.iter().map(|f| f.to_string()).collect::<Vec<_>>()));
+            }
+            proptest::prop_assert_eq!(gathered(&text, delimiter, chunk), expected);
+        }
+    }
+
+    #[test]
+    fn the_line_reader_splits_every_line_ending_across_reads_and_hashes_every_byte() {
+        let bytes = b"a\r\nb\rc\n\r\r\n\nd\r";
+        for chunk in 1..=bytes.len() {
+            let mut lines = LineReader::new(io::BufReader::with_capacity(chunk, &bytes[..]));
+            let mut got = Vec::new();
+            while let Some(n) = lines.next_line().unwrap() {
+                got.push((n, String::from_utf8(lines.raw().to_vec()).unwrap()));
+            }
+            let want: Vec<(u64, String)> = ["a\r\n", "b\r", "c\n", "\r", "\r\n", "\n", "d\r"]
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i as u64 + 1, l.to_string()))
+                .collect();
+            assert_eq!(got, want, "chunk {chunk}");
+            assert_eq!(lines.sha256(), hex::encode(Sha256::digest(bytes)));
+        }
+    }
+
     #[test]
     fn invalid_utf8_is_found_per_physical_line() {
         let bytes = b"ok\r\nM\xfcller\n\nfine\xe9\xe9\rlast\xff";
