@@ -5,10 +5,15 @@
 //! Line numbers are the physical lines an editor shows: the header is line 1 and blank lines
 //! count.
 //!
-//! Validation runs in one pass over the file: `records` splits the text into records with
-//! their lines, the header decides which column is which, `cells` gives each cell its meaning,
-//! and `checks` compares each valid row with the rows before it. Every problem is collected;
-//! a plan is returned only when there is none.
+//! Validation runs in one streaming pass over the file: `records` reads it line by line
+//! (hashing every byte) and gathers the lines of each record, the header decides which column
+//! is which, `cells` gives each cell its meaning, and `checks` compares each valid row with the
+//! rows before it. Every problem is collected; a plan is accepted only when there is none.
+//!
+//! Two ways in share that pass. [`load`] and [`parse`] keep every row in a [`Plan`]. [`check`]
+//! keeps none: it holds only the tables of the checks across rows, returns a [`PlanFile`]
+//! summary, and [`PlanFile::rows`] reads the rows again one at a time, refusing a file that
+//! changed since it was checked. A plan of a million rows is checked in well under 100 MiB.
 
 mod cells;
 mod checks;
