@@ -3,11 +3,11 @@
 //! plan (new accounts without a role, deleted accounts with other rows).
 //!
 //! Rows are compared on normalised keys kept in hash maps, so a plan of any size is checked in
-//! one pass. Names and GUIDs are interned to small numbers in one numbering (names through a
-//! scratch buffer, so a row whose names were seen before allocates nothing here), which keeps a
-//! row's key at 12 bytes and its entry, with its line, at 16: these tables are all that
-//! checking a streamed plan holds, so their entry sizes decide how much memory a large plan
-//! needs. A GUID and a name cannot be correlated without asking the server, so an account or
+//! one pass. Names and GUIDs are interned to small numbers (names through a scratch buffer, so
+//! a row whose names were seen before allocates nothing here), which keeps a row's key at 12
+//! bytes and its entry, with its line, at 16; accounts are numbered apart from targets, so
+//! that what each account holds sits in a plain vector. These tables are all that checking a
+//! streamed plan holds, so their entry sizes decide how much memory a large plan needs. A GUID and a name cannot be correlated without asking the server, so an account or
 //! role named both ways counts as two.
 
 use std::collections::HashMap;
@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::cells::Kind;
 use super::{AccountRef, Action, RoleRef, ScopeRef};
 
-/// An account, by its interned GUID or name. GUIDs and names share one numbering, so the number
-/// alone tells them apart.
+/// An account, by its interned GUID or name. GUIDs and names share one numbering (see
+/// [`Numbering`]), so the number alone tells them apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Who(u32);
 
@@ -102,14 +102,19 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 /// What the rows seen so far hold, keyed for duplicate and contradiction checks.
 #[derive(Default)]
 pub(super) struct Tracker {
-    names: Interner,
-    ids: FastMap<Uuid, u32>,
+    /// The numbers of accounts, apart from those of targets so that they stay dense: an
+    /// account's facts are then found by its number in a plain vector.
+    accounts: Numbering,
+    /// The numbers of targets.
+    targets: Numbering,
     scratch: String,
     /// (account, action, target) → the first line holding it.
     rows: FastMap<(Who, Kind, What), Line>,
-    /// What each account's rows hold, for the restore-all-VMs checks and the checks that need
-    /// the whole plan (`finish`).
-    accounts: FastMap<Who, AccountFacts>,
+    /// What the rows of each account named by name hold, by its number, for the
+    /// restore-all-VMs checks and the checks that need the whole plan (`finish`).
+    named: Vec<AccountFacts>,
+    /// The same for each account named by GUID, by `u32::MAX` minus its number.
+    by_id: Vec<AccountFacts>,
     /// The name as an account's first add-account row wrote it, to tell names that differ only
     /// in case.
     added_names: FastMap<Who, Box<str>>,
@@ -151,12 +156,16 @@ impl Tracker {
     ) {
         let at_line = compact(line);
         let who = match account {
-            AccountRef::Id(id) => Who(self.id(*id)),
-            AccountRef::Name(name) => Who(self.intern(name, true)),
+            AccountRef::Id(id) => Who(self.accounts.id(*id)),
+            AccountRef::Name(name) => Who(self.accounts.name(name, true, &mut self.scratch)),
         };
         let previous = u32::try_from(self.chain.len())
             .expect("a plan has fewer rows than lines, and fewer lines than u32 holds");
-        let facts = self.accounts.entry(who).or_default();
+        let facts = if (who.0 as usize) < self.accounts.names.len() {
+            facts_at(&mut self.named, who.0)
+        } else {
+            facts_at(&mut self.by_id, u32::MAX - who.0)
+        };
         self.chain.push((at_line, facts.last_row));
         facts.last_row = previous + 1;
         match action {
@@ -212,13 +221,19 @@ impl Tracker {
         let (kind, what) = match action {
             Action::AssignRole(role) => (Kind::AssignRole, self.role(role)),
             Action::RemoveRole(role) => (Kind::RemoveRole, self.role(role)),
-            Action::AddScope { obj_ref, .. } => (Kind::AddScope, What(self.intern(obj_ref, true))),
+            Action::AddScope { obj_ref, .. } => (
+                Kind::AddScope,
+                What(self.targets.name(obj_ref, true, &mut self.scratch)),
+            ),
             // EM scope names are matched exactly when a scope is removed, so they are
             // compared exactly here too.
-            Action::RemoveScope(ScopeRef::Id(id)) => (Kind::RemoveScope, What(self.id(*id))),
-            Action::RemoveScope(ScopeRef::Name(name)) => {
-                (Kind::RemoveScope, What(self.intern(name, false)))
+            Action::RemoveScope(ScopeRef::Id(id)) => {
+                (Kind::RemoveScope, What(self.targets.id(*id)))
             }
+            Action::RemoveScope(ScopeRef::Name(name)) => (
+                Kind::RemoveScope,
+                What(self.targets.name(name, false, &mut self.scratch)),
+            ),
             Action::AddAccount(_) | Action::DeleteAccount | Action::RestoreAllVms(_) => {
                 unreachable!("add-account, delete-account and restore-all-vms rows return above")
             }
@@ -246,8 +261,9 @@ impl Tracker {
     /// restore-all-vms off and no scope; a deleted account with other rows.
     pub(super) fn finish(&mut self, report: &mut impl FnMut(u64, String)) {
         let mut accounts: Vec<AccountFacts> = self
-            .accounts
-            .values()
+            .named
+            .iter()
+            .chain(&self.by_id)
             .filter(|f| f.add != 0 || f.delete != 0)
             .copied()
             .collect();
@@ -307,44 +323,64 @@ impl Tracker {
 
     fn role(&mut self, role: &RoleRef) -> What {
         match role {
-            RoleRef::Id(id) => What(self.id(*id)),
-            RoleRef::Name(name) => What(self.intern(name, true)),
+            RoleRef::Id(id) => What(self.targets.id(*id)),
+            RoleRef::Name(name) => What(self.targets.name(name, true, &mut self.scratch)),
         }
     }
+}
 
-    /// A small number standing for the GUID `id`. GUIDs count down from the top of the
-    /// numbering while names count up from 0, so the two never meet.
-    fn id(&mut self, id: Uuid) -> u32 {
-        if let Some(&n) = self.ids.get(&id) {
-            return n;
-        }
-        let taken = self.ids.len() + self.names.len();
-        assert!(
-            taken < u32::MAX as usize,
-            "a plan names fewer than 4 billion distinct GUIDs and names"
-        );
-        let n = u32::MAX - u32::try_from(self.ids.len()).expect("checked just above");
-        self.ids.insert(id, n);
-        n
+/// The facts of the account at `index` in `list`, new ones added as they come: numbers are
+/// given out in order, so a new account is always the next one.
+fn facts_at(list: &mut Vec<AccountFacts>, index: u32) -> &mut AccountFacts {
+    let index = index as usize;
+    if index >= list.len() {
+        list.resize(index + 1, AccountFacts::default());
     }
+    &mut list[index]
+}
 
-    /// A small number standing for `text` (lower-cased first when `fold`).
-    fn intern(&mut self, text: &str, fold: bool) -> u32 {
-        self.scratch.clear();
-        if !fold {
-            self.scratch.push_str(text);
-        } else if text.is_ascii() {
-            self.scratch.push_str(text);
-            self.scratch.make_ascii_lowercase();
-        } else {
-            self.scratch
-                .extend(text.chars().flat_map(char::to_lowercase));
-        }
+/// Small numbers standing for GUIDs and names. Names count up from 0 and GUIDs down from the
+/// top, so the two never meet.
+#[derive(Default)]
+struct Numbering {
+    names: Interner,
+    ids: FastMap<Uuid, u32>,
+}
+
+impl Numbering {
+    /// Checks that one more number is free.
+    fn room(&self) {
         assert!(
             self.ids.len() + self.names.len() < u32::MAX as usize,
             "a plan names fewer than 4 billion distinct GUIDs and names"
         );
-        self.names.get_or_insert(&self.scratch)
+    }
+
+    /// The number of the GUID `id`.
+    fn id(&mut self, id: Uuid) -> u32 {
+        if let Some(&n) = self.ids.get(&id) {
+            return n;
+        }
+        self.room();
+        let n = u32::MAX - u32::try_from(self.ids.len()).expect("room() keeps the count in u32");
+        self.ids.insert(id, n);
+        n
+    }
+
+    /// The number of `text` (lower-cased first when `fold`), built in `scratch` so that a name
+    /// seen before allocates nothing.
+    fn name(&mut self, text: &str, fold: bool, scratch: &mut String) -> u32 {
+        scratch.clear();
+        if !fold {
+            scratch.push_str(text);
+        } else if text.is_ascii() {
+            scratch.push_str(text);
+            scratch.make_ascii_lowercase();
+        } else {
+            scratch.extend(text.chars().flat_map(char::to_lowercase));
+        }
+        self.room();
+        self.names.get_or_insert(scratch)
     }
 }
 
