@@ -292,10 +292,11 @@ impl Iterator for PlanRows {
         }
         self.done = true;
         let now = self.scanner.lines.sha256();
+        let file = self.scanner.problems.file.clone();
         match std::mem::take(&mut self.scanner.problems).into_result() {
             Err(e) => Some(Err(e)),
             Ok(()) if now != self.sha256 => Some(Err(PlanErrors(vec![PlanError {
-                file: self.scanner.problems.file.clone(),
+                file,
                 line: 0,
                 message: format!(
                     "the plan changed since it was checked (its SHA-256 was {}, now {now}); \
@@ -1861,6 +1862,7 @@ mod tests {
         let err = items[2].as_ref().unwrap_err();
         assert_eq!(err.0.len(), 1);
         assert_eq!(err.0[0].line, 0);
+        assert_eq!(err.0[0].file, plan.file);
         assert!(
             err.0[0]
                 .message
