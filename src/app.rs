@@ -459,17 +459,19 @@ fn client_config(c: &ConnectSettings, run: Option<&RunInfo>) -> Result<ClientCon
 }
 
 async fn check(s: CheckSettings) -> Result<Exit, AppError> {
-    let plan = load_plan(&s.plan)?;
     let Some((connect, pace)) = s.online else {
+        // The offline check needs only the summary, so the plan is streamed, not held.
+        let plan = plan::check(&s.plan)?;
         match s.output {
             OutputFormat::Json => println!(
                 "{}",
-                serde_json::json!({"file": plan.file, "rows": plan.rows.len(), "sha256": plan.sha256, "valid": true})
+                serde_json::json!({"file": plan.file, "rows": plan.rows, "sha256": plan.sha256, "valid": true})
             ),
-            OutputFormat::Text => println!("{}: {} rows, valid", plan.file, plan.rows.len()),
+            OutputFormat::Text => println!("{}: {} rows, valid", plan.file, plan.rows),
         }
         return Ok(Exit::Success);
     };
+    let plan = load_plan(&s.plan)?;
     let config = client_config(&connect, None)?;
     let preview = runner::preview(&plan, config, pace).await?;
     match s.output {

@@ -647,11 +647,12 @@ fn check(args: &Args) -> Result<()> {
     let heap_before = alloc::live();
     alloc::take_peak();
     let started = Instant::now();
-    let plan = load(&path)?;
+    let plan = embatch::plan::check(&path)
+        .map_err(|e| anyhow::anyhow!("the generated plan is invalid:\n{e}"))?;
     let secs = started.elapsed().as_secs_f64();
     let heap_peak = alloc::take_peak() - heap_before;
     let heap_kept = alloc::live() - heap_before;
-    assert_eq!(plan.rows.len(), rows);
+    assert_eq!(plan.rows, rows as u64);
     println!(
         "check: {rows} rows ({:.1} MiB) validated in {secs:.2} s ({:.0} rows/s; target < 5 s: {})",
         mib(bytes),
@@ -664,7 +665,7 @@ fn check(args: &Args) -> Result<()> {
         before as f64 / 1024.0
     );
     println!(
-        "  heap              {:>10.1}   MiB at the peak of validation, {:.1} MiB kept by the plan ({:.0} bytes/row)",
+        "  heap              {:>10.1}   MiB at the peak of validation, {:.1} MiB kept by the checked plan ({:.0} bytes/row)",
         mib(heap_peak as u64),
         mib(heap_kept as u64),
         heap_kept as f64 / rows as f64

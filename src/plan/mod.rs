@@ -5,26 +5,33 @@
 //! Line numbers are the physical lines an editor shows: the header is line 1 and blank lines
 //! count.
 //!
-//! Validation runs in one pass over the file: `records` splits the text into records with
-//! their lines, the header decides which column is which, `cells` gives each cell its meaning,
-//! and `checks` compares each valid row with the rows before it. Every problem is collected;
-//! a plan is returned only when there is none.
+//! Validation runs in one streaming pass over the file: `records` reads it line by line
+//! (hashing every byte) and gathers the lines of each record, the header decides which column
+//! is which, `cells` gives each cell its meaning, and `checks` compares each valid row with the
+//! rows before it. Every problem is collected; a plan is accepted only when there is none.
+//!
+//! Two ways in share that pass. [`load`] and [`parse`] keep every row in a [`Plan`]. [`check`]
+//! keeps none: it holds only the tables of the checks across rows, returns a [`PlanFile`]
+//! summary, and [`PlanFile::rows`] reads the rows again one at a time, refusing a file that
+//! changed since it was checked. A plan of a million rows is checked in well under 100 MiB.
 
 mod cells;
 mod checks;
 mod records;
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::em::AccountType;
 
 use cells::{Kind, quoted};
 use checks::Tracker;
-use records::{RecordInfo, Records};
+use records::{DelimiterDetector, LineReader, QuoteState, RecordInfo, Records};
 
 /// How a row names its account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -177,145 +184,538 @@ impl std::fmt::Display for PlanErrors {
     }
 }
 
-/// Reads and validates the plan at `path`.
+/// How many rows of each action a plan holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Actions {
+    /// `add-account` rows.
+    pub add_account: u64,
+    /// `delete-account` rows.
+    pub delete_account: u64,
+    /// `assign-role` rows.
+    pub assign_role: u64,
+    /// `remove-role` rows.
+    pub remove_role: u64,
+    /// `add-scope` rows.
+    pub add_scope: u64,
+    /// `remove-scope` rows.
+    pub remove_scope: u64,
+    /// `restore-all-vms` rows.
+    pub restore_all_vms: u64,
+}
+
+impl Actions {
+    /// Counts one row of `action`.
+    pub fn count(&mut self, action: &Action) {
+        let n = match action {
+            Action::AddAccount(_) => &mut self.add_account,
+            Action::DeleteAccount => &mut self.delete_account,
+            Action::AssignRole(_) => &mut self.assign_role,
+            Action::RemoveRole(_) => &mut self.remove_role,
+            Action::AddScope { .. } => &mut self.add_scope,
+            Action::RemoveScope(_) => &mut self.remove_scope,
+            Action::RestoreAllVms(_) => &mut self.restore_all_vms,
+        };
+        *n += 1;
+    }
+
+    /// Every row counted.
+    pub fn total(&self) -> u64 {
+        self.add_account
+            + self.delete_account
+            + self.assign_role
+            + self.remove_role
+            + self.add_scope
+            + self.remove_scope
+            + self.restore_all_vms
+    }
+}
+
+/// A plan file validated in one streaming pass; holds no rows.
+///
+/// [`check`] reads the file once, with every check [`load`] makes, and keeps only this
+/// summary; [`PlanFile::rows`] reads the rows again when they are needed, one at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanFile {
+    /// The file name as given (used in messages).
+    pub file: String,
+    /// The path the file is read from.
+    pub path: PathBuf,
+    /// The SHA-256 of the file's bytes, lower-case hex.
+    pub sha256: String,
+    /// The number of data rows.
+    pub rows: u64,
+    /// Whether some row names its account by name rather than by GUID (names are resolved
+    /// through the server before a run).
+    pub names_accounts: bool,
+    /// The rows of each action.
+    pub actions: Actions,
+    /// The lines of the delete-account rows, in file order.
+    pub delete_lines: Vec<u64>,
+}
+
+impl PlanFile {
+    /// Reads the rows again, in file order, as validated rows. The file is hashed as it is
+    /// read; if it no longer matches `sha256` (changed since `check`), or a row no longer
+    /// validates, the iterator yields an `Err` (then ends), so a caller that records rows in
+    /// one transaction rolls back and sends nothing.
+    ///
+    /// Only the checks of single rows are made again: the checks across rows need tables as
+    /// large as the plan, and the hash shows that the rows are the ones [`check`] compared.
+    pub fn rows(&self) -> Result<PlanRows, PlanErrors> {
+        let reader = open(&self.path, &self.file)?;
+        Ok(PlanRows {
+            scanner: Scanner::new(&self.file, reader, None, true),
+            sha256: self.sha256.clone(),
+            done: false,
+        })
+    }
+}
+
+/// The rows of a checked plan, read again from its file; see [`PlanFile::rows`]. Holds a read
+/// buffer and the current record, whatever the size of the plan.
+pub struct PlanRows {
+    scanner: Scanner<BufReader<File>>,
+    /// The hash the file had when it was checked.
+    sha256: String,
+    done: bool,
+}
+
+impl Iterator for PlanRows {
+    type Item = Result<PlanRow, PlanErrors>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if let Some(row) = self.scanner.next_row() {
+            return Some(Ok(row));
+        }
+        self.done = true;
+        let now = self.scanner.lines.sha256();
+        let file = self.scanner.problems.file.clone();
+        match std::mem::take(&mut self.scanner.problems).into_result() {
+            Err(e) => Some(Err(e)),
+            Ok(()) if now != self.sha256 => Some(Err(PlanErrors(vec![PlanError {
+                file,
+                line: 0,
+                message: format!(
+                    "the plan changed since it was checked (its SHA-256 was {}, now {now}); \
+                     check it again",
+                    self.sha256
+                ),
+            }]))),
+            Ok(()) => None,
+        }
+    }
+}
+
+impl std::iter::FusedIterator for PlanRows {}
+
+/// Validates the plan at `path` in one streaming pass, holding no rows: only the tables of
+/// the checks across rows and the problems found. The result says what the plan holds;
+/// [`PlanFile::rows`] reads the rows themselves.
+pub fn check(path: &Path) -> Result<PlanFile, PlanErrors> {
+    let file = path.display().to_string();
+    let reader = open(path, &file)?;
+    let mut scanner = Scanner::new(&file, reader, Some(Tracker::default()), false);
+    let mut rows = 0;
+    let mut names_accounts = false;
+    let mut actions = Actions::default();
+    let mut delete_lines = Vec::new();
+    while let Some(row) = scanner.next_row() {
+        rows += 1;
+        names_accounts |= matches!(row.account, AccountRef::Name(_));
+        actions.count(&row.action);
+        if row.action == Action::DeleteAccount {
+            delete_lines.push(row.line);
+        }
+    }
+    let sha256 = scanner.lines.sha256();
+    scanner.problems.into_result()?;
+    Ok(PlanFile {
+        file,
+        path: path.to_path_buf(),
+        sha256,
+        rows,
+        names_accounts,
+        actions,
+        delete_lines,
+    })
+}
+
+/// Reads and validates the plan at `path`, keeping its rows.
 pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     let file = path.display().to_string();
-    match std::fs::read(path) {
-        Ok(bytes) => parse(&file, &bytes),
-        Err(e) => Err(PlanErrors(vec![PlanError {
-            file,
-            line: 0,
-            message: format!("cannot read the plan: {e}"),
-        }])),
-    }
+    let reader = open(path, &file)?;
+    read_plan(&file, reader)
 }
 
 /// Validates plan `bytes`, naming them `file` in messages.
 pub fn parse(file: &str, bytes: &[u8]) -> Result<Plan, PlanErrors> {
-    let mut problems = Problems {
-        file,
-        list: Vec::new(),
-    };
-    // Excel's "Unicode Text" export is UTF-16; read as UTF-8 every line of it would be
-    // reported, so it gets one message that says what to do instead.
-    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
-        problems.add(
-            0,
-            "the plan is UTF-16 text; save it as UTF-8 (\"CSV UTF-8\" in Excel)".into(),
-        );
-        return Err(PlanErrors(problems.list));
+    read_plan(file, bytes)
+}
+
+/// Reads a whole plan from `reader`, keeping its rows.
+fn read_plan<R: BufRead>(file: &str, reader: R) -> Result<Plan, PlanErrors> {
+    let mut scanner = Scanner::new(file, reader, Some(Tracker::default()), false);
+    let mut rows = Vec::new();
+    while let Some(row) = scanner.next_row() {
+        rows.push(row);
     }
-    let body = bytes.strip_prefix(records::BOM).unwrap_or(bytes);
-    let (text, bad_lines) = match std::str::from_utf8(body) {
-        Ok(text) => (Cow::Borrowed(text), Vec::new()),
-        Err(_) => {
-            let bad = records::invalid_utf8_lines(body);
-            for b in &bad {
-                problems.add(
-                    b.line,
-                    format!(
-                        "not valid UTF-8 (byte 0x{:02X} at column {}); save the plan as UTF-8 \
-                         (\"CSV UTF-8\" in Excel)",
-                        b.byte, b.column
-                    ),
-                );
-            }
-            // Invalid bytes never merge with the ASCII around them, so the lossy text keeps
-            // every delimiter, quote and line break where it was; the rest of the file can be
-            // checked while the lines with bad bytes are left out.
-            (
-                String::from_utf8_lossy(body),
-                bad.into_iter().map(|b| b.line).collect(),
-            )
-        }
-    };
-    let rows = read_rows(&text, &bad_lines, &mut problems);
-    if problems.list.is_empty() {
-        Ok(Plan {
-            file: file.to_string(),
-            rows,
-            sha256: hex::encode(Sha256::digest(bytes)),
+    let sha256 = scanner.lines.sha256();
+    scanner.problems.into_result()?;
+    Ok(Plan {
+        file: file.to_string(),
+        rows,
+        sha256,
+    })
+}
+
+/// The plan file at `path`, buffered for reading line by line.
+fn open(path: &Path, file: &str) -> Result<BufReader<File>, PlanErrors> {
+    // A larger buffer than the default 8 KiB halves the read calls on a large plan and costs
+    // nothing that matters.
+    File::open(path)
+        .map(|f| BufReader::with_capacity(64 * 1024, f))
+        .map_err(|e| {
+            PlanErrors(vec![PlanError {
+                file: file.to_string(),
+                line: 0,
+                message: format!("cannot read the plan: {e}"),
+            }])
         })
-    } else {
-        // A stable sort keeps the problems of one line in the order they were found.
-        problems.list.sort_by_key(|p| p.line);
-        Err(PlanErrors(problems.list))
-    }
 }
 
 /// The problems found so far.
-struct Problems<'f> {
-    file: &'f str,
+#[derive(Default)]
+struct Problems {
+    file: String,
     list: Vec<PlanError>,
 }
 
-impl Problems<'_> {
+impl Problems {
     fn add(&mut self, line: u64, message: String) {
         self.list.push(PlanError {
-            file: self.file.to_string(),
+            file: self.file.clone(),
             line,
             message,
         });
     }
+
+    /// `Ok` when nothing was found; otherwise every problem, in line order.
+    fn into_result(mut self) -> Result<(), PlanErrors> {
+        if self.list.is_empty() {
+            return Ok(());
+        }
+        // A stable sort keeps the problems of one line in the order they were found.
+        self.list.sort_by_key(|p| p.line);
+        Err(PlanErrors(self.list))
+    }
 }
 
-/// Reads the header and every row of `text`, reporting problems; returns the valid rows.
-fn read_rows(text: &str, bad_lines: &[u64], problems: &mut Problems<'_>) -> Vec<PlanRow> {
-    let delimiter = records::detect_delimiter(text);
-    let mut records = Records::new(text, delimiter);
-    let mut fields: Vec<Cow<'_, str>> = Vec::new();
-    let header_info = loop {
-        match records.next_into(&mut fields) {
-            None => {
-                problems.add(0, "the plan has no rows: the file is empty".into());
-                return Vec::new();
-            }
-            Some(info) if info.unterminated.is_none() && records::is_blank(&fields) => {}
-            Some(info) => break info,
-        }
-    };
-    if let Some(at) = header_info.unterminated {
-        // The open quote swallowed the rest of the file, so there is nothing else to read.
-        problems.add(at, UNTERMINATED.into());
-        return Vec::new();
-    }
-    let header = Header::read(&fields, header_info.line, delimiter, problems);
+/// How far a [`Scanner`] has read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Nothing read yet.
+    Start,
+    /// The header is read; rows follow.
+    Rows,
+    /// Nothing more to read: the end of the file, or a problem that stops the reading.
+    Done,
+}
 
-    // Every row takes at least one line, so the line count bounds the number of rows; sizing
-    // the tables once spares a large plan the repeated growing and copying.
-    let lines = text.bytes().filter(|&b| b == b'\n').count();
-    let mut tracker = Tracker::with_capacity(lines);
-    let mut rows = Vec::with_capacity(lines);
-    let mut records_seen = 0u64;
-    while let Some(info) = records.next_into(&mut fields) {
+/// A physical line read ahead of the record it belongs to (while looking for the delimiter).
+struct PendingLine {
+    line: u64,
+    /// The line's text, its terminator included.
+    text: String,
+    /// Whether the line held bytes that are not UTF-8.
+    bad: bool,
+}
+
+/// The lines of one record, gathered into [`Scanner::record`].
+struct Gathered {
+    /// The record's first physical line.
+    first: u64,
+    /// Whether a line of it was not UTF-8; the record is then not checked, since its text is
+    /// not what the user wrote.
+    bad: bool,
+}
+
+/// Reads a plan one record at a time and validates each row as it comes: the one validation
+/// core behind [`check`], [`load`], [`parse`] and [`PlanRows`].
+///
+/// It holds the header, the current record and, when it makes the checks across rows, their
+/// tables; every problem goes to `problems`.
+struct Scanner<R> {
+    lines: LineReader<R>,
+    problems: Problems,
+    /// The checks across rows; `None` when only single rows are checked.
+    tracker: Option<Tracker>,
+    /// Whether to stop at the first problem, as a second reading of a checked plan does.
+    stop_at_problem: bool,
+    stage: Stage,
+    delimiter: u8,
+    header: Option<Header>,
+    /// Lines read while the delimiter was looked for, not yet split into records.
+    pending: VecDeque<PendingLine>,
+    /// The text of the current record.
+    record: String,
+    /// Non-blank records after the header.
+    records_seen: u64,
+}
+
+impl<R: BufRead> Scanner<R> {
+    fn new(file: &str, reader: R, tracker: Option<Tracker>, stop_at_problem: bool) -> Self {
+        Scanner {
+            lines: LineReader::new(reader),
+            problems: Problems {
+                file: file.to_string(),
+                list: Vec::new(),
+            },
+            tracker,
+            stop_at_problem,
+            stage: Stage::Start,
+            delimiter: b',',
+            header: None,
+            pending: VecDeque::new(),
+            record: String::new(),
+            records_seen: 0,
+        }
+    }
+
+    /// The next valid row; `None` when the plan is read to its end, or, when stopping at the
+    /// first problem, at that problem. What was wrong is in `problems`.
+    fn next_row(&mut self) -> Option<PlanRow> {
+        loop {
+            if self.stop_at_problem && !self.problems.list.is_empty() {
+                self.stage = Stage::Done;
+            }
+            let step = match self.stage {
+                Stage::Start => self.read_header().map(|()| None),
+                Stage::Rows => self.read_row(),
+                Stage::Done => return None,
+            };
+            match step {
+                Ok(None) => {}
+                Ok(Some(row)) if self.stop_at_problem && !self.problems.list.is_empty() => {
+                    drop(row);
+                }
+                Ok(Some(row)) => return Some(row),
+                Err(e) => {
+                    self.problems.add(0, format!("cannot read the plan: {e}"));
+                    self.stage = Stage::Done;
+                }
+            }
+        }
+    }
+
+    /// Reads up to the header and the header itself: the encoding, the delimiter, the columns.
+    fn read_header(&mut self) -> io::Result<()> {
+        self.stage = Stage::Done;
+        let Some(mut line) = self.next_physical()? else {
+            self.problems
+                .add(0, "the plan has no rows: the file is empty".into());
+            return Ok(());
+        };
+        // Excel's "Unicode Text" export is UTF-16; read as UTF-8 every line of it would be
+        // reported, so it gets one message that says what to do instead.
+        let raw = self.lines.raw();
+        if raw.starts_with(b"\xFF\xFE") || raw.starts_with(b"\xFE\xFF") {
+            self.problems.add(
+                0,
+                "the plan is UTF-16 text; save it as UTF-8 (\"CSV UTF-8\" in Excel)".into(),
+            );
+            return Ok(());
+        }
+
+        // The delimiter decides where records end, so the lines up to the header are read
+        // ahead and kept until it is known.
+        let mut detector = DelimiterDetector::default();
+        loop {
+            let mut text = String::new();
+            let bad = self.decode(line, &mut text);
+            let done = detector.feed(text.as_bytes());
+            self.pending.push_back(PendingLine { line, text, bad });
+            if done {
+                break;
+            }
+            match self.next_physical()? {
+                Some(next) => line = next,
+                None => break,
+            }
+        }
+        self.delimiter = detector.delimiter();
+
+        loop {
+            let Some(gathered) = self.gather()? else {
+                self.problems
+                    .add(0, "the plan has no rows: the file is empty".into());
+                return Ok(());
+            };
+            let mut fields = Vec::new();
+            let info = first_record(&self.record, self.delimiter, gathered.first, &mut fields);
+            if info.unterminated.is_none() && records::is_blank(&fields) {
+                continue;
+            }
+            if let Some(at) = info.unterminated {
+                // The open quote swallowed the rest of the file, so there is nothing else to
+                // read.
+                self.problems.add(at, UNTERMINATED.into());
+                return Ok(());
+            }
+            self.header = Some(Header::read(
+                &fields,
+                info.line,
+                self.delimiter,
+                &mut self.problems,
+            ));
+            self.stage = Stage::Rows;
+            return Ok(());
+        }
+    }
+
+    /// Reads the next record after the header; the row when it is a valid one.
+    fn read_row(&mut self) -> io::Result<Option<PlanRow>> {
+        let Some(gathered) = self.gather()? else {
+            if self.records_seen == 0 {
+                self.problems.add(0, "the plan has no rows".into());
+            }
+            let problems = &mut self.problems;
+            if let Some(tracker) = &mut self.tracker {
+                tracker.finish(&mut |line, m| problems.add(line, m));
+            }
+            self.stage = Stage::Done;
+            return Ok(None);
+        };
+        let mut fields = Vec::new();
+        let info = first_record(&self.record, self.delimiter, gathered.first, &mut fields);
         if info.unterminated.is_none() && records::is_blank(&fields) {
-            continue;
+            return Ok(None);
         }
-        records_seen += 1;
+        self.records_seen += 1;
         if let Some(at) = info.unterminated {
-            problems.add(at, UNTERMINATED.into());
-        } else if !touches(bad_lines, &info)
-            && let Some(row) = header.row(info.line, &fields, &mut tracker, problems)
-        {
-            rows.push(row);
+            self.problems.add(at, UNTERMINATED.into());
+            return Ok(None);
+        }
+        if gathered.bad {
+            return Ok(None);
+        }
+        let header = self
+            .header
+            .as_ref()
+            .expect("rows are read only after the header");
+        Ok(header.row(
+            info.line,
+            &fields,
+            self.tracker.as_mut(),
+            &mut self.problems,
+        ))
+    }
+
+    /// Gathers the lines of the next record into `record`: one line, or more while a quoted
+    /// field goes on. `None` at the end of the file.
+    fn gather(&mut self) -> io::Result<Option<Gathered>> {
+        self.record.clear();
+        let mut state = QuoteState::FieldStart;
+        let mut gathered: Option<Gathered> = None;
+        loop {
+            let start = self.record.len();
+            let next = match self.pending.pop_front() {
+                Some(p) => {
+                    self.record.push_str(&p.text);
+                    Some((p.line, p.bad))
+                }
+                None => match self.next_physical()? {
+                    Some(line) => {
+                        let mut record = std::mem::take(&mut self.record);
+                        let bad = self.decode(line, &mut record);
+                        self.record = record;
+                        Some((line, bad))
+                    }
+                    None => None,
+                },
+            };
+            let Some((line, bad)) = next else {
+                break;
+            };
+            let g = gathered.get_or_insert(Gathered { first: line, bad });
+            g.bad |= bad;
+            state = state.feed(&self.record.as_bytes()[start..], self.delimiter);
+            if state != QuoteState::Quoted {
+                break;
+            }
+        }
+        Ok(gathered)
+    }
+
+    /// Reads the next physical line from the file; its number, or `None` at the end.
+    fn next_physical(&mut self) -> io::Result<Option<u64>> {
+        let line = self.lines.next_line()?;
+        if line.is_some_and(|l| l > u64::from(u32::MAX)) {
+            // The tables of the checks across rows store lines in four bytes.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the plan has more than {} lines", u32::MAX),
+            ));
+        }
+        Ok(line)
+    }
+
+    /// Appends the text of the line just read (`line`) to `into`, without the BOM on the first
+    /// line. Bytes that are not UTF-8 are reported and replaced; returns whether there were
+    /// any.
+    fn decode(&mut self, line: u64, into: &mut String) -> bool {
+        let mut raw = self.lines.raw();
+        if line == 1 {
+            raw = raw.strip_prefix(records::BOM).unwrap_or(raw);
+        }
+        match std::str::from_utf8(raw) {
+            Ok(text) => {
+                into.push_str(text);
+                false
+            }
+            Err(_) => {
+                if let Some(b) = records::bad_utf8(raw, line) {
+                    self.problems.add(
+                        b.line,
+                        format!(
+                            "not valid UTF-8 (byte 0x{:02X} at column {}); save the plan as UTF-8 \
+                             (\"CSV UTF-8\" in Excel)",
+                            b.byte, b.column
+                        ),
+                    );
+                }
+                // Invalid bytes never merge with the ASCII around them, so the lossy text
+                // keeps every delimiter, quote and line break where it was; the rest of the
+                // file can be checked while the lines with bad bytes are left out.
+                into.push_str(&String::from_utf8_lossy(raw));
+                true
+            }
         }
     }
-    if records_seen == 0 {
-        problems.add(0, "the plan has no rows".into());
-    }
-    tracker.finish(&mut |line, m| problems.add(line, m));
-    rows
+}
+
+/// Splits the gathered text of one record (starting on physical line `line`) into `fields`.
+fn first_record<'t>(
+    text: &'t str,
+    delimiter: u8,
+    line: u64,
+    fields: &mut Vec<Cow<'t, str>>,
+) -> RecordInfo {
+    let mut records = Records::starting_at(text, delimiter, line);
+    let info = records
+        .next_into(fields)
+        .expect("a gathered record holds at least one line");
+    debug_assert!(
+        records.next_into(&mut Vec::new()).is_none(),
+        "the lines gathered for one record are one record to the tokenizer"
+    );
+    info
 }
 
 const UNTERMINATED: &str =
     "unterminated quoted field: the quote opened on this line is never closed";
-
-/// Whether the record spans a line already reported as not UTF-8; such a record is not
-/// checked further, since its text is not what the user wrote.
-fn touches(bad_lines: &[u64], info: &RecordInfo) -> bool {
-    let from = bad_lines.partition_point(|&l| l < info.line);
-    bad_lines.get(from).is_some_and(|&l| l <= info.last_line)
-}
 
 /// The columns a plan knows by name. The discriminants index `Known::ALL` and the header's
 /// per-column tables.
@@ -375,12 +775,7 @@ fn fold_name(name: &str) -> String {
 
 impl Header {
     /// Reads the header record on `line`, reporting every problem with it.
-    fn read(
-        fields: &[Cow<'_, str>],
-        line: u64,
-        delimiter: u8,
-        problems: &mut Problems<'_>,
-    ) -> Header {
+    fn read(fields: &[Cow<'_, str>], line: u64, delimiter: u8, problems: &mut Problems) -> Header {
         let width = fields
             .iter()
             .rposition(|f| !f.trim().is_empty())
@@ -483,11 +878,11 @@ impl Header {
         &self,
         line: u64,
         fields: &[Cow<'_, str>],
-        tracker: &mut Tracker,
-        problems: &mut Problems<'_>,
+        tracker: Option<&mut Tracker>,
+        problems: &mut Problems,
     ) -> Option<PlanRow> {
         let mut valid = true;
-        let mut fail = |problems: &mut Problems<'_>, message: String| {
+        let mut fail = |problems: &mut Problems, message: String| {
             valid = false;
             problems.add(line, message);
         };
@@ -563,7 +958,9 @@ impl Header {
             return None;
         }
 
-        tracker.check(line, &account, &action, &mut |m| problems.add(line, m));
+        if let Some(tracker) = tracker {
+            tracker.check(line, &account, &action, &mut |m| problems.add(line, m));
+        }
         let text = |which| {
             self.cell(fields, which)
                 .filter(|v| !v.is_empty())
@@ -655,6 +1052,7 @@ impl Header {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     const G1: &str = "0f8e6a57-1c2b-4d3e-9f40-5a6b7c8d9e01";
     const G2: &str = "6c1d0e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
@@ -1312,6 +1710,282 @@ mod tests {
                 "{}: problems on two lines at least: {errors:?}",
                 path.display()
             );
+        }
+    }
+
+    /// What reading a plan gave, in a form that can be compared.
+    type Outcome = Result<(Vec<PlanRow>, String), PlanErrors>;
+
+    fn outcome(result: Result<Plan, PlanErrors>) -> Outcome {
+        result.map(|p| (p.rows, p.sha256))
+    }
+
+    /// Reads `bytes` through a reader that hands out at most `chunk` bytes at a time.
+    fn parse_chunked(bytes: &[u8], chunk: usize) -> Outcome {
+        outcome(read_plan(
+            "plan.csv",
+            BufReader::with_capacity(chunk, bytes),
+        ))
+    }
+
+    /// Plans that exercise every path of the reader: line endings split across reads, quoted
+    /// fields over several lines, BOM, UTF-16, bad bytes, blank lines, unclosed quotes.
+    fn tricky_plans() -> Vec<Vec<u8>> {
+        let mut plans: Vec<Vec<u8>> = [
+            "",
+            "\r\n\r\n",
+            "account,action,target\n",
+            "account,action,target\r\na,restore-all-vms,on\r\nb,restore-all-vms,off\r\n",
+            "account,action,target\ra,restore-all-vms,on\rb,restore-all-vms,on\r\r\rc,frob,x\r",
+            "\n\n;;;\naccount;action;target;comment\n\na;restore-all-vms;on;\"x\r\ny\"\nb;restore-all-vms;on;\"\"\"q\"\"\"\n",
+            "account,action,target,comment\na,restore-all-vms,on,\"oops\nb,restore-all-vms,on,\n",
+            "account,\"action,target\na,b,c\n",
+            "\"account\nx\",action,target\na,restore-all-vms,on\n",
+            "account,action,target,comment\na,restore-all-vms,on, \"x,\ny\"tail\nb,restore-all-vms,o\"n\n",
+            "account,action,target\nTECH\\a,add-account,User\nTECH\\a,delete-account,\ntech\\A,add-account,User\n",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        plans.push(b"account,action,target,comment\nTECH\\m\xfcller,assign-role,Portal User,\na,frobnicate,x,\r\nb,restore-all-vms,on,\"Gr\xfc\n\xdfe\"\n".to_vec());
+        plans.push(b"\xEF\xBB\xBFaccount;action;target\r\na;restore-all-vms;on\r\n".to_vec());
+        plans.push(b"\xFF\xFEa\x00,\x00b\x00\n\x00".to_vec());
+        plans.push(b"\xEF\xBB\xBF\xFF\n".to_vec());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+        for dir in [root.clone(), root.join("bad")] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "csv") {
+                    plans.push(std::fs::read(path).unwrap());
+                }
+            }
+        }
+        plans
+    }
+
+    #[test]
+    fn a_reader_that_hands_out_a_few_bytes_at_a_time_reads_the_same_plan() {
+        for bytes in tricky_plans() {
+            let whole = outcome(parse("plan.csv", &bytes));
+            for chunk in [1, 2, 3, 5, 8] {
+                assert_eq!(
+                    parse_chunked(&bytes, chunk),
+                    whole,
+                    "chunk {chunk}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
+    }
+
+    /// Writes `text` to a temporary file and checks it.
+    fn checked(text: &[u8]) -> (tempfile::TempDir, PathBuf, Result<PlanFile, PlanErrors>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.csv");
+        std::fs::write(&path, text).unwrap();
+        let result = check(&path);
+        (dir, path, result)
+    }
+
+    #[test]
+    fn check_sums_up_the_plan_and_rows_reads_it_again() {
+        let text = format!(
+            "account,action,target,object_name\n\
+             TECH\\new,add-account,user,\n\
+             TECH\\new,assign-role,Portal User,\n\
+             TECH\\new,add-scope,{REF},Finance-RP\n\
+             \n\
+             {G1},restore-all-vms,off,\n\
+             TECH\\leaver,delete-account,,\n\
+             {G2},remove-role,{ROLE},\n\
+             TECH\\other,delete-account,Confirm,\n"
+        );
+        let (_dir, path, result) = checked(text.as_bytes());
+        let plan = result.unwrap();
+        let parsed = parse(&path.display().to_string(), text.as_bytes()).unwrap();
+        assert_eq!(plan.file, path.display().to_string());
+        assert_eq!(plan.path, path);
+        assert_eq!(plan.sha256, parsed.sha256);
+        assert_eq!(plan.rows, 7);
+        assert!(plan.names_accounts);
+        assert_eq!(
+            plan.actions,
+            Actions {
+                add_account: 1,
+                delete_account: 2,
+                assign_role: 1,
+                remove_role: 1,
+                add_scope: 1,
+                remove_scope: 0,
+                restore_all_vms: 1,
+            }
+        );
+        assert_eq!(plan.actions.total(), plan.rows);
+        assert_eq!(plan.delete_lines, [7, 9]);
+        let rows: Vec<PlanRow> = plan.rows().unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows, parsed.rows);
+
+        let (_dir, _, result) =
+            checked(format!("account,action,target\n{G1},restore-all-vms,on\n").as_bytes());
+        assert!(!result.unwrap().names_accounts);
+    }
+
+    #[test]
+    fn check_reports_what_load_reports() {
+        for bytes in tricky_plans() {
+            let (_dir, path, result) = checked(&bytes);
+            let loaded = load(&path);
+            match (result, loaded) {
+                (Ok(plan), Ok(loaded)) => {
+                    assert_eq!(plan.rows, loaded.rows.len() as u64);
+                    assert_eq!(plan.sha256, loaded.sha256);
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (a, b) => panic!("check {a:?} but load {b:?}"),
+            }
+        }
+        let missing = Path::new("/nonexistent/plan.csv");
+        assert_eq!(check(missing).unwrap_err(), load(missing).unwrap_err());
+    }
+
+    #[test]
+    fn rows_refuse_a_plan_changed_since_it_was_checked() {
+        let text = "account,action,target,comment\na,restore-all-vms,on,\nb,restore-all-vms,off,\n";
+        let (_dir, path, result) = checked(text.as_bytes());
+        let plan = result.unwrap();
+
+        // Still valid, but not the plan that was checked: every row comes, then the refusal.
+        std::fs::write(&path, text.replace("off,", "off,changed")).unwrap();
+        let items: Vec<_> = plan.rows().unwrap().collect();
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[1].is_ok());
+        let err = items[2].as_ref().unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].line, 0);
+        assert_eq!(err.0[0].file, plan.file);
+        assert!(
+            err.0[0]
+                .message
+                .starts_with("the plan changed since it was checked (its SHA-256 was "),
+            "{err}"
+        );
+
+        // A row that no longer validates stops the rows at once.
+        std::fs::write(&path, text.replace("b,restore-all-vms", "b,frobnicate")).unwrap();
+        let mut rows = plan.rows().unwrap();
+        assert!(rows.next().unwrap().is_ok());
+        let err = rows.next().unwrap().unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].line, 3);
+        assert!(err.0[0].message.starts_with("unknown action 'frobnicate'"));
+        assert!(rows.next().is_none());
+
+        std::fs::remove_file(&path).unwrap();
+        let err = plan.rows().err().unwrap();
+        assert!(err.0[0].message.starts_with("cannot read the plan: "));
+
+        fn send<T: Send>(_: &T) {}
+        std::fs::write(&path, text).unwrap();
+        let rows = plan.rows().unwrap();
+        send(&rows);
+        assert_eq!(rows.filter(Result::is_ok).count(), 2);
+    }
+
+    mod streaming {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Lines of every kind, valid and not, over few accounts so that duplicates,
+        /// contradictions and account checks come up.
+        fn line() -> impl Strategy<Value = Vec<u8>> {
+            // A few fixed accounts make duplicates and contradictions; many others let
+            // plans pass.
+            let account = prop_oneof![
+                proptest::sample::select(vec!["TECH\\a", "tech\\A", "TECH\\b", G1, "\"TECH\\c\""])
+                    .prop_map(String::from),
+                (0..200u32).prop_map(|n| format!("TECH\\u{n}")),
+            ];
+            let action = prop_oneof![
+                12 => proptest::sample::select(vec![
+                    "assign-role,Portal User,",
+                    "remove-role,portal user,",
+                    "restore-all-vms,on,",
+                    "restore-all-vms,off,",
+                    "add-scope,urn:VMware:ResourcePool:r.resgroup-1,\"RP\nEast\"",
+                    "remove-scope,Old-RP,",
+                ]),
+                1 => proptest::sample::select(vec!["add-account,User,", "delete-account,,"]),
+            ];
+            let comment = prop_oneof![
+                12 => proptest::sample::select(vec![
+                    "",
+                    "c",
+                    "\"a,\"\"b\"\"\r\nc\"",
+                    " \"x\"y",
+                    "M\u{fc}ller",
+                ]),
+                1 => Just("\"open"),
+            ];
+            prop_oneof![
+                12 => (account, action, comment).prop_map(|(a, x, c)| format!("{a},{x},{c}").into_bytes()),
+                1 => Just(Vec::new()),
+                1 => Just(b",,,,".to_vec()),
+                1 => Just(b"TECH\\e,frobnicate,x,,".to_vec()),
+                1 => Just(b"TECH\\d,assign-role,Portal User,,M\xfcller".to_vec()),
+            ]
+        }
+
+        fn plan() -> impl Strategy<Value = Vec<u8>> {
+            let eol = proptest::sample::select(vec!["\n", "\r\n", "\r"]);
+            (
+                any::<bool>(),
+                proptest::collection::vec((line(), eol), 0..12),
+                any::<bool>(),
+            )
+                .prop_map(|(bom, lines, last_eol)| {
+                    let mut bytes = Vec::new();
+                    if bom {
+                        bytes.extend_from_slice(records::BOM);
+                    }
+                    bytes.extend_from_slice(b"account,action,target,object_name,comment\n");
+                    let count = lines.len();
+                    for (i, (line, eol)) in lines.into_iter().enumerate() {
+                        bytes.extend_from_slice(&line);
+                        if i + 1 < count || last_eol {
+                            bytes.extend_from_slice(eol.as_bytes());
+                        }
+                    }
+                    bytes
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn check_and_rows_agree_with_parse(bytes in plan()) {
+                let (_dir, path, checked) = checked(&bytes);
+                let name = path.display().to_string();
+                let parsed = parse(&name, &bytes);
+                prop_assert_eq!(parse_chunked(&bytes, 1), outcome(parse("plan.csv", &bytes)));
+                match (checked, parsed) {
+                    (Ok(file), Ok(plan)) => {
+                        prop_assert_eq!(file.rows, plan.rows.len() as u64);
+                        prop_assert_eq!(&file.sha256, &plan.sha256);
+                        let mut actions = Actions::default();
+                        for row in &plan.rows {
+                            actions.count(&row.action);
+                        }
+                        prop_assert_eq!(file.actions, actions);
+                        prop_assert_eq!(
+                            file.names_accounts,
+                            plan.rows.iter().any(|r| matches!(r.account, AccountRef::Name(_)))
+                        );
+                        let rows: Result<Vec<PlanRow>, PlanErrors> = file.rows().unwrap().collect();
+                        prop_assert_eq!(rows.unwrap(), plan.rows);
+                    }
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    (a, b) => prop_assert!(false, "check {:?} but parse {:?}", a, b),
+                }
+            }
         }
     }
 

@@ -1,5 +1,10 @@
-//! The CSV layer of a plan: encoding checks, delimiter detection and a tokenizer that splits
-//! text into records while counting physical lines.
+//! The CSV layer of a plan: a line reader that hashes what it reads, encoding checks,
+//! delimiter detection, and a tokenizer that splits a record's text into fields while counting
+//! physical lines.
+//!
+//! A plan is streamed: [`LineReader`] yields one physical line at a time, [`QuoteState`] says
+//! whether a record goes on past a line break (inside a quoted field), and [`Records`] splits
+//! the lines of one record into fields. Nothing here holds more than the current record.
 //!
 //! The `csv` crate is not used here because its record positions do not match what an editor
 //! shows: it counts a CRLF file's lines one short and gives a record after blank lines the line
@@ -8,6 +13,9 @@
 //! fields too).
 
 use std::borrow::Cow;
+use std::io::{self, BufRead};
+
+use sha2::{Digest, Sha256};
 
 /// The UTF-8 byte order mark that spreadsheet programs put at the start of "CSV UTF-8" files.
 pub(super) const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -23,40 +31,108 @@ pub(super) struct BadLine {
     pub byte: u8,
 }
 
+/// The first bad byte of a physical line (`raw`, its terminator included or not) that is not
+/// valid UTF-8; `None` when the line is valid.
+pub(super) fn bad_utf8(raw: &[u8], line: u64) -> Option<BadLine> {
+    let e = std::str::from_utf8(raw).err()?;
+    let valid = &raw[..e.valid_up_to()];
+    // The prefix is valid by construction, so counting its characters cannot fail.
+    let column = std::str::from_utf8(valid).map_or(0, |s| s.chars().count()) + 1;
+    Some(BadLine {
+        line,
+        column,
+        byte: raw[e.valid_up_to()],
+    })
+}
+
 /// Every physical line of `bytes` that is not valid UTF-8, in order.
+#[cfg(test)]
 pub(super) fn invalid_utf8_lines(bytes: &[u8]) -> Vec<BadLine> {
+    let mut lines = LineReader::new(bytes);
     let mut bad = Vec::new();
-    let mut line = 1;
-    let mut start = 0;
-    let mut i = 0;
-    while i <= bytes.len() {
-        let end_of_line = match bytes.get(i) {
-            None => Some(i + 1),
-            Some(b'\n') => Some(i + 1),
-            Some(b'\r') if bytes.get(i + 1) == Some(&b'\n') => Some(i + 2),
-            Some(b'\r') => Some(i + 1),
-            Some(_) => None,
-        };
-        if let Some(next) = end_of_line {
-            let content = &bytes[start..i];
-            if let Err(e) = std::str::from_utf8(content) {
-                let valid = &content[..e.valid_up_to()];
-                // The prefix is valid by construction, so counting its characters cannot fail.
-                let column = std::str::from_utf8(valid).map_or(0, |s| s.chars().count()) + 1;
-                bad.push(BadLine {
-                    line,
-                    column,
-                    byte: content[e.valid_up_to()],
-                });
-            }
-            line += 1;
-            start = next;
-            i = next;
-        } else {
-            i += 1;
-        }
+    while let Some(line) = lines.next_line().expect("reading a byte slice cannot fail") {
+        bad.extend(bad_utf8(lines.raw(), line));
     }
     bad
+}
+
+/// Reads a plan's bytes one physical line at a time (`\n`, `\r\n` and a lone `\r` each end a
+/// line), hashing every byte it reads, so that one pass over a file gives both its lines and
+/// its SHA-256 without holding more than one line.
+pub(super) struct LineReader<R> {
+    inner: R,
+    hasher: Sha256,
+    /// The current line's bytes, its terminator included.
+    raw: Vec<u8>,
+    /// The number of the line read last (0 before the first).
+    line: u64,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// A line reader over `inner`.
+    pub(super) fn new(inner: R) -> Self {
+        LineReader {
+            inner,
+            hasher: Sha256::new(),
+            raw: Vec::new(),
+            line: 0,
+        }
+    }
+
+    /// Reads the next physical line into [`raw`](Self::raw) and returns its number (1-based);
+    /// `None` at the end of the input. A final line without a terminator is still a line; the
+    /// empty text after a final terminator is not.
+    pub(super) fn next_line(&mut self) -> io::Result<Option<u64>> {
+        self.raw.clear();
+        loop {
+            let buf = match self.inner.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                break;
+            }
+            // A `\r` that ended the previous buffer is a line break of its own unless a `\n`
+            // follows, which then belongs to the same break.
+            let (take, done) = if self.raw.last() == Some(&b'\r') {
+                (usize::from(buf[0] == b'\n'), true)
+            } else {
+                match buf.iter().position(|&b| b == b'\n' || b == b'\r') {
+                    Some(i) if buf[i] == b'\n' => (i + 1, true),
+                    Some(i) if i + 1 < buf.len() => {
+                        (i + 1 + usize::from(buf[i + 1] == b'\n'), true)
+                    }
+                    // The `\r` is the buffer's last byte: whether it is a `\r\n` shows only
+                    // with the next buffer.
+                    Some(i) => (i + 1, false),
+                    None => (buf.len(), false),
+                }
+            };
+            self.raw.extend_from_slice(&buf[..take]);
+            self.hasher.update(&buf[..take]);
+            self.inner.consume(take);
+            if done {
+                break;
+            }
+        }
+        if self.raw.is_empty() {
+            return Ok(None);
+        }
+        self.line += 1;
+        Ok(Some(self.line))
+    }
+
+    /// The bytes of the line read last, its terminator included.
+    pub(super) fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The SHA-256 of every byte read so far, lower-case hex. Read to the end first to hash the
+    /// whole input.
+    pub(super) fn sha256(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
 }
 
 /// The delimiters a plan may use, in order of preference when counts tie.
@@ -65,38 +141,105 @@ const DELIMITERS: [u8; 3] = [b',', b';', b'\t'];
 /// Picks the delimiter from the header line: whichever of `,` `;` and tab occurs most often
 /// outside quotes. Leading lines that hold only whitespace and delimiters are skipped, as the
 /// tokenizer skips them too. A header without any delimiter (a single column) gives `,`.
-pub(super) fn detect_delimiter(text: &str) -> u8 {
-    let mut counts = [0usize; 3];
-    let mut in_quotes = false;
-    let mut line_has_content = false;
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'"' {
-            in_quotes = !in_quotes;
-            line_has_content = true;
-        } else if !in_quotes {
-            if let Some(k) = DELIMITERS.iter().position(|&d| d == b) {
-                counts[k] += 1;
-            } else if b == b'\n' || b == b'\r' {
-                if line_has_content {
-                    break;
+///
+/// Fed line by line, so that a streamed plan needs to hold only the lines up to its header.
+#[derive(Default)]
+pub(super) struct DelimiterDetector {
+    counts: [usize; 3],
+    in_quotes: bool,
+    line_has_content: bool,
+    done: bool,
+}
+
+impl DelimiterDetector {
+    /// Reads more text; returns whether the header line has been seen to its end, after which
+    /// more text changes nothing.
+    pub(super) fn feed(&mut self, text: &[u8]) -> bool {
+        for &b in text {
+            if self.done {
+                break;
+            }
+            if b == b'"' {
+                self.in_quotes = !self.in_quotes;
+                self.line_has_content = true;
+            } else if !self.in_quotes {
+                if let Some(k) = DELIMITERS.iter().position(|&d| d == b) {
+                    self.counts[k] += 1;
+                } else if b == b'\n' || b == b'\r' {
+                    if self.line_has_content {
+                        self.done = true;
+                    } else {
+                        self.counts = [0; 3];
+                    }
+                } else if !b.is_ascii_whitespace() {
+                    self.line_has_content = true;
                 }
-                counts = [0; 3];
-            } else if !b.is_ascii_whitespace() {
-                line_has_content = true;
             }
         }
-        i += 1;
+        self.done
     }
-    let mut best = 0;
-    for k in 1..DELIMITERS.len() {
-        if counts[k] > counts[best] {
-            best = k;
+
+    /// The delimiter, from what was fed so far.
+    pub(super) fn delimiter(&self) -> u8 {
+        let mut best = 0;
+        for k in 1..DELIMITERS.len() {
+            if self.counts[k] > self.counts[best] {
+                best = k;
+            }
         }
+        DELIMITERS[best]
     }
-    DELIMITERS[best]
+}
+
+/// Picks the delimiter of a whole text; see [`DelimiterDetector`].
+#[cfg(test)]
+pub(super) fn detect_delimiter(text: &str) -> u8 {
+    let mut detector = DelimiterDetector::default();
+    detector.feed(text.as_bytes());
+    detector.delimiter()
+}
+
+/// Where the tokenizer would be after some bytes of a record, as far as the end of the record
+/// depends on it: a line break ends the record unless it falls inside a quoted field.
+///
+/// It follows the rules of [`Records`] exactly (a field is quoted when its first non-space
+/// character is a quote; quotes elsewhere are text), so that the lines gathered for one record
+/// are the lines the tokenizer reads as one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum QuoteState {
+    /// At the start of a field, or only spaces into it.
+    FieldStart,
+    /// In a field that is not quoted.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// On a quote inside a quoted field: it closes the field unless another quote follows.
+    QuoteSeen,
+    /// After the closing quote of a field, in text that is kept as it is.
+    Tail,
+}
+
+impl QuoteState {
+    /// The state after `bytes`, which start on `self`.
+    pub(super) fn feed(mut self, bytes: &[u8], delimiter: u8) -> QuoteState {
+        // Most lines hold no quote at all and start a record: nothing can open a quoted field.
+        if self == QuoteState::FieldStart && !bytes.contains(&b'"') {
+            return QuoteState::FieldStart;
+        }
+        for &b in bytes {
+            self = match self {
+                QuoteState::Quoted if b == b'"' => QuoteState::QuoteSeen,
+                QuoteState::Quoted => QuoteState::Quoted,
+                QuoteState::QuoteSeen if b == b'"' => QuoteState::Quoted,
+                QuoteState::FieldStart if b == b'"' => QuoteState::Quoted,
+                _ if b == delimiter || b == b'\n' || b == b'\r' => QuoteState::FieldStart,
+                QuoteState::FieldStart if b == b' ' => QuoteState::FieldStart,
+                QuoteState::FieldStart | QuoteState::Unquoted => QuoteState::Unquoted,
+                QuoteState::QuoteSeen | QuoteState::Tail => QuoteState::Tail,
+            };
+        }
+        self
+    }
 }
 
 /// Where a record sits in the file and whether it was cut short.
@@ -121,11 +264,17 @@ pub(super) struct Records<'a> {
 
 impl<'a> Records<'a> {
     /// A tokenizer over `text` (without a BOM) using `delimiter`.
+    #[cfg(test)]
     pub(super) fn new(text: &'a str, delimiter: u8) -> Self {
+        Records::starting_at(text, delimiter, 1)
+    }
+
+    /// A tokenizer over `text` whose first line is physical line `line` of the file.
+    pub(super) fn starting_at(text: &'a str, delimiter: u8, line: u64) -> Self {
         Records {
             text,
             pos: 0,
-            line: 1,
+            line,
             delimiter,
         }
     }
@@ -378,6 +527,75 @@ mod tests {
         assert_eq!(detect_delimiter("a,b;c\n"), b',');
         // Only the header line counts.
         assert_eq!(detect_delimiter("a;b;c\nx,y,z,w,v\n"), b';');
+    }
+
+    /// Splits `text` as a streamed plan is split: physical lines gathered into records while
+    /// a quoted field goes on, each record tokenized on its own.
+    fn gathered(text: &str, delimiter: u8, chunk: usize) -> Vec<(RecordInfo, Vec<String>)> {
+        let mut lines = LineReader::new(io::BufReader::with_capacity(chunk, text.as_bytes()));
+        let mut out = Vec::new();
+        let mut record = String::new();
+        let mut first = 0;
+        let mut state = QuoteState::FieldStart;
+        let mut flush = |record: &mut String, first: u64| {
+            let mut r = Records::starting_at(record, delimiter, first);
+            let mut fields = Vec::new();
+            let info = r.next_into(&mut fields).unwrap();
+            out.push((info, fields.iter().map(|f| f.to_string()).collect()));
+            assert!(r.next_into(&mut fields).is_none(), "{record:?}");
+            record.clear();
+        };
+        while let Some(line) = lines.next_line().unwrap() {
+            if record.is_empty() {
+                first = line;
+            }
+            let raw = std::str::from_utf8(lines.raw()).unwrap();
+            record.push_str(raw);
+            state = state.feed(raw.as_bytes(), delimiter);
+            if state != QuoteState::Quoted {
+                flush(&mut record, first);
+            }
+        }
+        if !record.is_empty() {
+            flush(&mut record, first);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn records_gathered_line_by_line_are_the_records_of_the_whole_text(
+            text in "[ab ,;\t\"\r\n]{0,40}",
+            chunk in 1usize..6,
+        ) {
+            let delimiter = detect_delimiter(&text);
+            let mut whole = Records::new(&text, delimiter);
+            let mut fields = Vec::new();
+            let mut expected = Vec::new();
+            while let Some(info) = whole.next_into(&mut fields) {
+                expected.push((info, fields.iter().map(|f| f.to_string()).collect::<Vec<_>>()));
+            }
+            proptest::prop_assert_eq!(gathered(&text, delimiter, chunk), expected);
+        }
+    }
+
+    #[test]
+    fn the_line_reader_splits_every_line_ending_across_reads_and_hashes_every_byte() {
+        let bytes = b"a\r\nb\rc\n\r\r\n\nd\r";
+        for chunk in 1..=bytes.len() {
+            let mut lines = LineReader::new(io::BufReader::with_capacity(chunk, &bytes[..]));
+            let mut got = Vec::new();
+            while let Some(n) = lines.next_line().unwrap() {
+                got.push((n, String::from_utf8(lines.raw().to_vec()).unwrap()));
+            }
+            let want: Vec<(u64, String)> = ["a\r\n", "b\r", "c\n", "\r", "\r\n", "\n", "d\r"]
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i as u64 + 1, l.to_string()))
+                .collect();
+            assert_eq!(got, want, "chunk {chunk}");
+            assert_eq!(lines.sha256(), hex::encode(Sha256::digest(bytes)));
+        }
     }
 
     #[test]
