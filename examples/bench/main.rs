@@ -517,9 +517,10 @@ fn print_apply(args: &Args, run: &Applied, emulator_cpu: Option<f64>) {
     let secs = run.elapsed.as_secs_f64();
     let log = &run.log;
     println!(
-        "apply: {} rows, concurrency {}, {}, {} wire, audit log {}",
+        "apply: {} rows, concurrency {} ({} workers), {}, {} wire, audit log {}",
         s.rows,
         args.concurrency,
+        args.pace().workers(),
         rate_text(args),
         args.wire.as_str(),
         match &args.db {

@@ -384,8 +384,9 @@ pub(crate) fn checkpoint_content(head: &str, records: i64, run_id: i64) -> Strin
     format!(r#"{{"head":"{head}","records":{records},"run_id":{run_id}}}"#)
 }
 
-/// Records appended in one multi-row statement.
-const BATCH: usize = 64;
+/// The sizes of the multi-row statements that insert the records, largest first; a group's
+/// records go in as few statements as these sizes allow (a group of 23: 16, 4, 1, 1, 1).
+const BATCHES: [usize; 3] = [64, 16, 4];
 
 /// The writer's end of the chain: the newest record's number and hash, appending after it, and
 /// the records appended but not yet inserted.
@@ -460,31 +461,48 @@ impl ChainHead {
 
     /// Inserts the records appended since the last flush.
     pub(crate) fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        const ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
         let pending = std::mem::take(&mut self.pending);
-        for chunk in pending.chunks(BATCH) {
-            let rows = if chunk.len() == BATCH { BATCH } else { 1 };
-            let sql = format!(
-                "INSERT INTO evidence (seq, kind, run_id, ref, content, prev_hash, hash) VALUES {}",
-                vec![ROW; rows].join(", ")
-            );
-            for part in chunk.chunks(rows) {
-                let mut stmt = conn.prepare_cached(&sql)?;
-                for (n, p) in part.iter().enumerate() {
-                    let at = n * 7;
-                    stmt.raw_bind_parameter(at + 1, p.seq)?;
-                    stmt.raw_bind_parameter(at + 2, p.kind.as_str())?;
-                    stmt.raw_bind_parameter(at + 3, p.run_id)?;
-                    stmt.raw_bind_parameter(at + 4, p.reference)?;
-                    stmt.raw_bind_parameter(at + 5, &p.content)?;
-                    stmt.raw_bind_parameter(at + 6, &p.prev_hash)?;
-                    stmt.raw_bind_parameter(at + 7, &p.hash)?;
-                }
-                stmt.raw_execute()?;
+        let mut rest = &pending[..];
+        while !rest.is_empty() {
+            let rows = BATCHES.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+            let (part, after) = rest.split_at(rows);
+            let mut stmt = conn.prepare_cached(insert_sql(rows))?;
+            for (n, p) in part.iter().enumerate() {
+                let at = n * 7;
+                stmt.raw_bind_parameter(at + 1, p.seq)?;
+                stmt.raw_bind_parameter(at + 2, p.kind.as_str())?;
+                stmt.raw_bind_parameter(at + 3, p.run_id)?;
+                stmt.raw_bind_parameter(at + 4, p.reference)?;
+                stmt.raw_bind_parameter(at + 5, &p.content)?;
+                stmt.raw_bind_parameter(at + 6, &p.prev_hash)?;
+                stmt.raw_bind_parameter(at + 7, &p.hash)?;
             }
+            stmt.raw_execute()?;
+            rest = after;
         }
         Ok(())
     }
+}
+
+/// The statement inserting `rows` records, built once per size.
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        std::iter::once(1)
+            .chain(BATCHES)
+            .map(|n| {
+                format!(
+                    "INSERT INTO evidence (seq, kind, run_id, ref, content, prev_hash, hash) VALUES {}",
+                    vec!["(?, ?, ?, ?, ?, ?, ?)"; n].join(", ")
+                )
+            })
+            .collect()
+    });
+    let index = std::iter::once(1)
+        .chain(BATCHES)
+        .position(|n| n == rows)
+        .expect("records are inserted in the batch sizes only");
+    &all[index]
 }
 
 #[cfg(test)]
@@ -647,19 +665,47 @@ mod tests {
     }
 
     #[test]
+    fn every_group_size_is_inserted_whole_and_in_order() {
+        let conn = memory();
+        let mut total = 0;
+        for n in [0, 1, 3, 4, 5, 16, 23, 63, 64, 85, 150] {
+            let mut head = ChainHead::read(&conn).unwrap();
+            for row in 0..n {
+                head.append(Kind::Row, 1, Some(row), "{}".into());
+            }
+            head.flush(&conn).unwrap();
+            total += n;
+            let (count, max, last): (i64, Option<i64>, Option<String>) = conn
+                .query_row(
+                    "SELECT count(*), max(seq), (SELECT hash FROM evidence ORDER BY seq DESC LIMIT 1)
+                     FROM evidence",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap();
+            assert_eq!((count, max.unwrap_or(0)), (total, total), "a group of {n}");
+            assert_eq!(
+                last.as_deref().unwrap_or(GENESIS),
+                head.hash,
+                "a group of {n}"
+            );
+        }
+    }
+
+    #[test]
     fn appends_link_each_record_to_the_one_before() {
         let conn = memory();
         let mut head = ChainHead::read(&conn).unwrap();
         assert_eq!((head.seq, head.hash.as_str()), (0, GENESIS));
         head.append(Kind::Run, 1, None, "{\"id\":1}".into());
         // More than one batch, and a remainder.
-        for row in 0..(BATCH as i64 + 3) {
+        for row in 0..(BATCHES[0] as i64 + 3) {
             head.append(Kind::Row, 1, Some(row), format!("{{\"row_no\":{row}}}"));
         }
         head.append(Kind::End, 1, None, "{\"status\":\"completed\"}".into());
         head.checkpoint(1);
         head.flush(&conn).unwrap();
-        let total = BATCH as i64 + 6;
+        let total = BATCHES[0] as i64 + 6;
 
         // A head read again continues where the last one stopped.
         let again = ChainHead::read(&conn).unwrap();

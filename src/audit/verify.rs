@@ -720,7 +720,7 @@ mod tests {
     use crate::audit::fixtures::{new_rows, new_run, outcome};
     use crate::audit::{AttemptStart, AuditWriter, RowResult, RunStatus};
 
-    /// Evidence records in [`sample`]: run 1 has 14, run 2 has 11.
+    /// Evidence records in [`sample`]: run 1 has 13, run 2 has 12.
     const SAMPLE_RECORDS: u64 = 25;
 
     fn attempt(run_id: i64, row_no: Option<u64>, n: u32) -> AttemptStart {
@@ -733,8 +733,10 @@ mod tests {
         }
     }
 
-    /// A log with two ended runs: run 1 with three rows, an account id, two attempts (one of
-    /// no row); run 2 with two rows, interrupted, resumed and completed.
+    /// A log with two ended runs: run 1 with three rows, an account id written with its row's
+    /// outcome, two attempts (one of no row); run 2 with two rows, an account id written on its
+    /// own (as every account id was before ids were held for the outcome), interrupted, resumed
+    /// and completed.
     async fn sample(path: &Path) {
         let writer = AuditWriter::spawn(path).unwrap();
         let audit = writer.handle();
@@ -775,6 +777,8 @@ mod tests {
 
         let second = audit.begin_run(new_run()).await.unwrap();
         audit.add_rows(second, new_rows(2)).await.unwrap();
+        // A row cut off before its outcome: its account id is written on its own at the end.
+        audit.row_account(second, 1, "66666666-7777-8888-9999-000000000000");
         audit.end_run(second, RunStatus::Interrupted).await.unwrap();
         audit.resume_run(second).await.unwrap();
         audit.row_finished(second, 0, outcome("applied"));
@@ -850,7 +854,7 @@ mod tests {
         let last = reader.verify(Some(RunSelector::Last), None).unwrap();
         assert!(first.holds() && last.holds());
         assert_eq!((first.run_id, last.run_id), (Some(1), Some(2)));
-        assert_eq!((first.records, last.records), (14, 11));
+        assert_eq!((first.records, last.records), (13, 12));
         assert_eq!(
             last.head, all.head,
             "the head is the chain's, whatever the run"
@@ -887,6 +891,7 @@ mod tests {
             kinds,
             [
                 "run",
+                "row",
                 "row",
                 "row",
                 "end",

@@ -6,6 +6,12 @@
 //! only once its record is durable, while many concurrent callers share one fsync. Fire-and-forget
 //! records ride along with the next group, and [`AuditWriter::close`] flushes the rest.
 //!
+//! A row's account id ([`AuditHandle::row_account`]) is held by the writer and written with the
+//! row's outcome, in one update and one evidence record, instead of an update and a record of
+//! its own; ids of rows that never finish are written when their run ends, or when the writer
+//! closes. Until then, the paths of the row's requests (committed before they are sent) name the
+//! account.
+//!
 //! A failed write is not retried: the writer remembers it, answers every later awaited call with
 //! [`AuditError::WriterGone`] and drops later fire-and-forget records, so the run stops instead
 //! of making changes that go unrecorded.
@@ -26,6 +32,12 @@ use super::{AttemptStart, AuditError, NewRow, NewRun, RowResult, RunStatus};
 /// The most messages applied in one transaction, so one commit (and the wait of its callers)
 /// stays short even when senders outpace the disk.
 const GROUP_CAP: usize = 4096;
+
+/// Statements the writer keeps prepared: its own, and one per batch size of the evidence.
+const STATEMENT_CACHE: usize = 32;
+
+/// The writer's page cache, in KiB (SQLite's default is 2 MiB).
+const PAGE_CACHE_KIB: i64 = 16 * 1024;
 
 /// The writer thread. Close it to flush and stop.
 pub struct AuditWriter {
@@ -111,11 +123,17 @@ impl AuditWriter {
         durability: Durability,
     ) -> Result<AuditWriter, AuditError> {
         let conn = db::open(path, Create::Yes, durability)?;
+        // Every statement the writer runs stays prepared, the evidence's batches included.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // The pages a group touches again and again (the ends of the tables and the rows in
+        // progress) stay in memory instead of being read back from the WAL.
+        conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             conn,
             identity: WriterIdentity::current(),
             in_flight: HashMap::new(),
+            accounts: HashMap::new(),
             failed: None,
         };
         let thread = std::thread::Builder::new()
@@ -246,7 +264,8 @@ impl AuditHandle {
             .await
     }
 
-    /// Records the account id a row resolved to (fire and forget).
+    /// Records the account id a row resolved to (fire and forget). It is written with the row's
+    /// outcome, or when the run ends or the writer closes if the row never finishes.
     pub fn row_account(&self, run_id: i64, row_no: u64, account_id: &str) {
         self.post(Record::RowAccount {
             run_id,
@@ -308,6 +327,8 @@ struct Writer {
     identity: WriterIdentity,
     /// The run of each attempt started and not yet finished, for the evidence of its end.
     in_flight: HashMap<i64, i64>,
+    /// The account id of each row told one and not finished yet, by run and row number.
+    accounts: HashMap<(i64, i64), String>,
     /// Why the writer stopped writing, once it has.
     failed: Option<String>,
 }
@@ -324,10 +345,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            close_replies.extend(self.apply_group(group));
+            close_replies.extend(self.apply_group(group, false));
             if !close_replies.is_empty() {
                 break;
             }
+        }
+        // Every handle is gone without a close: the held account ids still go in.
+        if close_replies.is_empty() && !self.accounts.is_empty() {
+            self.apply_group(Vec::new(), true);
         }
         // Refuse whatever raced with close; the senders learn that the log is closed.
         rx.close();
@@ -353,8 +378,9 @@ impl Writer {
     }
 
     /// Applies one group in one transaction and answers its callers; returns the replies of any
-    /// close requests in it, which are answered when the thread ends.
-    fn apply_group(&mut self, group: Vec<Msg>) -> Vec<Reply<()>> {
+    /// close requests in it, which are answered when the thread ends. The held account ids are
+    /// written too when the group closes the writer, or when `last` says no group follows.
+    fn apply_group(&mut self, group: Vec<Msg>, last: bool) -> Vec<Reply<()>> {
         let mut closes = Vec::new();
         let mut records = Vec::with_capacity(group.len());
         for msg in group {
@@ -370,6 +396,7 @@ impl Writer {
         // The answers are held back until the commit: a caller learns of its record only once
         // the record is durable.
         let mut ids = Vec::with_capacity(records.len());
+        let last = last || !closes.is_empty();
         let result = (|| -> Result<(), String> {
             let tx = self
                 .conn
@@ -384,8 +411,12 @@ impl Writer {
                     &self.identity,
                     &mut chain,
                     &mut self.in_flight,
+                    &mut self.accounts,
                     record,
                 )?);
+            }
+            if last {
+                write_accounts(&tx, &mut chain, &mut self.accounts, None)?;
             }
             chain.flush(&tx).map_err(context("record the evidence"))?;
             tx.commit().map_err(context("commit"))
@@ -526,6 +557,43 @@ fn insert_rows(
     Ok(())
 }
 
+/// Writes the held account ids of `run_id`'s rows (of every run when `None`) that did not get
+/// them with an outcome, each as an update of its own with its evidence, in row order.
+fn write_accounts(
+    conn: &Connection,
+    chain: &mut ChainHead,
+    accounts: &mut HashMap<(i64, i64), String>,
+    run_id: Option<i64>,
+) -> Result<(), String> {
+    let mut keys: Vec<(i64, i64)> = accounts
+        .keys()
+        .filter(|(run, _)| run_id.is_none_or(|id| id == *run))
+        .copied()
+        .collect();
+    keys.sort_unstable();
+    let ctx = context("record a row's account id");
+    for (run_id, row) in keys {
+        let account_id = accounts
+            .remove(&(run_id, row))
+            .expect("the key was just read from the map");
+        let changed = conn
+            .prepare_cached(
+                "UPDATE plan_rows SET account_id = ?3 WHERE run_id = ?1 AND row_no = ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run_id, row, account_id]))
+            .map_err(&ctx)?;
+        found(changed, || {
+            format!("record the account id of row {row} of run {run_id}: no such row")
+        })?;
+        let content = Content::new()
+            .field("account_id", &account_id)
+            .map_err(&ctx)?
+            .finish();
+        chain.append(Kind::Row, run_id, Some(row), content);
+    }
+    Ok(())
+}
+
 /// Writes one record, and appends its evidence, inside the group's transaction; returns the
 /// rowid of an inserted run or attempt (0 for other records), to answer with after the commit.
 ///
@@ -537,6 +605,7 @@ fn apply(
     me: &WriterIdentity,
     chain: &mut ChainHead,
     in_flight: &mut HashMap<i64, i64>,
+    accounts: &mut HashMap<(i64, i64), String>,
     record: &Record,
 ) -> Result<i64, String> {
     let none = None::<String>;
@@ -604,6 +673,8 @@ fn apply(
             run_id, status, at, ..
         } => {
             let ctx = context("record the end of the run");
+            // The run's rows that never finished keep their account ids.
+            write_accounts(conn, chain, accounts, Some(*run_id))?;
             let changed = conn
                 .prepare_cached("UPDATE runs SET status = ?2, ended_at = ?3 WHERE id = ?1")
                 .and_then(|mut stmt| stmt.execute(params![run_id, status.as_str(), at]))
@@ -672,22 +743,9 @@ fn apply(
             row_no,
             account_id,
         } => {
-            let ctx = context("record a row's account id");
-            let row = int(*row_no).map_err(&ctx)?;
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE plan_rows SET account_id = ?3 WHERE run_id = ?1 AND row_no = ?2",
-                )
-                .and_then(|mut stmt| stmt.execute(params![run_id, row, account_id]))
-                .map_err(&ctx)?;
-            found(changed, || {
-                format!("record the account id of row {row_no} of run {run_id}: no such row")
-            })?;
-            let content = Content::new()
-                .field("account_id", account_id)
-                .map_err(&ctx)?
-                .finish();
-            chain.append(Kind::Row, *run_id, Some(row), content);
+            // Held until the row's outcome (see the module docs).
+            let row = int(*row_no).map_err(context("record a row's account id"))?;
+            accounts.insert((*run_id, row), account_id.clone());
             Ok(0)
         }
         Record::RowFinished {
@@ -698,35 +756,49 @@ fn apply(
         } => {
             let ctx = context("record a row's outcome");
             let row = int(*row_no).map_err(&ctx)?;
+            let account_id = accounts.remove(&(*run_id, row));
+            // Two statements rather than one with a COALESCE: the evidence names exactly the
+            // columns the update sets.
+            let sql = if account_id.is_some() {
+                "UPDATE plan_rows
+                 SET outcome = ?3, error = ?4, prior_state = ?5, result = ?6, finished_at = ?7,
+                     account_id = ?8
+                 WHERE run_id = ?1 AND row_no = ?2"
+            } else {
+                "UPDATE plan_rows
+                 SET outcome = ?3, error = ?4, prior_state = ?5, result = ?6, finished_at = ?7
+                 WHERE run_id = ?1 AND row_no = ?2"
+            };
             let changed = conn
-                .prepare_cached(
-                    "UPDATE plan_rows
-                     SET outcome = ?3, error = ?4, prior_state = ?5, result = ?6, finished_at = ?7
-                     WHERE run_id = ?1 AND row_no = ?2",
-                )
+                .prepare_cached(sql)
                 .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        run_id,
-                        row,
-                        result.outcome,
-                        result.error,
-                        result.prior_state,
-                        result.result,
-                        at,
-                    ])
+                    stmt.raw_bind_parameter(1, run_id)?;
+                    stmt.raw_bind_parameter(2, row)?;
+                    stmt.raw_bind_parameter(3, &result.outcome)?;
+                    stmt.raw_bind_parameter(4, &result.error)?;
+                    stmt.raw_bind_parameter(5, &result.prior_state)?;
+                    stmt.raw_bind_parameter(6, &result.result)?;
+                    stmt.raw_bind_parameter(7, at)?;
+                    if let Some(account_id) = &account_id {
+                        stmt.raw_bind_parameter(8, account_id)?;
+                    }
+                    stmt.raw_execute()
                 })
                 .map_err(&ctx)?;
             found(changed, || {
                 format!("record the outcome of row {row_no} of run {run_id}: no such row")
             })?;
-            let content = Content::new()
-                .field("error", &result.error)
-                .and_then(|c| c.field("finished_at", at))
-                .and_then(|c| c.field("outcome", &result.outcome))
-                .and_then(|c| c.field("prior_state", &result.prior_state))
-                .and_then(|c| c.field("result", &result.result))
-                .map_err(&ctx)?
-                .finish();
+            let content = match &account_id {
+                Some(account_id) => Content::new().field("account_id", account_id),
+                None => Ok(Content::new()),
+            }
+            .and_then(|c| c.field("error", &result.error))
+            .and_then(|c| c.field("finished_at", at))
+            .and_then(|c| c.field("outcome", &result.outcome))
+            .and_then(|c| c.field("prior_state", &result.prior_state))
+            .and_then(|c| c.field("result", &result.result))
+            .map_err(&ctx)?
+            .finish();
             chain.append(Kind::Row, *run_id, Some(row), content);
             Ok(0)
         }
@@ -1226,6 +1298,76 @@ mod tests {
             .query_row("SELECT count(*) FROM request_log", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn an_account_id_is_written_with_its_rows_outcome_or_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let audit = writer.handle();
+        let first = audit
+            .begin_run_with_rows(new_run(), new_rows(3))
+            .await
+            .unwrap();
+        audit.row_account(first, 0, "a");
+        audit.row_finished(first, 0, outcome("applied"));
+        // Row 1 never finishes: its id goes in when the run ends.
+        audit.row_account(first, 1, "b");
+        audit.end_run(first, RunStatus::Aborted).await.unwrap();
+        // And this one when the writer closes.
+        let second = audit
+            .begin_run_with_rows(new_run(), new_rows(1))
+            .await
+            .unwrap();
+        audit.row_account(second, 0, "c");
+        writer.close().await.unwrap();
+
+        let conn = Connection::open(&path).unwrap();
+        let ids: Vec<(i64, i64, Option<String>, String)> = conn
+            .prepare("SELECT run_id, row_no, account_id, outcome FROM change_log ORDER BY 1, 2")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let s = |t: &str| Some(t.to_string());
+        assert_eq!(
+            ids,
+            [
+                (first, 0, s("a"), "applied".into()),
+                (first, 1, s("b"), "pending".into()),
+                (first, 2, None, "pending".into()),
+                (second, 0, s("c"), "pending".into()),
+            ]
+        );
+        // Row 0's id and outcome are one record; row 1's id is a record of its own.
+        let updates: Vec<(i64, String)> = conn
+            .prepare(
+                "SELECT ref, content FROM evidence_log
+                 WHERE kind = 'row' AND run_id = ?1 AND content NOT LIKE '%\"line\"%'
+                 ORDER BY seq",
+            )
+            .unwrap()
+            .query_map([first], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(updates.len(), 2, "{updates:?}");
+        assert_eq!(updates[0].0, 0);
+        assert!(
+            updates[0]
+                .1
+                .starts_with(r#"{"account_id":"a","error":null,"finished_at":"#),
+            "{}",
+            updates[0].1
+        );
+        assert_eq!(updates[1], (1, r#"{"account_id":"b"}"#.to_string()));
+        let verified = crate::audit::AuditReader::open(&path)
+            .unwrap()
+            .verify(None, None)
+            .unwrap();
+        assert!(verified.holds(), "{:?}", verified.problems);
     }
 
     #[tokio::test]

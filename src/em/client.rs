@@ -2,11 +2,13 @@
 //! typed method per endpoint.
 //!
 //! Every HTTP attempt, logons included, goes through the observer: `before_send` (rate limit
-//! and pauses), `sending` (the durable record), the request, then `finished`. The client never
+//! and pauses), `sending` (the durable record), the request, then `finished` (or `abandoned`, when
+//! the caller drops the request before its answer). The client never
 //! retries on its own except after a 401: EM did not act on a request it refused for want of a
 //! session, so logging on again and resending is safe. All other retries belong to the caller,
 //! which gets each attempt's error with its retry advice.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -341,6 +343,13 @@ impl Client {
         self.observer.before_send().await;
         let id = self.observer.sending(tag, method.as_str(), &shown).await;
         let started = Instant::now();
+        // Tells the observer of an attempt dropped before it ended, so that what it holds for
+        // the attempt (a place among the requests in flight) is not held for ever.
+        let in_flight = InFlight {
+            observer: &*self.observer,
+            id,
+            ended: AtomicBool::new(false),
+        };
 
         let mut builder = self
             .http
@@ -370,7 +379,7 @@ impl Client {
                 status,
                 error: Some(message.clone()),
             };
-            self.observer.finished(id, &outcome, started.elapsed());
+            in_flight.end(&outcome, started.elapsed());
             tracing::debug!(method = %method, path = %shown, "request failed: {message}");
             EmError::Transport {
                 method: method.to_string(),
@@ -401,8 +410,7 @@ impl Client {
             Err(e) => return Err(failed(&e, Some(status), Some(Retry::CheckFirst))),
         };
         let elapsed = started.elapsed();
-        self.observer.finished(
-            id,
+        in_flight.end(
             &AttemptOutcome {
                 status: Some(status),
                 error: None,
@@ -507,6 +515,33 @@ impl Client {
             path: path_and_query(&self.url(&request.path)),
             message: codec::truncate(&self.scrub(&message, None), 500),
         })
+    }
+}
+
+/// One attempt between [`RequestObserver::sending`] and its end: ends it exactly once, with
+/// [`RequestObserver::finished`] when it has an outcome, or with [`RequestObserver::abandoned`]
+/// when it is dropped without one.
+struct InFlight<'a> {
+    observer: &'a dyn RequestObserver,
+    id: u64,
+    /// Settable through a shared reference, so the closure that ends failed attempts can end
+    /// it too; atomic only because the future holding it moves between threads.
+    ended: AtomicBool,
+}
+
+impl InFlight<'_> {
+    /// Reports the attempt's outcome.
+    fn end(&self, outcome: &AttemptOutcome, elapsed: std::time::Duration) {
+        self.ended.store(true, Ordering::Relaxed);
+        self.observer.finished(self.id, outcome, elapsed);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.ended.load(Ordering::Relaxed) {
+            self.observer.abandoned(self.id);
+        }
     }
 }
 

@@ -141,6 +141,11 @@ pub trait RequestObserver: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = u64> + Send + '_>>;
     /// Records how the attempt ended.
     fn finished(&self, id: u64, outcome: &AttemptOutcome, elapsed: Duration);
+    /// Says that the attempt `id` ended without an outcome: the caller dropped the request
+    /// between [`RequestObserver::sending`] and its answer (a cancelled run). Nothing is known
+    /// of what the server did, so nothing is recorded by default; an observer that holds
+    /// something for each attempt in flight releases it here.
+    fn abandoned(&self, _id: u64) {}
 }
 
 /// An observer that neither waits nor records.

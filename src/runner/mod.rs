@@ -452,7 +452,7 @@ async fn run_rows(
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Mutex::new(None::<StopReason>));
     let tracker = TaskTracker::new();
-    for _ in 0..settings.pace.concurrency {
+    for _ in 0..settings.pace.workers() {
         let worker = Worker {
             executor: executor.clone(),
             jobs: jobs.clone(),

@@ -14,6 +14,14 @@
 //! The second gate spreads each clump out again; since the requests reach it at the rate
 //! already, it delays them by little more than the commit's own jitter.
 //!
+//! The run's concurrency is the number of requests in flight, as a server (or a load generator
+//! such as oha) counts them, not the number of workers. Each request holds a place among them
+//! from just after its intent is committed, before the second gate, until its answer; the run
+//! has [`WORKERS_PER_REQUEST`] times as many workers, so while some requests wait for their
+//! intents' commit, others fill the places on the wire. With one worker per place, every request
+//! left its place idle for the length of a commit (a disk flush), and the commit's group held
+//! at most as many intents as there were places.
+//!
 //! Requests wait at each gate in turn, first come first served, and only the first in line
 //! sleeps on the limiter's timer. Left to themselves, every waiting worker would sleep until the
 //! same next free slot, all would wake for it, one would take it and the rest sleep again: a
@@ -36,10 +44,16 @@ use crate::em::{AttemptOutcome, RequestObserver, RequestTag};
 
 use super::RunEvent;
 
+/// Workers per request in flight: a run with concurrency N works on up to this many times N
+/// accounts at once, so that requests waiting for their intents' commit do not leave the places
+/// on the wire empty. Two covers a commit that takes as long as a request; more measured no
+/// faster and records more intents ahead of their requests.
+pub const WORKERS_PER_REQUEST: usize = 2;
+
 /// How fast and how hard a run may push the server.
 #[derive(Clone, Debug)]
 pub struct Pace {
-    /// Requests in flight at most (one per worker).
+    /// Requests in flight at most; a run has [`Pace::workers`] workers to keep them busy.
     pub concurrency: usize,
     /// Requests per second at most, over every request of the run.
     pub rate: f64,
@@ -64,6 +78,12 @@ impl Default for Pace {
 }
 
 impl Pace {
+    /// The workers a run needs to keep [`Pace::concurrency`] requests in flight: each worker
+    /// owns one account at a time, and sends one request at a time.
+    pub fn workers(&self) -> usize {
+        self.concurrency.max(1) * WORKERS_PER_REQUEST
+    }
+
     fn quota(&self) -> Quota {
         // A fractional rate such as 0.5/s is a period of two seconds per request.
         let period = Duration::from_secs_f64(1.0 / self.rate).max(Duration::from_nanos(1));
@@ -91,6 +111,11 @@ pub struct Pacer {
     wire: DefaultDirectRateLimiter,
     /// The line for `wire`.
     wire_line: tokio::sync::Mutex<()>,
+    /// The places for requests in flight, [`Pace::concurrency`] of them. A request takes one
+    /// after its intent is committed and gives it back when it ends ([`RequestObserver::finished`]
+    /// or [`RequestObserver::abandoned`]); the permit is forgotten in between, since the client
+    /// carries only the attempt's id from one call to the next.
+    in_flight: tokio::sync::Semaphore,
     pause_until: Mutex<Option<Instant>>,
     log: Option<AttemptLog>,
     events: Option<mpsc::UnboundedSender<RunEvent>>,
@@ -111,6 +136,7 @@ impl Pacer {
             limiter_line: tokio::sync::Mutex::new(()),
             wire: RateLimiter::direct(pace.quota()),
             wire_line: tokio::sync::Mutex::new(()),
+            in_flight: tokio::sync::Semaphore::new(pace.concurrency.max(1)),
             pause_until: Mutex::new(None),
             log,
             events,
@@ -202,15 +228,25 @@ impl RequestObserver for Pacer {
                 }
                 None => self.next_local_id.fetch_add(1, Ordering::Relaxed),
             };
+            // A place among the requests in flight is taken before the second gate, so that the
+            // gate stays the last wait before the request leaves and the rate holds at the wire.
+            let place = self
+                .in_flight
+                .acquire()
+                .await
+                .expect("the semaphore of requests in flight is never closed");
             // The commit released this request together with the others of its group; the
             // second gate sends them at the rate, and a pause that began meanwhile holds them.
             in_line(&self.wire_line, &self.wire).await;
             self.wait_for_pause().await;
+            // Kept from here until the attempt ends; dropped with this future before then.
+            place.forget();
             id
         })
     }
 
     fn finished(&self, id: u64, outcome: &AttemptOutcome, elapsed: Duration) {
+        self.in_flight.add_permits(1);
         if let Some(log) = &self.log
             && id != 0
         {
@@ -223,6 +259,11 @@ impl RequestObserver for Pacer {
                 elapsed,
             });
         }
+    }
+
+    fn abandoned(&self, _id: u64) {
+        // The attempt keeps its intent without an end, as one in flight when a process stops.
+        self.in_flight.add_permits(1);
     }
 }
 
@@ -300,6 +341,66 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn each_place_in_flight_has_its_workers() {
+        let pace = Pace {
+            concurrency: 32,
+            ..Pace::default()
+        };
+        assert_eq!(pace.workers(), 32 * WORKERS_PER_REQUEST);
+    }
+
+    /// Whether `future` is still waiting after the runtime has had time to run it.
+    async fn still_waiting(future: &mut (impl Future + Unpin)) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), future)
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_concurrency_is_in_flight() {
+        let pace = Pace {
+            concurrency: 2,
+            rate: 1e9,
+            ..Pace::default()
+        };
+        let pacer = Pacer::new(&pace, None, None);
+        let tag = RequestTag::default();
+        let first = pacer.sending(tag, "GET", "/a").await;
+        let second = pacer.sending(tag, "GET", "/b").await;
+        // Both places are taken: a third request waits until one of them ends.
+        let mut third = pacer.sending(tag, "GET", "/c");
+        assert!(still_waiting(&mut third).await);
+        pacer.finished(first, &AttemptOutcome::default(), Duration::ZERO);
+        third.await;
+        // An attempt dropped before its answer gives its place back too.
+        let mut fourth = pacer.sending(tag, "GET", "/d");
+        assert!(still_waiting(&mut fourth).await);
+        pacer.abandoned(second);
+        fourth.await;
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_it_waits_keeps_no_place() {
+        let pace = Pace {
+            concurrency: 1,
+            rate: 1e9,
+            ..Pace::default()
+        };
+        let pacer = Pacer::new(&pace, None, None);
+        let tag = RequestTag::default();
+        // Held up by a pause after taking its place, then dropped: the place comes back.
+        pacer.pause_for(Duration::from_millis(300));
+        let mut held = pacer.sending(tag, "GET", "/a");
+        assert!(still_waiting(&mut held).await);
+        drop(held);
+        *pacer.pause_until.lock().unwrap() = None;
+        let id = tokio::time::timeout(Duration::from_secs(1), pacer.sending(tag, "GET", "/b"))
+            .await
+            .expect("the dropped request gave its place back");
+        pacer.finished(id, &AttemptOutcome::default(), Duration::ZERO);
     }
 
     #[tokio::test]

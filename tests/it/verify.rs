@@ -118,10 +118,10 @@ async fn a_whole_log_verifies_and_its_anchor_is_checked_later() {
     let dir = tempfile::tempdir().unwrap();
     let (emu, db) = applied(dir.path()).await;
     let records = count(&db, "SELECT count(*) FROM evidence_log");
-    // The run, eight rows (each recorded, resolved and finished), its requests (each
-    // intent and end), its end and its checkpoint.
+    // The run, eight rows (each recorded, then finished with the account it resolved to), its
+    // requests (each intent and end), its end and its checkpoint.
     let requests = count(&db, "SELECT count(*) FROM request_log");
-    assert_eq!(records, 1 + 8 * 3 + 2 * requests + 2);
+    assert_eq!(records, 1 + 8 * 2 + 2 * requests + 2);
 
     let ran = embatch(&emu, &db, &["verify"]).await;
     assert_eq!(ran.code, Some(0), "{}", ran.all);
