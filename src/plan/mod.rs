@@ -12,6 +12,7 @@
 
 mod cells;
 mod checks;
+mod recorded;
 mod records;
 
 use std::borrow::Cow;
@@ -25,6 +26,8 @@ use crate::em::AccountType;
 use cells::{Kind, quoted};
 use checks::Tracker;
 use records::{RecordInfo, Records};
+
+pub use recorded::{RecordedColumns, recorded_row};
 
 /// How a row names its account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
