@@ -19,6 +19,9 @@ use super::{AuditError, NewRow, RecordedRow};
 /// How long a read waits for a lock before giving up; readers wait only on a checkpoint.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The page cache of each read connection, in KiB as SQLite's negative `cache_size` counts.
+const READ_CACHE_KIB: i64 = -128;
+
 /// The most row numbers asked for in one query, so one very large account does not build one
 /// huge parameter.
 const CHUNK: usize = 8192;
@@ -141,6 +144,9 @@ impl RunRows {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Each row is read once, so a page cache only costs memory: there is one per
+        // connection, and a run may hold as many connections as it has workers.
+        conn.pragma_update(None, "cache_size", READ_CACHE_KIB)?;
         Ok(conn)
     }
 
