@@ -447,4 +447,57 @@ mod tests {
         );
         assert!(rx.iter().all(|b| !matches!(b, RowBatch::End)));
     }
+
+    #[tokio::test]
+    async fn a_run_whose_stream_yields_a_problem_is_neither_recorded_nor_started() {
+        use crate::audit::{AuditReader, AuditWriter};
+        use crate::em::{ClientConfig, Secret, TlsOptions, Wire};
+        use crate::runner::{Pace, Reporter, RunSettings, RunSpec, execute};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let writer = AuditWriter::spawn(&path).unwrap();
+        let items: Vec<Result<PlanRow, PlanErrors>> = vec![
+            Ok(row(2, AccountRef::Name("TECH\\a".into()))),
+            Err(PlanErrors(vec![PlanError {
+                file: "p.csv".into(),
+                line: 3,
+                message: "empty account".into(),
+            }])),
+        ];
+        let spec = RunSpec::apply_stream(
+            "p.csv".into(),
+            "ab".repeat(32),
+            2,
+            Box::new(items.into_iter()),
+        );
+        // Nothing may be sent, so the server is never asked: port 9 of loopback is not listened on.
+        let settings = RunSettings {
+            client: ClientConfig::new(
+                url::Url::parse("https://127.0.0.1:9/api").unwrap(),
+                "TECH\\admin".into(),
+                Secret::new("unused".into()),
+                Wire::Xml,
+                TlsOptions::default(),
+            ),
+            pace: Pace::default(),
+            max_failures: None,
+            options_json: "{}".into(),
+        };
+        let result = execute(
+            spec,
+            settings,
+            writer.handle(),
+            tokio_util::sync::CancellationToken::new(),
+            Reporter::Quiet,
+        )
+        .await;
+        let Err(RunError::Plan(errors)) = result else {
+            panic!("the plan's problem is reported: {result:?}");
+        };
+        assert_eq!(errors.0[0].line, 3);
+        writer.close().await.unwrap();
+        let reader = AuditReader::open(&path).unwrap();
+        assert!(reader.runs().unwrap().is_empty(), "no run is recorded");
+    }
 }
