@@ -443,9 +443,9 @@ struct Applied {
 }
 
 /// A plan's rows handed to the run one at a time, as a streaming plan reader yields them: each
-/// row's own heap is freed once it is recorded, the array of rows when the stream is dropped.
-/// When the last row has gone it takes the heap's peak so far, so the rest of the run is
-/// measured without the plan.
+/// row's own heap is freed once it is recorded, the array of rows as the last one is handed
+/// over. At that moment it takes the heap's peak so far, so the rest of the run is measured
+/// without the plan.
 struct Handover {
     rows: std::vec::IntoIter<PlanRow>,
     recorded: std::sync::Arc<std::sync::Mutex<Option<(usize, usize)>>>,
@@ -462,7 +462,13 @@ impl Iterator for Handover {
                 .lock()
                 .expect("the handover lock is not poisoned");
             if recorded.is_none() {
-                *recorded = Some((alloc::take_peak(), alloc::live()));
+                let peak = alloc::take_peak();
+                let live = alloc::live();
+                // The array of rows goes now, as a plan reader's buffer would, so the peak
+                // taken from here on is the run's without the plan.
+                self.rows = Vec::new().into_iter();
+                alloc::take_peak();
+                *recorded = Some((peak, live));
             }
         }
         row.map(Ok)
