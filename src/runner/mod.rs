@@ -711,7 +711,7 @@ fn group_rows(rows: &[&PlanRow], by_name: &HashMap<String, Uuid>) -> Vec<PlanGro
         .into_iter()
         .map(|g| PlanGroup {
             id: g.id,
-            label: g.label,
+            label: g.label(),
             rows: g
                 .rows
                 .into_iter()
@@ -770,7 +770,7 @@ impl Worker {
         });
         let (id, mut state, rows) = match (group.id, added) {
             (None, None) => {
-                let why = format!("unknown account '{}'", group.label);
+                let why = format!("unknown account '{}'", group.label());
                 self.fail_all(jobs.iter(), &why);
                 return;
             }
@@ -784,7 +784,7 @@ impl Worker {
                 let state = match self.executor.read_state(id, Some(first)).await {
                     Ok(state) => state,
                     Err(e) => {
-                        self.fail_all(jobs.iter(), &format!("read account {}: {e}", group.label));
+                        self.fail_all(jobs.iter(), &format!("read account {}: {e}", group.label()));
                         return;
                     }
                 };
@@ -811,7 +811,7 @@ impl Worker {
                     .expect("queue lock is never poisoned")
                     .push_front(AccountGroup {
                         id: Some(id),
-                        label: group.label.clone(),
+                        name: group.name.clone(),
                         rows: rest,
                     });
                 return;

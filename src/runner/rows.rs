@@ -51,10 +51,22 @@ impl std::fmt::Debug for PlanStream {
 pub(super) struct AccountGroup {
     /// The account's GUID, once known.
     pub id: Option<Uuid>,
-    /// The account as the plan first named it, for messages.
-    pub label: String,
+    /// The name the plan first gave the account, when its first row named it by name.
+    pub name: Option<Box<str>>,
     /// The rows, in plan order.
     pub rows: Vec<u64>,
+}
+
+impl AccountGroup {
+    /// The account as the plan first named it, for messages. Made when needed rather than
+    /// kept, since most accounts never need it.
+    pub fn label(&self) -> String {
+        match (&self.name, self.id) {
+            (Some(name), _) => name.to_string(),
+            (None, Some(id)) => id.to_string(),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// An account as rows name it: rows naming the same GUID, or the same name in any case, share
@@ -119,16 +131,17 @@ impl AccountIndex {
     /// GUIDs), keeping plan order within each account and ordering accounts by their first row.
     /// Rows naming an unknown account are grouped by that name so they fail together.
     pub(super) fn into_groups(self, by_name: &HashMap<String, Uuid>) -> Vec<AccountGroup> {
-        let mut groups: Vec<AccountGroup> = Vec::with_capacity(self.entries.len());
-        let mut merged = vec![false; self.entries.len()];
+        let AccountIndex { slots, entries, .. } = self;
+        // The lookup table is not needed any more; freed first, it is not held beside the
+        // groups being built.
+        drop(slots);
+        let mut groups: Vec<AccountGroup> = Vec::with_capacity(entries.len());
+        let mut merged = vec![false; entries.len()];
         let mut by_id: HashMap<Uuid, usize> = HashMap::new();
-        for entry in self.entries {
-            let (id, label) = match &entry.key {
-                Key::Id(id) => (Some(*id), id.to_string()),
-                Key::Name(lower) => (
-                    by_name.get(&**lower).copied(),
-                    entry.label.map(String::from).unwrap_or_default(),
-                ),
+        for entry in entries {
+            let (id, name) = match &entry.key {
+                Key::Id(id) => (Some(*id), None),
+                Key::Name(lower) => (by_name.get(&**lower).copied(), entry.label),
             };
             // Entries come in order of their first rows, so the group an entry joins started
             // earlier and keeps its place and label.
@@ -144,7 +157,7 @@ impl AccountIndex {
             }
             groups.push(AccountGroup {
                 id,
-                label,
+                name,
                 rows: entry.rows,
             });
         }
@@ -356,10 +369,10 @@ mod tests {
         let groups = index.into_groups(&by_name);
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].id, Some(bob));
-        assert_eq!(groups[0].label, bob.to_string());
+        assert_eq!(groups[0].label(), bob.to_string());
         assert_eq!(groups[0].rows, vec![0, 2, 4]);
         assert_eq!(groups[1].id, Some(alice));
-        assert_eq!(groups[1].label, "TECH\\alice");
+        assert_eq!(groups[1].label(), "TECH\\alice");
         assert_eq!(groups[1].rows, vec![1, 3, 5]);
     }
 
