@@ -341,7 +341,10 @@ pub async fn run(command: Command) -> Exit {
         Err(e) => {
             eprintln!("embatch: {}", error_text(&e));
             match e {
-                AppError::Usage(_) | AppError::Plan(_) | AppError::History(_) => Exit::Usage,
+                AppError::Usage(_)
+                | AppError::Plan(_)
+                | AppError::History(_)
+                | AppError::Run(RunError::Plan(_)) => Exit::Usage,
                 AppError::Run(RunError::Connect { .. } | RunError::Resolve { .. }) => {
                     Exit::Connection
                 }
@@ -633,7 +636,7 @@ async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     } else {
         Reporter::Stderr
     };
-    let mut spec = RunSpec::apply(&plan);
+    let mut spec = RunSpec::apply(plan);
     if s.rebuild_scopes {
         spec.rebuild_scopes = ScopeRebuild::IfScopesAdded;
     }
@@ -648,7 +651,7 @@ async fn run_plan(
     reporter: Reporter,
     output: OutputFormat,
 ) -> Result<Exit, AppError> {
-    run_spec(RunSpec::apply(plan), settings, db, reporter, output).await
+    run_spec(RunSpec::apply(plan.clone()), settings, db, reporter, output).await
 }
 
 /// Runs `spec` with a fresh audit writer and prints the summary.
@@ -663,7 +666,10 @@ async fn run_spec(
     let cancel = ctrl_c_token();
     let result = runner::execute(spec, settings, writer.handle(), cancel, reporter).await;
     writer.close().await?;
-    let report = result?;
+    let report = result.map_err(|e| match e {
+        RunError::Plan(errors) => AppError::Plan(errors),
+        e => AppError::Run(e),
+    })?;
     print_report(&report, db, output)?;
     Ok(exit_for(&report))
 }
@@ -1161,6 +1167,7 @@ async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
             annotations: Vec::new(),
         },
         jobs: Vec::new(),
+        stream: None,
         force: false,
         known_refs: Default::default(),
         earlier_failures: 0,

@@ -37,6 +37,7 @@ mod fixtures;
 mod history;
 mod process;
 mod read;
+mod rows;
 mod verify;
 mod write;
 
@@ -47,6 +48,7 @@ pub use export::{
 };
 pub use history::RecordedRow;
 pub use read::{AuditReader, RowFilter, RowInfo, RunInfo, RunSelector};
+pub use rows::{RowBatch, RunRows};
 pub use verify::{Anchor, Damage, MAX_PROBLEMS, Problem, Verification};
 pub use write::{AuditHandle, AuditWriter};
 

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::chain::{ChainHead, Content, Kind};
 use super::db::{self, Create, Durability, int};
 use super::process::WriterIdentity;
-use super::{AttemptStart, AuditError, NewRow, NewRun, RowResult, RunStatus};
+use super::{AttemptStart, AuditError, NewRow, NewRun, RowBatch, RowResult, RunStatus};
 
 /// The most messages applied in one transaction, so one commit (and the wait of its callers)
 /// stays short even when senders outpace the disk.
@@ -49,6 +50,8 @@ pub struct AuditWriter {
 #[derive(Clone, Debug)]
 pub struct AuditHandle {
     tx: mpsc::UnboundedSender<Msg>,
+    /// The log's file, for readers that work alongside the writer.
+    path: Arc<Path>,
 }
 
 /// The answer to an awaited message.
@@ -70,6 +73,13 @@ enum Record {
         rows: Vec<NewRow>,
         at: String,
         reply: Reply<i64>,
+    },
+    BeginRunStreamed {
+        run: Box<NewRun>,
+        // Read inside the run's transaction until the sender ends or abandons the stream.
+        batches: std::sync::mpsc::Receiver<RowBatch>,
+        at: String,
+        reply: Reply<Option<i64>>,
     },
     AddRows {
         run_id: i64,
@@ -144,7 +154,10 @@ impl AuditWriter {
                 source,
             })?;
         Ok(AuditWriter {
-            handle: AuditHandle { tx },
+            handle: AuditHandle {
+                tx,
+                path: Arc::from(path),
+            },
             thread,
         })
     }
@@ -232,6 +245,36 @@ impl AuditHandle {
             reply,
         })
         .await
+    }
+
+    /// Records a new run together with its rows (all `pending`), which arrive in `batches`
+    /// while they are written, all in one transaction; answers the run's id once committed.
+    ///
+    /// The sender streams [`RowBatch::Rows`] and ends with [`RowBatch::End`]; a bounded channel
+    /// keeps only a few batches in memory. A sender that goes away without `End` (the rows
+    /// turned out to be wrong) abandons the run: nothing of it is recorded, and the answer is
+    /// `None`. The writer records nothing else until the stream ends, so the sender must not
+    /// wait on the writer meanwhile.
+    pub async fn begin_run_streamed(
+        &self,
+        mut run: NewRun,
+        batches: std::sync::mpsc::Receiver<RowBatch>,
+    ) -> Result<Option<i64>, AuditError> {
+        let at = db::now();
+        run.server_url = without_password(&run.server_url);
+        let run = Box::new(run);
+        self.call(|reply| Record::BeginRunStreamed {
+            run,
+            batches,
+            at,
+            reply,
+        })
+        .await
+    }
+
+    /// The audit log's file, for read-only connections beside the writer's.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Records the run's rows (all `pending`), committed before it answers.
@@ -442,6 +485,7 @@ impl Writer {
 /// The reply channel of a caller waiting for its record's commit.
 enum Waiter {
     RunId(Reply<i64>),
+    StreamedRunId(Reply<Option<i64>>),
     Done(Reply<()>),
     AttemptId(Reply<u64>),
 }
@@ -451,6 +495,7 @@ impl Record {
     fn into_waiter(self) -> Option<Waiter> {
         match self {
             Record::BeginRun { reply, .. } => Some(Waiter::RunId(reply)),
+            Record::BeginRunStreamed { reply, .. } => Some(Waiter::StreamedRunId(reply)),
             Record::AddRows { reply, .. }
             | Record::EndRun { reply, .. }
             | Record::ResumeRun { reply, .. } => Some(Waiter::Done(reply)),
@@ -469,6 +514,8 @@ impl Record {
 fn succeed(record: Record, id: i64) {
     match record.into_waiter() {
         Some(Waiter::RunId(reply)) => drop(reply.send(Ok(id))),
+        // A streamed run that was abandoned was rolled back and answers with no rowid.
+        Some(Waiter::StreamedRunId(reply)) => drop(reply.send(Ok((id != 0).then_some(id)))),
         Some(Waiter::Done(reply)) => drop(reply.send(Ok(()))),
         Some(Waiter::AttemptId(reply)) => {
             let id = u64::try_from(id)
@@ -484,6 +531,7 @@ fn refuse(record: Record, text: &str) {
     let gone = || AuditError::WriterGone(text.to_string());
     match record.into_waiter() {
         Some(Waiter::RunId(reply)) => drop(reply.send(Err(gone()))),
+        Some(Waiter::StreamedRunId(reply)) => drop(reply.send(Err(gone()))),
         Some(Waiter::Done(reply)) => drop(reply.send(Err(gone()))),
         Some(Waiter::AttemptId(reply)) => drop(reply.send(Err(gone()))),
         None => {}
@@ -594,6 +642,111 @@ fn write_accounts(
     Ok(())
 }
 
+/// Inserts a new run, `running` under this writer, with its evidence; answers its id.
+fn insert_run(
+    conn: &Connection,
+    me: &WriterIdentity,
+    chain: &mut ChainHead,
+    run: &NewRun,
+    at: &str,
+) -> Result<i64, String> {
+    let none = None::<String>;
+    let ctx = context("record a run");
+    let start = me.start.map(int).transpose().map_err(&ctx)?;
+    conn.prepare_cached(
+        "INSERT INTO runs (kind, parent_run_id, status, started_at, operator, server_url,
+             wire, tls_verify, insecure, plan_file, plan_sha256, tool_version, options,
+             writer_pid, writer_start, writer_boot_id)
+         VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            run.kind,
+            run.parent_run_id,
+            at,
+            run.operator,
+            run.server_url,
+            run.wire,
+            run.tls_verify,
+            run.insecure,
+            run.plan_file,
+            run.plan_sha256,
+            run.tool_version,
+            run.options,
+            me.pid,
+            start,
+            me.boot_id,
+        ])
+    })
+    .map_err(&ctx)?;
+    let run_id = conn.last_insert_rowid();
+    let content = Content::new()
+        .field("ended_at", &none)
+        .and_then(|c| c.field("id", &run_id))
+        .and_then(|c| c.field("insecure", &run.insecure))
+        .and_then(|c| c.field("kind", &run.kind))
+        .and_then(|c| c.field("operator", &run.operator))
+        .and_then(|c| c.field("options", &run.options))
+        .and_then(|c| c.field("parent_run_id", &run.parent_run_id))
+        .and_then(|c| c.field("plan_file", &run.plan_file))
+        .and_then(|c| c.field("plan_sha256", &run.plan_sha256))
+        .and_then(|c| c.field("server_url", &run.server_url))
+        .and_then(|c| c.field("started_at", &at))
+        .and_then(|c| c.field("status", &RunStatus::Running.as_str()))
+        .and_then(|c| c.field("tls_verify", &run.tls_verify))
+        .and_then(|c| c.field("tool_version", &run.tool_version))
+        .and_then(|c| c.field("wire", &run.wire))
+        .and_then(|c| c.field("writer_boot_id", &me.boot_id))
+        .and_then(|c| c.field("writer_pid", &me.pid))
+        .and_then(|c| c.field("writer_start", &start))
+        .map_err(&ctx)?
+        .finish();
+    chain.append(Kind::Run, run_id, None, content);
+    Ok(run_id)
+}
+
+/// Records a run and the rows streamed in `batches`, inside the group's transaction; answers
+/// the run's id, or 0 when the sender abandoned the stream and nothing of the run was kept.
+///
+/// The run and its rows go under a savepoint, so an abandoned stream takes back only them and
+/// the rest of the group stays. The evidence is inserted after every batch rather than at the
+/// commit, so memory holds one batch, not the whole run.
+fn record_streamed_run(
+    conn: &Connection,
+    me: &WriterIdentity,
+    chain: &mut ChainHead,
+    run: &NewRun,
+    batches: &std::sync::mpsc::Receiver<RowBatch>,
+    at: &str,
+) -> Result<i64, String> {
+    let evidence = context("record the evidence");
+    let ctx = context("record a run");
+    // What the group appended so far goes into the table first: after a rollback to the
+    // savepoint, the head of the chain is read back from the table.
+    chain.flush(conn).map_err(&evidence)?;
+    conn.execute_batch("SAVEPOINT streamed_run").map_err(&ctx)?;
+    let run_id = insert_run(conn, me, chain, run, at)?;
+    let complete = loop {
+        match batches.recv() {
+            Ok(RowBatch::Rows(rows)) => {
+                insert_rows(conn, chain, run_id, &rows)?;
+                chain.flush(conn).map_err(&evidence)?;
+            }
+            Ok(RowBatch::End) => break true,
+            Err(std::sync::mpsc::RecvError) => break false,
+        }
+    };
+    if complete {
+        chain.flush(conn).map_err(&evidence)?;
+        conn.execute_batch("RELEASE streamed_run").map_err(&ctx)?;
+        return Ok(run_id);
+    }
+    conn.execute_batch("ROLLBACK TO streamed_run; RELEASE streamed_run")
+        .map_err(context("take back an abandoned run"))?;
+    *chain = ChainHead::read(conn).map_err(context("read the head of the evidence chain"))?;
+    Ok(0)
+}
+
 /// Writes one record, and appends its evidence, inside the group's transaction; returns the
 /// rowid of an inserted run or attempt (0 for other records), to answer with after the commit.
 ///
@@ -611,60 +764,13 @@ fn apply(
     let none = None::<String>;
     match record {
         Record::BeginRun { run, rows, at, .. } => {
-            let ctx = context("record a run");
-            let start = me.start.map(int).transpose().map_err(&ctx)?;
-            conn.prepare_cached(
-                "INSERT INTO runs (kind, parent_run_id, status, started_at, operator, server_url,
-                     wire, tls_verify, insecure, plan_file, plan_sha256, tool_version, options,
-                     writer_pid, writer_start, writer_boot_id)
-                 VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    run.kind,
-                    run.parent_run_id,
-                    at,
-                    run.operator,
-                    run.server_url,
-                    run.wire,
-                    run.tls_verify,
-                    run.insecure,
-                    run.plan_file,
-                    run.plan_sha256,
-                    run.tool_version,
-                    run.options,
-                    me.pid,
-                    start,
-                    me.boot_id,
-                ])
-            })
-            .map_err(&ctx)?;
-            let run_id = conn.last_insert_rowid();
-            let content = Content::new()
-                .field("ended_at", &none)
-                .and_then(|c| c.field("id", &run_id))
-                .and_then(|c| c.field("insecure", &run.insecure))
-                .and_then(|c| c.field("kind", &run.kind))
-                .and_then(|c| c.field("operator", &run.operator))
-                .and_then(|c| c.field("options", &run.options))
-                .and_then(|c| c.field("parent_run_id", &run.parent_run_id))
-                .and_then(|c| c.field("plan_file", &run.plan_file))
-                .and_then(|c| c.field("plan_sha256", &run.plan_sha256))
-                .and_then(|c| c.field("server_url", &run.server_url))
-                .and_then(|c| c.field("started_at", at))
-                .and_then(|c| c.field("status", &RunStatus::Running.as_str()))
-                .and_then(|c| c.field("tls_verify", &run.tls_verify))
-                .and_then(|c| c.field("tool_version", &run.tool_version))
-                .and_then(|c| c.field("wire", &run.wire))
-                .and_then(|c| c.field("writer_boot_id", &me.boot_id))
-                .and_then(|c| c.field("writer_pid", &me.pid))
-                .and_then(|c| c.field("writer_start", &start))
-                .map_err(&ctx)?
-                .finish();
-            chain.append(Kind::Run, run_id, None, content);
+            let run_id = insert_run(conn, me, chain, run, at)?;
             insert_rows(conn, chain, run_id, rows)?;
             Ok(run_id)
         }
+        Record::BeginRunStreamed {
+            run, batches, at, ..
+        } => record_streamed_run(conn, me, chain, run, batches, at),
         Record::AddRows { run_id, rows, .. } => {
             insert_rows(conn, chain, *run_id, rows)?;
             Ok(0)

@@ -17,6 +17,7 @@
 
 mod cells;
 mod checks;
+mod recorded;
 mod records;
 
 use std::borrow::Cow;
@@ -32,6 +33,8 @@ use crate::em::AccountType;
 use cells::{Kind, quoted};
 use checks::Tracker;
 use records::{DelimiterDetector, LineReader, QuoteState, RecordInfo, Records};
+
+pub use recorded::{RecordedColumns, recorded_row};
 
 /// How a row names its account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -153,6 +153,7 @@ pub fn replay(
             annotations: recorded.iter().map(|r| r.annotations.clone()).collect(),
         },
         jobs,
+        stream: None,
         force: false,
         known_refs: known_refs(reader)?,
         earlier_failures: 0,
@@ -198,6 +199,7 @@ pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryErr
     Ok(RunSpec {
         record: RunRecord::Resume(run.run_id),
         jobs,
+        stream: None,
         force,
         known_refs: known_refs(reader)?,
         earlier_failures: run.failed + run.conflict,
@@ -376,6 +378,7 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
                 annotations,
             },
             jobs,
+            stream: None,
             force: false,
             known_refs: refs,
             earlier_failures: 0,

@@ -15,6 +15,7 @@ pub mod history;
 mod pace;
 mod preview;
 mod report;
+mod rows;
 pub mod snapshot;
 pub mod state;
 
@@ -29,14 +30,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::audit::{AuditError, AuditHandle, NewRow, NewRun, RowResult, RunStatus};
+use crate::audit::{AuditError, AuditHandle, NewRow, NewRun, RowResult, RunRows, RunStatus};
 use crate::em::{Client, ClientConfig, EmError, RequestTag};
-use crate::plan::{AccountRef, Action, Plan, PlanRow};
+use crate::plan::{AccountRef, Action, Plan, PlanErrors, PlanRow};
+
+use rows::{AccountGroup, AccountIndex, JobSource};
 
 pub use exec::{Executor, RowReport};
 pub use pace::{AttemptLog, Pace, Pacer};
 pub use preview::{Prediction, Preview, PreviewRow, preview};
 pub use report::{Reporter, Summary};
+pub use rows::{PlanStream, RowStream};
 pub use state::{AccountState, Guard, RoleTable};
 
 /// A row's outcome, as recorded in the audit log.
@@ -140,6 +144,9 @@ pub enum RunError {
     /// The audit log failed; the run stops because changes must not go unrecorded.
     #[error("write the audit log: {0}")]
     Audit(#[from] AuditError),
+    /// The streamed plan yielded problems: nothing was recorded and nothing was sent.
+    #[error("{0}")]
+    Plan(PlanErrors),
 }
 
 /// The end of a run, for the summary and the exit status.
@@ -173,13 +180,6 @@ impl RunReport {
     pub fn unsuccessful(&self) -> u64 {
         self.summary.unsuccessful() + self.earlier_failures
     }
-}
-
-/// One account's rows, in plan order.
-struct AccountGroup {
-    id: Option<Uuid>,
-    label: String,
-    rows: Vec<usize>,
 }
 
 /// One row a run executes.
@@ -229,12 +229,16 @@ pub enum RunRecord {
 }
 
 /// Everything a run executes.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RunSpec {
     /// The run record.
     pub record: RunRecord,
-    /// The jobs, in order; rows of one account run in this order.
+    /// The jobs, in order; rows of one account run in this order. Empty when `stream` is set.
     pub jobs: Vec<Job>,
+    /// For a new run: its rows streamed from the plan instead of `jobs`. They are recorded as
+    /// they stream and read back from the audit log one account at a time, so no row is held
+    /// in memory. Ignored for a resume, whose rows are recorded already.
+    pub stream: Option<PlanStream>,
     /// Run guarded jobs even when the account changed since (`undo --force`).
     pub force: bool,
     /// Object refs of scopes earlier runs created, by scope id.
@@ -259,28 +263,32 @@ pub enum ScopeRebuild {
 }
 
 impl RunSpec {
-    /// A new `apply` run of `plan`.
-    pub fn apply(plan: &Plan) -> RunSpec {
+    /// A new `apply` run of `plan`, whose rows stream into the audit log as they leave the
+    /// plan's memory.
+    pub fn apply(plan: Plan) -> RunSpec {
+        let count = plan.rows.len() as u64;
+        RunSpec::apply_stream(
+            plan.file,
+            plan.sha256,
+            count,
+            Box::new(plan.rows.into_iter().map(Ok)),
+        )
+    }
+
+    /// A new `apply` run of the plan `file` (with its SHA-256) whose `count` validated rows
+    /// `rows` yields one at a time; a run whose rows yield a problem, or another number of
+    /// rows, is not started.
+    pub fn apply_stream(file: String, sha256: String, count: u64, rows: RowStream) -> RunSpec {
         RunSpec {
             record: RunRecord::New {
                 kind: "apply".into(),
                 parent_run_id: None,
-                plan_file: Some(plan.file.clone()),
-                plan_sha256: Some(plan.sha256.clone()),
+                plan_file: Some(file),
+                plan_sha256: Some(sha256),
                 annotations: Vec::new(),
             },
-            jobs: plan
-                .rows
-                .iter()
-                .enumerate()
-                .map(|(i, row)| Job {
-                    row_no: i as u64,
-                    row: row.clone(),
-                    guard: None,
-                    maybe_sent: false,
-                    account_settings: None,
-                })
-                .collect(),
+            jobs: Vec::new(),
+            stream: Some(PlanStream { rows, count }),
             force: false,
             known_refs: HashMap::new(),
             earlier_failures: 0,
@@ -290,6 +298,8 @@ impl RunSpec {
 }
 
 /// Applies `plan`: records the run, logs on, resolves names, runs the rows and records the end.
+/// The rows are copied one at a time as they are recorded; [`RunSpec::apply`] takes a plan
+/// without copying it.
 pub async fn apply(
     plan: &Plan,
     settings: RunSettings,
@@ -297,7 +307,22 @@ pub async fn apply(
     cancel: CancellationToken,
     reporter: Reporter,
 ) -> Result<RunReport, RunError> {
-    execute(RunSpec::apply(plan), settings, audit, cancel, reporter).await
+    let rows = plan.rows.clone().into_iter().map(Ok);
+    let spec = RunSpec::apply_stream(
+        plan.file.clone(),
+        plan.sha256.clone(),
+        plan.rows.len() as u64,
+        Box::new(rows),
+    );
+    execute(spec, settings, audit, cancel, reporter).await
+}
+
+/// Where a run's rows are once its record exists.
+enum Rows {
+    /// Jobs in memory, with their index by account.
+    Memory(Vec<Job>, AccountIndex),
+    /// Rows recorded in the audit log, with their index by account.
+    Recorded(AccountIndex),
 }
 
 /// Runs `spec`: records the run (or takes it over, for resume), logs on, resolves names, runs
@@ -309,7 +334,16 @@ pub async fn execute(
     cancel: CancellationToken,
     reporter: Reporter,
 ) -> Result<RunReport, RunError> {
-    let run_id = match &spec.record {
+    let RunSpec {
+        record,
+        jobs,
+        stream,
+        force,
+        known_refs,
+        earlier_failures,
+        rebuild_scopes,
+    } = spec;
+    let (run_id, rows) = match record {
         RunRecord::New {
             kind,
             parent_run_id,
@@ -317,54 +351,78 @@ pub async fn execute(
             plan_sha256,
             annotations,
         } => {
-            let rows = spec
-                .jobs
-                .iter()
-                .enumerate()
-                .map(|(i, job)| {
-                    let mut row = new_row(job.row_no, &job.row);
-                    if let Some(Some(extra)) = annotations.get(i) {
-                        row.annotations = Some(extra.clone());
-                    }
-                    row
-                })
-                .collect();
-            audit
-                .begin_run_with_rows(
-                    NewRun {
-                        kind: kind.clone(),
-                        parent_run_id: *parent_run_id,
-                        operator: settings.client.user.clone(),
-                        server_url: settings.client.base_url.to_string(),
-                        wire: settings.client.wire.as_str().into(),
-                        tls_verify: !settings.client.tls.insecure,
-                        insecure: settings.client.tls.insecure,
-                        plan_file: plan_file.clone(),
-                        plan_sha256: plan_sha256.clone(),
-                        tool_version: env!("CARGO_PKG_VERSION").into(),
-                        options: settings.options_json.clone(),
-                    },
-                    rows,
-                )
-                .await?
+            let run = NewRun {
+                kind,
+                parent_run_id,
+                operator: settings.client.user.clone(),
+                server_url: settings.client.base_url.to_string(),
+                wire: settings.client.wire.as_str().into(),
+                tls_verify: !settings.client.tls.insecure,
+                insecure: settings.client.tls.insecure,
+                plan_file: plan_file.clone(),
+                plan_sha256,
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+                options: settings.options_json.clone(),
+            };
+            match stream {
+                Some(stream) => {
+                    let (run_id, index) =
+                        rows::record_streamed(&audit, run, stream, plan_file).await?;
+                    (run_id, Rows::Recorded(index))
+                }
+                None => {
+                    let rows = jobs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, job)| {
+                            let mut row = new_row(job.row_no, &job.row);
+                            if let Some(Some(extra)) = annotations.get(i) {
+                                row.annotations = Some(extra.clone());
+                            }
+                            row
+                        })
+                        .collect();
+                    let run_id = audit.begin_run_with_rows(run, rows).await?;
+                    let index = index_jobs(&jobs);
+                    (run_id, Rows::Memory(jobs, index))
+                }
+            }
         }
         RunRecord::Resume(run_id) => {
-            audit.resume_run(*run_id).await?;
-            *run_id
+            audit.resume_run(run_id).await?;
+            let index = index_jobs(&jobs);
+            (run_id, Rows::Memory(jobs, index))
         }
     };
 
-    let earlier_failures = spec.earlier_failures;
-    let outcome = run_rows(spec, run_id, &settings, &audit, cancel, reporter)
+    let input = RunInput {
+        force,
+        known_refs,
+        rebuild_scopes,
+    };
+    let outcome = async {
+        let (source, index) = match rows {
+            Rows::Memory(jobs, index) => (JobSource::Memory(jobs), index),
+            Rows::Recorded(index) => {
+                let recorded = RunRows::open(audit.path(), run_id)?;
+                (JobSource::Recorded(Arc::new(recorded)), index)
+            }
+        };
+        run_rows(
+            input, source, index, run_id, &settings, &audit, cancel, reporter,
+        )
         .await
-        .map(|mut report| {
-            report.earlier_failures = earlier_failures;
-            report
-        });
+    }
+    .await
+    .map(|mut report| {
+        report.earlier_failures = earlier_failures;
+        report
+    });
     let status = match &outcome {
-        Err(RunError::Audit(_)) | Err(RunError::Connect { .. }) | Err(RunError::Resolve { .. }) => {
-            RunStatus::Aborted
-        }
+        Err(RunError::Audit(_))
+        | Err(RunError::Connect { .. })
+        | Err(RunError::Resolve { .. })
+        | Err(RunError::Plan(_)) => RunStatus::Aborted,
         Ok(report) if report.stopped == Some(StopReason::Interrupted) => RunStatus::Interrupted,
         Ok(report) if report.unsuccessful() > 0 => RunStatus::Failed,
         Ok(report) if report.stopped.is_some() => RunStatus::Interrupted,
@@ -372,6 +430,22 @@ pub async fn execute(
     };
     audit.end_run(run_id, status).await?;
     outcome
+}
+
+/// The index by account of jobs held in memory: positions are indexes into `jobs`.
+fn index_jobs(jobs: &[Job]) -> AccountIndex {
+    let mut index = AccountIndex::default();
+    for (i, job) in jobs.iter().enumerate() {
+        index.push(i as u64, &job.row.account);
+    }
+    index
+}
+
+/// The parts of a [`RunSpec`] the rows run with.
+struct RunInput {
+    force: bool,
+    known_refs: HashMap<Uuid, String>,
+    rebuild_scopes: ScopeRebuild,
 }
 
 /// The audit record of a plan row before it runs.
@@ -411,8 +485,11 @@ pub fn account_text(account: &AccountRef) -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // One call site; a struct for it would only rename them.
 async fn run_rows(
-    spec: RunSpec,
+    input: RunInput,
+    source: JobSource,
+    index: AccountIndex,
     run_id: i64,
     settings: &RunSettings,
     audit: &AuditHandle,
@@ -420,7 +497,7 @@ async fn run_rows(
     reporter: Reporter,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let (events, reporter_task) = reporter.start(spec.jobs.len() as u64);
+    let (events, reporter_task) = reporter.start(index.rows());
     let pacer = Arc::new(Pacer::new(
         &settings.pace,
         Some(AttemptLog {
@@ -435,18 +512,19 @@ async fn run_rows(
             source,
         },
     )?);
-    let rows: Vec<&PlanRow> = spec.jobs.iter().map(|j| &j.row).collect();
-    let (executor, groups) = connect_and_resolve(
-        &rows,
+    let (executor, by_name) = connect(
+        index.names_needed(),
         client.clone(),
         pacer.clone(),
         &settings.pace,
-        spec.known_refs.clone(),
+        input.known_refs,
     )
     .await?;
+    let groups = index.into_groups(&by_name);
+    drop(by_name);
     let executor = Arc::new(executor);
 
-    let jobs = Arc::new(spec.jobs);
+    let source = Arc::new(source);
     let scopes_added = Arc::new(AtomicBool::new(false));
     let queue = Arc::new(Mutex::new(VecDeque::from(groups)));
     let failures = Arc::new(AtomicU64::new(0));
@@ -455,8 +533,8 @@ async fn run_rows(
     for _ in 0..settings.pace.workers() {
         let worker = Worker {
             executor: executor.clone(),
-            jobs: jobs.clone(),
-            force: spec.force,
+            source: source.clone(),
+            force: input.force,
             scopes_added: scopes_added.clone(),
             queue: queue.clone(),
             audit: audit.clone(),
@@ -477,16 +555,16 @@ async fn run_rows(
     if cancel.is_cancelled() && stopped.is_none() {
         stopped = Some(StopReason::Interrupted);
     }
-    let leftover: Vec<usize> = queue
+    let leftover: Vec<u64> = queue
         .lock()
         .expect("queue lock is never poisoned")
         .drain(..)
         .flat_map(|g| g.rows)
         .collect();
-    for index in leftover {
+    for position in leftover {
         audit.row_finished(
             run_id,
-            jobs[index].row_no,
+            source.row_no(position),
             RowResult {
                 outcome: Outcome::Skipped.as_str().into(),
                 error: Some("not run: the run stopped before this row".into()),
@@ -499,7 +577,7 @@ async fn run_rows(
         });
     }
 
-    let rebuild = match spec.rebuild_scopes {
+    let rebuild = match input.rebuild_scopes {
         ScopeRebuild::Never => false,
         ScopeRebuild::IfScopesAdded => scopes_added.load(Ordering::SeqCst),
         ScopeRebuild::Always => true,
@@ -533,6 +611,13 @@ async fn run_rows(
     })
 }
 
+/// One account's rows of a plan held in memory, by index into the plan's rows.
+struct PlanGroup {
+    id: Option<Uuid>,
+    label: String,
+    rows: Vec<usize>,
+}
+
 /// Logs on, reads the role table and (when rows name accounts) the account list, and groups
 /// the plan's rows by account.
 async fn connect_and_resolve(
@@ -541,7 +626,23 @@ async fn connect_and_resolve(
     pacer: Arc<Pacer>,
     pace: &Pace,
     known_refs: HashMap<Uuid, String>,
-) -> Result<(Executor, Vec<AccountGroup>), RunError> {
+) -> Result<(Executor, Vec<PlanGroup>), RunError> {
+    let names_needed = rows
+        .iter()
+        .any(|r| matches!(r.account, AccountRef::Name(_)));
+    let (executor, by_name) = connect(names_needed, client, pacer, pace, known_refs).await?;
+    Ok((executor, group_rows(rows, &by_name)))
+}
+
+/// Logs on, reads the role table and (when rows name accounts) the account list; answers the
+/// executor and the accounts' GUIDs by lower-cased name.
+async fn connect(
+    names_needed: bool,
+    client: Arc<Client>,
+    pacer: Arc<Pacer>,
+    pace: &Pace,
+    known_refs: HashMap<Uuid, String>,
+) -> Result<(Executor, HashMap<String, Uuid>), RunError> {
     let mut executor = Executor {
         client: client.clone(),
         pacer,
@@ -575,9 +676,6 @@ async fn connect_and_resolve(
             .collect(),
     );
 
-    let names_needed = rows
-        .iter()
-        .any(|r| matches!(r.account, AccountRef::Name(_)));
     let mut by_name: HashMap<String, Uuid> = HashMap::new();
     if names_needed {
         let accounts = executor
@@ -593,7 +691,7 @@ async fn connect_and_resolve(
             }
         }
     }
-    Ok((executor, group_rows(rows, &by_name)))
+    Ok((executor, by_name))
 }
 
 /// The GUID at the end of a UID such as `urn:veeam:EnterpriseRole:<guid>`.
@@ -603,36 +701,29 @@ fn uid_guid(uid: &str) -> Option<Uuid> {
 
 /// Groups rows by the account they resolve to, keeping plan order within each account and
 /// ordering accounts by their first row.
-fn group_rows(rows: &[&PlanRow], by_name: &HashMap<String, Uuid>) -> Vec<AccountGroup> {
-    let mut groups: Vec<AccountGroup> = Vec::new();
-    let mut index: HashMap<(Option<Uuid>, String), usize> = HashMap::new();
+fn group_rows(rows: &[&PlanRow], by_name: &HashMap<String, Uuid>) -> Vec<PlanGroup> {
+    let mut index = AccountIndex::default();
     for (i, row) in rows.iter().enumerate() {
-        let (id, label) = match &row.account {
-            AccountRef::Id(id) => (Some(*id), id.to_string()),
-            AccountRef::Name(name) => (by_name.get(&name.to_lowercase()).copied(), name.clone()),
-        };
-        // Rows that resolve to the same account share a group whatever form named it; rows
-        // naming an unknown account are grouped by that name so they fail together.
-        let key = match id {
-            Some(id) => (Some(id), String::new()),
-            None => (None, label.to_lowercase()),
-        };
-        let slot = *index.entry(key).or_insert_with(|| {
-            groups.push(AccountGroup {
-                id,
-                label: label.clone(),
-                rows: Vec::new(),
-            });
-            groups.len() - 1
-        });
-        groups[slot].rows.push(i);
+        index.push(i as u64, &row.account);
     }
-    groups
+    index
+        .into_groups(by_name)
+        .into_iter()
+        .map(|g| PlanGroup {
+            id: g.id,
+            label: g.label(),
+            rows: g
+                .rows
+                .into_iter()
+                .map(|p| usize::try_from(p).expect("positions of plan rows are indexes"))
+                .collect(),
+        })
+        .collect()
 }
 
 struct Worker {
     executor: Arc<Executor>,
-    jobs: Arc<Vec<Job>>,
+    source: Arc<JobSource>,
     force: bool,
     scopes_added: Arc<AtomicBool>,
     queue: Arc<Mutex<VecDeque<AccountGroup>>>,
@@ -661,19 +752,30 @@ impl Worker {
         }
     }
 
+    /// Runs one account's rows. The jobs are fetched here, so only the accounts being worked
+    /// on have their rows in memory; positions in `group` and indexes into `jobs` match.
     async fn run_account(&self, group: AccountGroup) {
-        let first = self.jobs[group.rows[0]].row_no;
-        let added = group.rows.iter().find_map(|&i| {
-            accounts::added_name(&self.jobs[i]).map(|(kind, name)| (i, kind, name.to_string()))
+        let jobs = match self.source.jobs(&group.rows).await {
+            Ok(jobs) => jobs,
+            Err(why) => {
+                for &position in &group.rows {
+                    self.record(self.source.row_no(position), false, RowReport::failed(&why));
+                }
+                return;
+            }
+        };
+        let first = jobs[0].row_no;
+        let added = jobs.iter().enumerate().find_map(|(i, job)| {
+            accounts::added_name(job).map(|(kind, name)| (i, kind, name.to_string()))
         });
         let (id, mut state, rows) = match (group.id, added) {
             (None, None) => {
-                let why = format!("unknown account '{}'", group.label);
-                self.fail_all(&group.rows, &why);
+                let why = format!("unknown account '{}'", group.label());
+                self.fail_all(jobs.iter(), &why);
                 return;
             }
             (None, Some((add, kind, name))) => {
-                match self.create_account(&group.rows, add, kind, &name).await {
+                match self.create_account(&jobs, add, kind, &name).await {
                     Some(created) => created,
                     None => return,
                 }
@@ -682,7 +784,7 @@ impl Worker {
                 let state = match self.executor.read_state(id, Some(first)).await {
                     Ok(state) => state,
                     Err(e) => {
-                        self.fail_all(&group.rows, &format!("read account {}: {e}", group.label));
+                        self.fail_all(jobs.iter(), &format!("read account {}: {e}", group.label()));
                         return;
                     }
                 };
@@ -694,63 +796,64 @@ impl Worker {
                          exact name",
                         state.name
                     );
-                    self.fail_all(&group.rows, &why);
+                    self.fail_all(jobs.iter(), &why);
                     return;
                 }
-                (id, state, group.rows.clone())
+                (id, state, (0..jobs.len()).collect::<Vec<usize>>())
             }
         };
         for (n, &i) in rows.iter().enumerate() {
             if self.cancel.is_cancelled() {
                 // Put the rest back so the run marks them as not run.
-                let rest = rows[n..].to_vec();
+                let rest = rows[n..].iter().map(|&i| group.rows[i]).collect();
                 self.queue
                     .lock()
                     .expect("queue lock is never poisoned")
                     .push_front(AccountGroup {
                         id: Some(id),
-                        label: group.label.clone(),
+                        name: group.name.clone(),
                         rows: rest,
                     });
                 return;
             }
-            let job = &self.jobs[i];
+            let job = &jobs[i];
             self.audit
                 .row_account(self.run_id, job.row_no, &id.to_string());
             let report = self.executor.run_row(&mut state, job, self.force).await;
-            self.finish(i, report);
+            self.finish(job, report);
         }
     }
 
-    fn fail_all(&self, rows: &[usize], why: &str) {
-        for &i in rows {
-            self.finish(i, RowReport::failed(why));
+    fn fail_all<'j>(&self, jobs: impl Iterator<Item = &'j Job>, why: &str) {
+        for job in jobs {
+            self.finish(job, RowReport::failed(why));
         }
     }
 
-    /// Creates the account of the add-account row `add` with the rows folded into its create
-    /// request, records those rows, and answers the new account's id, its state and the rows
-    /// still to run; `None` when it could not be created (every row is then recorded).
+    /// Creates the account of the add-account job `jobs[add]` with the jobs folded into its
+    /// create request, records those rows, and answers the new account's id, its state and the
+    /// indexes of the jobs still to run; `None` when it could not be created (every row is then
+    /// recorded).
     async fn create_account(
         &self,
-        rows: &[usize],
+        jobs: &[Job],
         add: usize,
         kind: crate::em::AccountType,
         name: &str,
     ) -> Option<(Uuid, AccountState, Vec<usize>)> {
-        let add_job = &self.jobs[add];
-        let jobs: Vec<&Job> = rows.iter().map(|&i| &self.jobs[i]).collect();
+        let add_job = &jobs[add];
+        let refs: Vec<&Job> = jobs.iter().collect();
         let fail_rest = |why: &str| {
-            for &i in rows {
+            for (i, job) in jobs.iter().enumerate() {
                 let text = if i == add {
                     why.to_string()
                 } else {
                     format!("not run: account {name} could not be created: {why}")
                 };
-                self.finish(i, RowReport::failed(text));
+                self.finish(job, RowReport::failed(text));
             }
         };
-        let mut plan = match accounts::plan_create(&self.executor, kind, name, &jobs) {
+        let mut plan = match accounts::plan_create(&self.executor, kind, name, &refs) {
             Ok(plan) => plan,
             Err(why) => {
                 fail_rest(&why);
@@ -768,9 +871,9 @@ impl Worker {
                 return None;
             }
         };
-        for &i in rows {
+        for job in jobs {
             self.audit
-                .row_account(self.run_id, self.jobs[i].row_no, &id.to_string());
+                .row_account(self.run_id, job.row_no, &id.to_string());
         }
         let mut state = match self.executor.read_state(id, Some(add_job.row_no)).await {
             Ok(state) => state,
@@ -778,7 +881,7 @@ impl Worker {
                 // Created, but not readable now: the folded rows took effect with it.
                 for &n in &plan.folded {
                     self.finish(
-                        rows[n],
+                        &jobs[n],
                         RowReport {
                             outcome: Outcome::Applied,
                             message: Some(format!(
@@ -789,21 +892,17 @@ impl Worker {
                         },
                     );
                 }
-                let rest: Vec<usize> = (0..rows.len())
+                let rest = (0..jobs.len())
                     .filter(|n| !plan.folded.contains(n))
-                    .map(|n| rows[n])
-                    .collect();
-                self.fail_all(
-                    &rest,
-                    &format!("read account {name} after creating it: {e}"),
-                );
+                    .map(|n| &jobs[n]);
+                self.fail_all(rest, &format!("read account {name} after creating it: {e}"));
                 return None;
             }
         };
         let via = add_job.row_no;
         let line = add_job.row.line;
         for &n in &plan.folded {
-            let job = jobs[n];
+            let job = &jobs[n];
             let result = match &job.row.action {
                 Action::AddAccount(kind) => serde_json::json!({
                     "account_id": id,
@@ -842,10 +941,9 @@ impl Worker {
                 }
                 _ => unreachable!("plan_create folds only these actions"),
             };
-            let message =
-                (rows[n] != add).then(|| format!("made by the create request of line {line}"));
+            let message = (n != add).then(|| format!("made by the create request of line {line}"));
             self.finish(
-                rows[n],
+                job,
                 RowReport {
                     outcome: Outcome::Applied,
                     message,
@@ -854,23 +952,27 @@ impl Worker {
                 },
             );
         }
-        let rest = (0..rows.len())
+        let rest = (0..jobs.len())
             .filter(|n| !plan.folded.contains(n))
-            .map(|n| rows[n])
             .collect();
         Some((id, state, rest))
     }
 
-    fn finish(&self, index: usize, report: RowReport) {
+    fn finish(&self, job: &Job, report: RowReport) {
+        let scope = matches!(job.row.action, Action::AddScope { .. });
+        self.record(job.row_no, scope, report);
+    }
+
+    /// Records the outcome of row `row_no` (an add-scope row when `scope`), tells the
+    /// reporter, and stops the run at `--max-failures`.
+    fn record(&self, row_no: u64, scope: bool, report: RowReport) {
         let outcome = report.outcome;
-        if outcome == Outcome::Applied
-            && matches!(self.jobs[index].row.action, Action::AddScope { .. })
-        {
+        if outcome == Outcome::Applied && scope {
             self.scopes_added.store(true, Ordering::SeqCst);
         }
         self.audit.row_finished(
             self.run_id,
-            self.jobs[index].row_no,
+            row_no,
             RowResult {
                 outcome: outcome.as_str().into(),
                 error: report.message,
