@@ -15,7 +15,7 @@ use crate::audit::{
 use crate::em::{ClientConfig, Secret, TlsOptions, Wire};
 use crate::emulator::{self, EmulatorConfig};
 use crate::exit::Exit;
-use crate::plan::{self, Plan};
+use crate::plan::{self, Plan, PlanFile};
 use crate::runner::history::{self, HistoryError};
 use crate::runner::snapshot::{self, Selection, SnapshotFormat, SnapshotReport};
 use crate::runner::{
@@ -512,74 +512,29 @@ fn ctrl_c_token() -> CancellationToken {
 }
 
 /// What a plan may change, counted by action, for the confirmation before apply.
-#[derive(Debug, Default)]
-struct Blast {
-    accounts_added: u64,
-    accounts_deleted: u64,
-    roles_assigned: u64,
-    roles_removed: u64,
-    scopes_added: u64,
-    scopes_removed: u64,
-    flags: u64,
-}
-
-impl Blast {
-    fn of(plan: &Plan) -> Blast {
-        let mut b = Blast::default();
-        for row in &plan.rows {
-            let n = match row.action {
-                plan::Action::AddAccount(_) => &mut b.accounts_added,
-                plan::Action::DeleteAccount => &mut b.accounts_deleted,
-                plan::Action::AssignRole(_) => &mut b.roles_assigned,
-                plan::Action::RemoveRole(_) => &mut b.roles_removed,
-                plan::Action::AddScope { .. } => &mut b.scopes_added,
-                plan::Action::RemoveScope(_) => &mut b.scopes_removed,
-                plan::Action::RestoreAllVms(_) => &mut b.flags,
-            };
-            *n += 1;
-        }
-        b
-    }
-
-    fn total(&self) -> u64 {
-        self.accounts_added
-            + self.accounts_deleted
-            + self.roles_assigned
-            + self.roles_removed
-            + self.scopes_added
-            + self.scopes_removed
-            + self.flags
-    }
-
-    fn text(&self) -> String {
-        format!(
-            "accounts: {} added, {} deleted; roles: {} assigned, {} removed; scopes: {} added, {} removed; restore-all-vms: {} set",
-            self.accounts_added,
-            self.accounts_deleted,
-            self.roles_assigned,
-            self.roles_removed,
-            self.scopes_added,
-            self.scopes_removed,
-            self.flags
-        )
-    }
+fn blast_text(a: &plan::Actions) -> String {
+    format!(
+        "accounts: {} added, {} deleted; roles: {} assigned, {} removed; scopes: {} added, {} removed; restore-all-vms: {} set",
+        a.add_account,
+        a.delete_account,
+        a.assign_role,
+        a.remove_role,
+        a.add_scope,
+        a.remove_scope,
+        a.restore_all_vms
+    )
 }
 
 /// The guards against a bad spreadsheet, before anything is sent: deletes need
 /// `--allow-delete`, `--max-changes` caps the rows, and a person at a terminal confirms.
-fn guard_blast_radius(plan: &Plan, s: &ApplySettings) -> Result<(), AppError> {
-    let blast = Blast::of(plan);
-    if blast.accounts_deleted > 0 && !s.allow_delete {
-        let lines: Vec<String> = plan
-            .rows
-            .iter()
-            .filter(|r| matches!(r.action, plan::Action::DeleteAccount))
-            .map(|r| r.line.to_string())
-            .collect();
+fn guard_blast_radius(plan: &PlanFile, s: &ApplySettings) -> Result<(), AppError> {
+    let blast = &plan.actions;
+    if blast.delete_account > 0 && !s.allow_delete {
+        let lines: Vec<String> = plan.delete_lines.iter().map(u64::to_string).collect();
         return Err(AppError::Usage(format!(
             "{}: the plan deletes {} account(s) (line {}); pass --allow-delete to allow it; nothing was sent",
             plan.file,
-            blast.accounts_deleted,
+            blast.delete_account,
             lines.join(", ")
         )));
     }
@@ -595,7 +550,7 @@ fn guard_blast_radius(plan: &Plan, s: &ApplySettings) -> Result<(), AppError> {
     eprintln!(
         "embatch: {} rows may change something: {}",
         blast.total(),
-        blast.text()
+        blast_text(blast)
     );
     if !s.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         eprint!(
@@ -613,7 +568,9 @@ fn guard_blast_radius(plan: &Plan, s: &ApplySettings) -> Result<(), AppError> {
 }
 
 async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
-    let plan = load_plan(&s.plan)?;
+    // The plan is validated in one pass that keeps no rows, then read again row by row as the
+    // run records it; a file changed in between is refused before anything is sent.
+    let plan = plan::check(&s.plan)?;
     guard_blast_radius(&plan, &s)?;
     let config = client_config(&s.connect, None)?;
     let options = serde_json::json!({
@@ -636,7 +593,8 @@ async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     } else {
         Reporter::Stderr
     };
-    let mut spec = RunSpec::apply(plan);
+    let rows = plan.rows()?;
+    let mut spec = RunSpec::apply_stream(plan.file, plan.sha256, plan.rows, Box::new(rows));
     if s.rebuild_scopes {
         spec.rebuild_scopes = ScopeRebuild::IfScopesAdded;
     }

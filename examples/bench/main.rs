@@ -30,7 +30,7 @@ use anyhow::{Context as _, Result, bail};
 use embatch::audit::{AttemptStart, AuditWriter, NewRow, NewRun, RowResult};
 use embatch::em::{ClientConfig, Secret, TlsOptions, Wire};
 use embatch::emulator::{self, EmulatorConfig, Faults, RunningEmulator, StateSnapshot};
-use embatch::plan::{Plan, PlanErrors, PlanRow};
+use embatch::plan::PlanFile;
 use embatch::runner::{self, Pace, Reporter, RunReport, RunSettings, RunSpec};
 use tokio_util::sync::CancellationToken;
 
@@ -442,47 +442,12 @@ struct Applied {
     written: u64,
     db: PathBuf,
     log: RunLog,
-    /// The heap's peak while the plan's rows were recorded, and the heap when the last row had
-    /// been handed over (the plan's row array still held): see [`Handover`].
-    recorded: Option<(usize, usize)>,
     _dir: Option<tempfile::TempDir>,
 }
 
-/// A plan's rows handed to the run one at a time, as a streaming plan reader yields them: each
-/// row's own heap is freed once it is recorded, the array of rows as the last one is handed
-/// over. At that moment it takes the heap's peak so far, so the rest of the run is measured
-/// without the plan.
-struct Handover {
-    rows: std::vec::IntoIter<PlanRow>,
-    recorded: std::sync::Arc<std::sync::Mutex<Option<(usize, usize)>>>,
-}
-
-impl Iterator for Handover {
-    type Item = Result<PlanRow, PlanErrors>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let row = self.rows.next();
-        if row.is_none() {
-            let mut recorded = self
-                .recorded
-                .lock()
-                .expect("the handover lock is not poisoned");
-            if recorded.is_none() {
-                let peak = alloc::take_peak();
-                let live = alloc::live();
-                // The array of rows goes now, as a plan reader's buffer would, so the peak
-                // taken from here on is the run's without the plan.
-                self.rows = Vec::new().into_iter();
-                alloc::take_peak();
-                *recorded = Some((peak, live));
-            }
-        }
-        row.map(Ok)
-    }
-}
-
-/// Applies `plan` against `base_url` with a fresh audit log, as `embatch apply` does.
-async fn apply(plan: Plan, base_url: &str, args: &Args) -> Result<Applied> {
+/// Applies the checked `plan` against `base_url` with a fresh audit log, as `embatch apply`
+/// does: its rows are read from the file again as the run records them.
+async fn apply(plan: PlanFile, base_url: &str, args: &Args) -> Result<Applied> {
     let (db, dir) = match &args.db {
         Some(path) => (path.clone(), None),
         None => {
@@ -501,13 +466,10 @@ async fn apply(plan: Plan, base_url: &str, args: &Args) -> Result<Applied> {
     let cpu_before = measure::cpu_of_self("embatch-audit");
     let written_before = measure::bytes_written();
     let started = Instant::now();
-    let recorded = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let count = plan.rows.len() as u64;
-    let rows = Handover {
-        rows: plan.rows.into_iter(),
-        recorded: recorded.clone(),
-    };
-    let spec = RunSpec::apply_stream(plan.file, plan.sha256, count, Box::new(rows));
+    let rows = plan
+        .rows()
+        .map_err(|e| anyhow::anyhow!("read the plan again:\n{e}"))?;
+    let spec = RunSpec::apply_stream(plan.file, plan.sha256, plan.rows, Box::new(rows));
     let result = runner::execute(
         spec,
         settings,
@@ -533,13 +495,13 @@ async fn apply(plan: Plan, base_url: &str, args: &Args) -> Result<Applied> {
         written,
         db,
         log,
-        recorded: *recorded.lock().expect("the handover lock is not poisoned"),
         _dir: dir,
     })
 }
 
-fn load(path: &Path) -> Result<Plan> {
-    embatch::plan::load(path).map_err(|e| anyhow::anyhow!("the generated plan is invalid:\n{e}"))
+/// Validates the generated plan in one streaming pass, as `embatch apply` does first.
+fn load(path: &Path) -> Result<PlanFile> {
+    embatch::plan::check(path).map_err(|e| anyhow::anyhow!("the generated plan is invalid:\n{e}"))
 }
 
 fn rate_text(args: &Args) -> String {
@@ -793,17 +755,7 @@ async fn memory(args: &Args) -> Result<()> {
         mib(loaded.1 as u64),
         mib(loaded.2 as u64),
     );
-    match run.recorded {
-        Some((recording_peak, handed_over)) => println!(
-            "  heap during apply: peak {:.1} MiB while the rows were recorded (the plan counted; \
-             {:.1} MiB above the start as the last row was handed over); peak {:.1} MiB after, \
-             without the plan",
-            mib(recording_peak as u64),
-            mib(handed_over.saturating_sub(base.1) as u64),
-            mib(run_peak as u64)
-        ),
-        None => println!("  heap during apply: peak {:.1} MiB", mib(run_peak as u64)),
-    }
+    println!("  heap during apply: peak {:.1} MiB", mib(run_peak as u64));
     // About twenty points of the run, so the shape over time shows without a wall of numbers.
     let step = (samples.len() / 20).max(1);
     let line: Vec<String> = samples
