@@ -45,3 +45,24 @@ pub(crate) fn outcome(outcome: &str) -> RowResult {
         result: None,
     }
 }
+
+/// A log in a fresh directory (kept while the first value lives) with one run of `n` rows
+/// recorded: the directory, the log's path, its writer and the run's id.
+pub(crate) async fn log_with_run(
+    n: u64,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    super::AuditWriter,
+    i64,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let writer = super::AuditWriter::spawn(&path).unwrap();
+    let run_id = writer
+        .handle()
+        .begin_run_with_rows(new_run(), new_rows(n))
+        .await
+        .unwrap();
+    (dir, path, writer, run_id)
+}

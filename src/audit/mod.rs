@@ -33,7 +33,7 @@ mod chain;
 mod db;
 mod export;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod history;
 mod process;
 mod read;

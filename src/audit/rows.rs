@@ -166,14 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_accounts_rows_come_back_in_order_and_gaps_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.db");
-        let writer = AuditWriter::spawn(&path).unwrap();
-        let run_id = writer
-            .handle()
-            .begin_run_with_rows(fixtures::new_run(), fixtures::new_rows(5))
-            .await
-            .unwrap();
+        let (_dir, path, writer, run_id) = fixtures::log_with_run(5).await;
         let reader = RunRows::open(&path, run_id).unwrap();
         let got = reader.fetch(&[1, 3, 4]).unwrap();
         assert_eq!(

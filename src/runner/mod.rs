@@ -19,7 +19,7 @@ mod rows;
 pub mod snapshot;
 pub mod state;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ use crate::audit::{AuditError, AuditHandle, NewRow, NewRun, RowResult, RunRows, 
 use crate::em::{Client, ClientConfig, EmError, RequestTag};
 use crate::plan::{AccountRef, Action, Plan, PlanErrors, PlanRow};
 
-use rows::{AccountGroup, AccountIndex, JobSource};
+use rows::{AccountGroup, AccountIndex, AccountQueue, JobSource};
 
 pub use exec::{Executor, RowReport};
 pub use pace::{AttemptLog, Pace, Pacer};
@@ -526,7 +526,7 @@ async fn run_rows(
 
     let source = Arc::new(source);
     let scopes_added = Arc::new(AtomicBool::new(false));
-    let queue = Arc::new(Mutex::new(VecDeque::from(groups)));
+    let queue = Arc::new(AccountQueue::new(source.clone(), groups));
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Mutex::new(None::<StopReason>));
     let tracker = TaskTracker::new();
@@ -555,12 +555,7 @@ async fn run_rows(
     if cancel.is_cancelled() && stopped.is_none() {
         stopped = Some(StopReason::Interrupted);
     }
-    let leftover: Vec<u64> = queue
-        .lock()
-        .expect("queue lock is never poisoned")
-        .drain(..)
-        .flat_map(|g| g.rows)
-        .collect();
+    let leftover = queue.leftover();
     for position in leftover {
         audit.row_finished(
             run_id,
@@ -726,7 +721,7 @@ struct Worker {
     source: Arc<JobSource>,
     force: bool,
     scopes_added: Arc<AtomicBool>,
-    queue: Arc<Mutex<VecDeque<AccountGroup>>>,
+    queue: Arc<AccountQueue>,
     audit: AuditHandle,
     run_id: i64,
     events: mpsc::UnboundedSender<RunEvent>,
@@ -742,20 +737,18 @@ impl Worker {
             if self.cancel.is_cancelled() {
                 return;
             }
-            let group = self
-                .queue
-                .lock()
-                .expect("queue lock is never poisoned")
-                .pop_front();
-            let Some(group) = group else { return };
-            self.run_account(group).await;
+            let Some((group, jobs)) = self.queue.next().await else {
+                return;
+            };
+            self.run_account(group, jobs).await;
         }
     }
 
-    /// Runs one account's rows. The jobs are fetched here, so only the accounts being worked
-    /// on have their rows in memory; positions in `group` and indexes into `jobs` match.
-    async fn run_account(&self, group: AccountGroup) {
-        let jobs = match self.source.jobs(&group.rows).await {
+    /// Runs one account's rows: `jobs` are the rows of `group`, read when the account was taken,
+    /// so only the accounts being worked on (and a few read ahead) have their rows in memory;
+    /// positions in `group` and indexes into `jobs` match.
+    async fn run_account(&self, group: AccountGroup, jobs: Result<Vec<Job>, String>) {
+        let jobs = match jobs {
             Ok(jobs) => jobs,
             Err(why) => {
                 for &position in &group.rows {
@@ -806,14 +799,11 @@ impl Worker {
             if self.cancel.is_cancelled() {
                 // Put the rest back so the run marks them as not run.
                 let rest = rows[n..].iter().map(|&i| group.rows[i]).collect();
-                self.queue
-                    .lock()
-                    .expect("queue lock is never poisoned")
-                    .push_front(AccountGroup {
-                        id: Some(id),
-                        name: group.name.clone(),
-                        rows: rest,
-                    });
+                self.queue.put_back(AccountGroup {
+                    id: Some(id),
+                    name: group.name.clone(),
+                    rows: rest,
+                });
                 return;
             }
             let job = &jobs[i];

@@ -6,13 +6,13 @@
 //! A streamed run keeps no row in memory: the index holds one key and the row numbers per
 //! account, and a worker holds one account's rows only while it works on them.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex as StdMutex};
 
 use uuid::Uuid;
 
-use crate::audit::{AuditHandle, NewRun, RowBatch, RunRows};
+use crate::audit::{AuditHandle, NewRun, RecordedRow, RowBatch, RunRows};
 use crate::plan::{AccountRef, PlanError, PlanErrors, PlanRow, RecordedColumns, recorded_row};
 
 use super::{Job, RunError, new_row};
@@ -188,44 +188,135 @@ impl JobSource {
         }
     }
 
-    /// The jobs at `positions`, in that order; `Err` says why they cannot be read back.
-    pub(super) async fn jobs(&self, positions: &[u64]) -> Result<Vec<Job>, String> {
+    /// The jobs of each group, in the groups' order and each in its rows' order; an `Err` says
+    /// why a group's rows cannot be read back. Recorded rows are read in one query for all the
+    /// groups, so a worker pays for a read of the log once per batch of accounts, not once per
+    /// account.
+    async fn jobs_of(&self, groups: &[AccountGroup]) -> Vec<Result<Vec<Job>, String>> {
         match self {
-            JobSource::Memory(jobs) => {
-                Ok(positions.iter().map(|&p| jobs[index(p)].clone()).collect())
-            }
+            JobSource::Memory(jobs) => groups
+                .iter()
+                .map(|g| Ok(g.rows.iter().map(|&p| jobs[index(p)].clone()).collect()))
+                .collect(),
             JobSource::Recorded(rows) => {
+                let mut wanted: Vec<u64> =
+                    groups.iter().flat_map(|g| g.rows.iter().copied()).collect();
+                wanted.sort_unstable();
+                wanted.dedup();
                 let rows = rows.clone();
-                let wanted = positions.to_vec();
-                let recorded = tokio::task::spawn_blocking(move || rows.fetch(&wanted))
+                let fetched = tokio::task::spawn_blocking(move || rows.fetch(&wanted))
                     .await
-                    .map_err(|e| format!("read the recorded rows: {e}"))?
-                    .map_err(|e| format!("read the recorded rows: {e}"))?;
-                recorded
+                    .map_err(|e| format!("read the recorded rows: {e}"))
+                    .and_then(|r| r.map_err(|e| format!("read the recorded rows: {e}")));
+                let recorded = match fetched {
+                    Ok(recorded) => recorded,
+                    Err(why) => return groups.iter().map(|_| Err(why.clone())).collect(),
+                };
+                groups
                     .iter()
-                    .map(|rec| {
-                        let row = recorded_row(&RecordedColumns {
-                            line: rec.line,
-                            account: &rec.account,
-                            action: &rec.action,
-                            target: &rec.target,
-                            object_name: rec.object_name.as_deref(),
-                            ticket: rec.ticket.as_deref(),
-                            comment: rec.comment.as_deref(),
-                            annotations: rec.annotations.as_deref(),
-                        })
-                        .map_err(|e| format!("read back recorded row {}: {e}", rec.row_no))?;
-                        Ok(Job {
-                            row_no: rec.row_no,
-                            row,
-                            guard: None,
-                            maybe_sent: false,
-                            account_settings: None,
-                        })
+                    .map(|g| {
+                        g.rows
+                            .iter()
+                            .map(|&row_no| {
+                                // `recorded` is in ascending row order, one entry per number.
+                                let at = recorded
+                                    .binary_search_by_key(&row_no, |r| r.row_no)
+                                    .map_err(|_| format!("recorded row {row_no} is missing"))?;
+                                job_of(&recorded[at])
+                            })
+                            .collect()
                     })
                     .collect()
             }
         }
+    }
+}
+
+/// A recorded row as a job of the run it belongs to.
+fn job_of(rec: &RecordedRow) -> Result<Job, String> {
+    let row = recorded_row(&RecordedColumns {
+        line: rec.line,
+        account: &rec.account,
+        action: &rec.action,
+        target: &rec.target,
+        object_name: rec.object_name.as_deref(),
+        ticket: rec.ticket.as_deref(),
+        comment: rec.comment.as_deref(),
+        annotations: rec.annotations.as_deref(),
+    })
+    .map_err(|e| format!("read back recorded row {}: {e}", rec.row_no))?;
+    Ok(Job {
+        row_no: rec.row_no,
+        row,
+        guard: None,
+        maybe_sent: false,
+        account_settings: None,
+    })
+}
+
+/// Accounts read ahead at most: one query of the log serves this many accounts, and their rows
+/// are all a run holds besides the ones being worked on.
+const READ_AHEAD: usize = 128;
+
+/// An account taken from the queue, with its jobs (or why they could not be read).
+pub(super) type TakenAccount = (AccountGroup, Result<Vec<Job>, String>);
+
+/// The accounts of a run not yet taken by a worker, in order of their first rows, with the jobs
+/// of the next few already read.
+#[derive(Debug)]
+pub(super) struct AccountQueue {
+    source: Arc<JobSource>,
+    waiting: StdMutex<VecDeque<AccountGroup>>,
+    /// Accounts whose jobs were read, ahead of `waiting`. The lock is held while a batch is
+    /// read, so a worker that finds it empty waits for that batch instead of reading its own.
+    ready: tokio::sync::Mutex<VecDeque<TakenAccount>>,
+}
+
+impl AccountQueue {
+    pub(super) fn new(source: Arc<JobSource>, groups: Vec<AccountGroup>) -> AccountQueue {
+        AccountQueue {
+            source,
+            waiting: StdMutex::new(VecDeque::from(groups)),
+            ready: tokio::sync::Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The next account, with its jobs; `None` when every account was taken.
+    pub(super) async fn next(&self) -> Option<TakenAccount> {
+        let mut ready = self.ready.lock().await;
+        if let Some(taken) = ready.pop_front() {
+            return Some(taken);
+        }
+        let batch: Vec<AccountGroup> = {
+            let mut waiting = self.waiting.lock().expect("queue lock is never poisoned");
+            let n = waiting.len().min(READ_AHEAD);
+            waiting.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            return None;
+        }
+        let jobs = self.source.jobs_of(&batch).await;
+        ready.extend(batch.into_iter().zip(jobs));
+        ready.pop_front()
+    }
+
+    /// Puts back the rest of an account a worker stopped working on, to be taken first.
+    pub(super) fn put_back(&self, group: AccountGroup) {
+        self.waiting
+            .lock()
+            .expect("queue lock is never poisoned")
+            .push_front(group);
+    }
+
+    /// The positions of every row not taken, once the workers are gone.
+    pub(super) fn leftover(&self) -> Vec<u64> {
+        let mut rows = Vec::new();
+        if let Ok(mut ready) = self.ready.try_lock() {
+            rows.extend(ready.drain(..).flat_map(|(g, _)| g.rows));
+        }
+        let mut waiting = self.waiting.lock().expect("queue lock is never poisoned");
+        rows.extend(waiting.drain(..).flat_map(|g| g.rows));
+        rows
     }
 }
 
@@ -381,6 +472,76 @@ mod tests {
         let mut index = AccountIndex::default();
         index.push(0, &AccountRef::Id(Uuid::from_u128(7)));
         assert!(!index.names_needed());
+    }
+
+    fn job(row_no: u64) -> Job {
+        Job {
+            row_no,
+            row: row(row_no + 2, AccountRef::Id(Uuid::from_u128(row_no.into()))),
+            guard: None,
+            maybe_sent: false,
+            account_settings: None,
+        }
+    }
+
+    fn group(rows: Vec<u64>) -> AccountGroup {
+        AccountGroup {
+            id: None,
+            name: None,
+            rows,
+        }
+    }
+
+    fn row_nos(taken: &TakenAccount) -> Vec<u64> {
+        taken.1.as_ref().unwrap().iter().map(|j| j.row_no).collect()
+    }
+
+    #[tokio::test]
+    async fn the_queue_hands_out_accounts_in_order_with_their_jobs_and_keeps_what_is_left() {
+        let source = Arc::new(JobSource::Memory(
+            (0..2 * READ_AHEAD as u64 + 3).map(job).collect(),
+        ));
+        // Account k has rows k and k + READ_AHEAD + 3 (positions in the jobs).
+        let groups = (0..READ_AHEAD as u64)
+            .map(|k| group(vec![k, k + READ_AHEAD as u64 + 3]))
+            .chain(std::iter::once(group(vec![
+                READ_AHEAD as u64,
+                READ_AHEAD as u64 + 1,
+            ])))
+            .collect();
+        let queue = AccountQueue::new(source, groups);
+        let first = queue.next().await.unwrap();
+        assert_eq!(row_nos(&first), vec![0, READ_AHEAD as u64 + 3]);
+        let second = queue.next().await.unwrap();
+        assert_eq!(row_nos(&second), vec![1, READ_AHEAD as u64 + 4]);
+        // A worker that stops puts the rest of its account back, to be run first.
+        queue.put_back(group(vec![READ_AHEAD as u64 + 4]));
+        // The accounts read ahead, the one put back and the last one are all left over.
+        let left = queue.leftover();
+        assert_eq!(left.len(), 2 * (READ_AHEAD - 2) + 1 + 2);
+        assert!(left.contains(&(READ_AHEAD as u64 + 4)));
+        assert!(left.contains(&(READ_AHEAD as u64 + 1)));
+        assert!(queue.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn accounts_read_from_the_log_in_one_batch_get_their_own_rows() {
+        let (_dir, path, writer, run_id) = crate::audit::fixtures::log_with_run(6).await;
+        let source = JobSource::Recorded(Arc::new(RunRows::open(&path, run_id).unwrap()));
+        let got = source
+            .jobs_of(&[group(vec![1, 4]), group(vec![0, 2, 5]), group(vec![3, 9])])
+            .await;
+        let rows = |r: &Result<Vec<Job>, String>| -> Vec<u64> {
+            r.as_ref().unwrap().iter().map(|j| j.row_no).collect()
+        };
+        // Row 9 was never recorded: the whole batch is refused rather than guessed at.
+        assert!(got.iter().all(|r| r.is_err()), "{got:?}");
+        let got = source
+            .jobs_of(&[group(vec![1, 4]), group(vec![0, 2, 5])])
+            .await;
+        assert_eq!(rows(&got[0]), vec![1, 4]);
+        assert_eq!(rows(&got[1]), vec![0, 2, 5]);
+        writer.close().await.unwrap();
     }
 
     fn plan_rows(n: u64) -> Vec<PlanRow> {
