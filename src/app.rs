@@ -252,6 +252,15 @@ pub enum RunRef {
     Last,
 }
 
+impl From<RunRef> for RunSelector {
+    fn from(run: RunRef) -> RunSelector {
+        match run {
+            RunRef::Id(id) => RunSelector::Id(id),
+            RunRef::Last => RunSelector::Last,
+        }
+    }
+}
+
 /// `embatch show`.
 #[derive(Debug)]
 pub struct ShowSettings {
@@ -292,9 +301,10 @@ pub enum AppError {
     /// The plan is invalid: nothing was sent. The report lists every problem.
     #[error("{0}")]
     Plan(#[from] plan::PlanErrors),
-    /// The run could not start or keep its record.
+    /// The run could not start or keep its record (a plan refused while the run read it is
+    /// [`AppError::Plan`], see the `From` below).
     #[error(transparent)]
-    Run(#[from] RunError),
+    Run(RunError),
     /// The audit log could not be opened or read.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
@@ -307,6 +317,16 @@ pub enum AppError {
     /// Writing output failed.
     #[error("write output: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<RunError> for AppError {
+    fn from(e: RunError) -> AppError {
+        match e {
+            // Problems found while a streamed plan is read are the plan's, reported as such.
+            RunError::Plan(errors) => AppError::Plan(errors),
+            e => AppError::Run(e),
+        }
+    }
 }
 
 /// Runs a command and decides the exit status. Errors are printed here, once.
@@ -341,6 +361,8 @@ pub async fn run(command: Command) -> Exit {
         Err(e) => {
             eprintln!("embatch: {}", error_text(&e));
             match e {
+                // `From<RunError>` makes a plan problem `AppError::Plan`; the second pattern
+                // only keeps the match whole.
                 AppError::Usage(_)
                 | AppError::Plan(_)
                 | AppError::History(_)
@@ -567,26 +589,47 @@ fn guard_blast_radius(plan: &PlanFile, s: &ApplySettings) -> Result<(), AppError
     Ok(())
 }
 
+/// The run's settings as recorded in `runs.options`: the pace and limits every run that talks
+/// to EM has, plus the command's own `extra` keys.
+fn run_options(
+    pace: &Pace,
+    connect: &ConnectSettings,
+    wire: Wire,
+    max_failures: Option<u64>,
+    extra: serde_json::Value,
+) -> String {
+    let mut options = serde_json::json!({
+        "concurrency": pace.concurrency,
+        "rate": pace.rate,
+        "burst": pace.burst.get(),
+        "max_attempts": pace.max_attempts,
+        "max_failures": max_failures,
+        "timeout_secs": connect.timeout.as_secs_f64(),
+        "wire": wire.as_str(),
+    });
+    if let (Some(options), serde_json::Value::Object(extra)) = (options.as_object_mut(), extra) {
+        options.extend(extra);
+    }
+    options.to_string()
+}
+
 async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     // The plan is validated in one pass that keeps no rows, then read again row by row as the
     // run records it; a file changed in between is refused before anything is sent.
     let plan = plan::check(&s.plan)?;
     guard_blast_radius(&plan, &s)?;
     let config = client_config(&s.connect, None)?;
-    let options = serde_json::json!({
-        "concurrency": s.pace.concurrency,
-        "rate": s.pace.rate,
-        "burst": s.pace.burst.get(),
-        "max_attempts": s.pace.max_attempts,
-        "max_failures": s.max_failures,
-        "timeout_secs": s.connect.timeout.as_secs_f64(),
-        "wire": config.wire.as_str(),
-    });
     let settings = RunSettings {
+        options_json: run_options(
+            &s.pace,
+            &s.connect,
+            config.wire,
+            s.max_failures,
+            serde_json::json!({}),
+        ),
         client: config,
         pace: s.pace,
         max_failures: s.max_failures,
-        options_json: options.to_string(),
     };
     let reporter = if s.output == OutputFormat::Json {
         Reporter::Quiet
@@ -601,17 +644,6 @@ async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     run_spec(spec, settings, &s.db, reporter, s.output).await
 }
 
-/// Applies a plan with a fresh audit writer and prints the summary.
-async fn run_plan(
-    plan: &Plan,
-    settings: RunSettings,
-    db: &Path,
-    reporter: Reporter,
-    output: OutputFormat,
-) -> Result<Exit, AppError> {
-    run_spec(RunSpec::apply(plan.clone()), settings, db, reporter, output).await
-}
-
 /// Runs `spec` with a fresh audit writer and prints the summary.
 async fn run_spec(
     spec: RunSpec,
@@ -624,10 +656,7 @@ async fn run_spec(
     let cancel = ctrl_c_token();
     let result = runner::execute(spec, settings, writer.handle(), cancel, reporter).await;
     writer.close().await?;
-    let report = result.map_err(|e| match e {
-        RunError::Plan(errors) => AppError::Plan(errors),
-        e => AppError::Run(e),
-    })?;
+    let report = result?;
     print_report(&report, db, output)?;
     Ok(exit_for(&report))
 }
@@ -761,10 +790,7 @@ fn open_reader(db: &Path) -> Result<AuditReader, AppError> {
 
 fn show(s: ShowSettings) -> Result<Exit, AppError> {
     let reader = open_reader(&s.db)?;
-    let selector = match s.run {
-        RunRef::Id(id) => RunSelector::Id(id),
-        RunRef::Last => RunSelector::Last,
-    };
+    let selector = RunSelector::from(s.run);
     let run = reader.run(selector)?;
     let rows = reader.rows(
         run.run_id,
@@ -902,7 +928,8 @@ async fn demo(s: DemoSettings) -> Result<Exit, AppError> {
         max_failures: None,
         options_json: serde_json::json!({"demo": true}).to_string(),
     };
-    let exit = run_plan(&plan, settings, &s.db, Reporter::Stderr, OutputFormat::Text).await?;
+    let spec = RunSpec::apply(plan);
+    let exit = run_spec(spec, settings, &s.db, Reporter::Stderr, OutputFormat::Text).await?;
     emu.shutdown().await;
     let db = s.db.display();
     println!("\nThe audit log is {db}. Try next:");
@@ -934,10 +961,7 @@ impl From<HistoryError> for AppError {
 /// The recorded run a follow-up command starts from, with a reader of its log.
 fn recorded_run(s: &FollowUpSettings) -> Result<(AuditReader, RunInfo), AppError> {
     let reader = open_reader(&s.db)?;
-    let run = reader.run(match s.run {
-        RunRef::Id(id) => RunSelector::Id(id),
-        RunRef::Last => RunSelector::Last,
-    })?;
+    let run = reader.run(RunSelector::from(s.run))?;
     Ok((reader, run))
 }
 
@@ -949,24 +973,15 @@ async fn run_follow_up(
     extra: serde_json::Value,
 ) -> Result<Exit, AppError> {
     let config = client_config(&s.connect, Some(run))?;
-    let mut options = serde_json::json!({
-        "concurrency": s.pace.concurrency,
-        "rate": s.pace.rate,
-        "burst": s.pace.burst.get(),
-        "max_attempts": s.pace.max_attempts,
-        "max_failures": s.max_failures,
-        "timeout_secs": s.connect.timeout.as_secs_f64(),
-        "wire": config.wire.as_str(),
-        "source_run": run.run_id,
-    });
-    if let (Some(options), Some(extra)) = (options.as_object_mut(), extra.as_object()) {
-        options.extend(extra.clone());
+    let mut extra = extra;
+    if let Some(extra) = extra.as_object_mut() {
+        extra.insert("source_run".into(), run.run_id.into());
     }
     let settings = RunSettings {
+        options_json: run_options(&s.pace, &s.connect, config.wire, s.max_failures, extra),
         client: config,
         pace: s.pace.clone(),
         max_failures: s.max_failures,
-        options_json: options.to_string(),
     };
     let reporter = if s.output == OutputFormat::Json {
         Reporter::Quiet
@@ -1079,13 +1094,13 @@ async fn undo(
         serde_json::json!({ "force": force, "allow_partial": allow_partial }),
     )
     .await?;
-    report_new_ids(&s.db, run.run_id)?;
+    report_new_ids(&s.db, run.run_id, s.output)?;
     Ok(exit)
 }
 
 /// Tells the user which accounts the undo re-created under a new id: EM gives a re-created
 /// account a new GUID, so plans and tickets naming the old one no longer match it.
-fn report_new_ids(db: &Path, undone: i64) -> Result<(), AppError> {
+fn report_new_ids(db: &Path, undone: i64, output: OutputFormat) -> Result<(), AppError> {
     let reader = open_reader(db)?;
     let mut stmt = reader
         .connection()
@@ -1108,7 +1123,13 @@ fn report_new_ids(db: &Path, undone: i64) -> Result<(), AppError> {
     for row in rows {
         let (name, old, new) = row.map_err(AuditError::from)?;
         if let (Some(old), Some(new)) = (old, new) {
-            println!("account {name} was re-created with a new id: {old} -> {new}");
+            let note = format!("account {name} was re-created with a new id: {old} -> {new}");
+            // With `--output json` stdout carries the summary alone, so scripts can parse it;
+            // the note goes with the other human messages (the ids are in `change_log` too).
+            match output {
+                OutputFormat::Json => eprintln!("embatch: {note}"),
+                OutputFormat::Text => println!("{note}"),
+            }
         }
     }
     Ok(())
@@ -1132,7 +1153,14 @@ async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
         rebuild_scopes: ScopeRebuild::Always,
     };
     let settings = RunSettings {
-        options_json: serde_json::json!({ "wire": config.wire.as_str() }).to_string(),
+        // The same settings as any run's, so the log shows the pace this one ran at too.
+        options_json: run_options(
+            &s.pace,
+            &s.connect,
+            config.wire,
+            None,
+            serde_json::json!({}),
+        ),
         client: config,
         pace: s.pace,
         max_failures: None,
@@ -1143,10 +1171,7 @@ async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
 /// Writes the HTML report of one run.
 fn report(s: ReportSettings) -> Result<Exit, AppError> {
     let reader = open_reader(&s.db)?;
-    let selector = match s.run {
-        RunRef::Id(id) => RunSelector::Id(id),
-        RunRef::Last => RunSelector::Last,
-    };
+    let selector = RunSelector::from(s.run);
     let written =
         crate::report::write_report(&reader, selector, s.out.as_deref()).map_err(|e| match e {
             crate::report::ReportError::Audit(e) => AppError::Audit(e),
@@ -1182,18 +1207,34 @@ fn private_output(path: Option<&Path>) -> Result<Option<PrivateOutput>, AppError
     .transpose()
 }
 
-/// Whether `e` only says that the reader of stdout went away (`export ... | head`): the reader
-/// had what it wanted, so that is no failure.
-fn stdout_closed(e: &std::io::Error, out: &Option<PrivateOutput>) -> bool {
-    out.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe
+/// Ends the output of `export` or `snapshot`: `-o FILE` is committed when `result` is good and
+/// removed when it is not. On stdout, a reader that went away (`export ... | head`) had what it
+/// wanted, so that is no failure: `Ok(None)`.
+fn finish_output<T>(
+    out: Option<PrivateOutput>,
+    result: Result<T, AppError>,
+) -> Result<Option<T>, AppError> {
+    match (result, out) {
+        (Ok(value), Some(file)) => {
+            file.commit()?;
+            Ok(Some(value))
+        }
+        (Ok(value), None) => Ok(Some(value)),
+        (Err(AppError::Io(e)), None) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(None),
+        (Err(e), out) => {
+            if let Some(file) = out {
+                file.discard();
+            }
+            Err(e)
+        }
+    }
 }
 
 fn export(s: ExportSettings) -> Result<Exit, AppError> {
     let reader = open_reader(&s.db)?;
     let run_id = match s.run {
         None => None,
-        Some(RunRef::Id(id)) => Some(reader.run(RunSelector::Id(id))?.run_id),
-        Some(RunRef::Last) => Some(reader.run(RunSelector::Last)?.run_id),
+        Some(run) => Some(reader.run(run.into())?.run_id),
     };
     let filter = ExportFilter {
         run_id,
@@ -1208,24 +1249,12 @@ fn export(s: ExportSettings) -> Result<Exit, AppError> {
             std::io::BufWriter::new(std::io::stdout().lock()),
         ),
     };
-    match (result, out) {
-        (Ok(rows), Some(file)) => {
-            file.commit()?;
-            println!(
-                "exported {rows} rows to {}",
-                s.out.as_deref().unwrap_or(Path::new("-")).display()
-            );
-            Ok(Exit::Success)
-        }
-        (Ok(_), None) => Ok(Exit::Success),
-        (Err(ExportError::Write(e)), out) if stdout_closed(&e, &out) => Ok(Exit::Success),
-        (Err(e), out) => {
-            if let Some(file) = out {
-                file.discard();
-            }
-            Err(e.into())
-        }
+    let rows = finish_output(out, result.map_err(AppError::from))?;
+    // On stdout the rows themselves are the output; a file gets a line saying where they went.
+    if let (Some(rows), Some(path)) = (rows, &s.out) {
+        println!("exported {rows} rows to {}", path.display());
     }
+    Ok(Exit::Success)
 }
 
 async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
@@ -1235,20 +1264,17 @@ async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
     };
     let config = client_config(&s.connect, None)?;
     let mut out = private_output(s.out.as_deref())?;
-    let options = serde_json::json!({
-        "concurrency": s.pace.concurrency,
-        "rate": s.pace.rate,
-        "burst": s.pace.burst.get(),
-        "max_attempts": s.pace.max_attempts,
-        "timeout_secs": s.connect.timeout.as_secs_f64(),
-        "wire": config.wire.as_str(),
-        "accounts": if plan.is_some() { "plan" } else { "all" },
-    });
     let settings = RunSettings {
+        options_json: run_options(
+            &s.pace,
+            &s.connect,
+            config.wire,
+            None,
+            serde_json::json!({ "accounts": if plan.is_some() { "plan" } else { "all" } }),
+        ),
         client: config,
         pace: s.pace,
         max_failures: None,
-        options_json: options.to_string(),
     };
     let selection = match &plan {
         Some(plan) => Selection::Plan(plan),
@@ -1277,6 +1303,7 @@ async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
     let report = match result {
         Ok(report) => report,
         Err(e) => {
+            // A snapshot that could not be taken leaves no file either.
             if let Some(file) = out {
                 file.discard();
             }
@@ -1287,17 +1314,8 @@ async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
         Some(file) => snapshot::write_snapshot(&report.accounts, s.format, file.writer()),
         None => snapshot::write_snapshot(&report.accounts, s.format, std::io::stdout().lock()),
     };
-    match (written, out) {
-        (Ok(()), Some(file)) => file.commit()?,
-        (Ok(()), None) => {}
-        (Err(e), out) if stdout_closed(&e, &out) => {}
-        (Err(e), out) => {
-            if let Some(file) = out {
-                file.discard();
-            }
-            return Err(e.into());
-        }
-    }
+    // The run's account below is told even when the reader of stdout went away.
+    finish_output(out, written.map_err(AppError::from))?;
     // Stdout may carry the snapshot itself, so the account of the run goes to stderr.
     for failure in &report.failures {
         eprintln!("embatch: {}", failure.error);
@@ -1326,10 +1344,7 @@ const VERIFY_LISTED: usize = 20;
 
 fn verify(s: VerifySettings) -> Result<Exit, AppError> {
     let reader = open_reader(&s.db)?;
-    let run = s.run.map(|run| match run {
-        RunRef::Id(id) => RunSelector::Id(id),
-        RunRef::Last => RunSelector::Last,
-    });
+    let run = s.run.map(RunSelector::from);
     let v = reader.verify(run, s.expect.as_deref())?;
     let mut out = std::io::stdout().lock();
     match s.output {

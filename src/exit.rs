@@ -13,7 +13,7 @@ pub enum Exit {
     Usage,
     /// Connection, TLS or logon failure before any change was made.
     Connection,
-    /// Interrupted (Ctrl-C): rows not started remain pending and `resume` can finish them.
+    /// Interrupted (Ctrl-C): rows not started are marked skipped and `resume` can finish them.
     Interrupted,
     /// The audit log failed verification: a record was modified, deleted or inserted.
     Tampered,

@@ -654,8 +654,7 @@ fn check(args: &Args) -> Result<()> {
     let heap_before = alloc::live();
     alloc::take_peak();
     let started = Instant::now();
-    let plan = embatch::plan::check(&path)
-        .map_err(|e| anyhow::anyhow!("the generated plan is invalid:\n{e}"))?;
+    let plan = load(&path)?;
     let secs = started.elapsed().as_secs_f64();
     let heap_peak = alloc::take_peak() - heap_before;
     let heap_kept = alloc::live() - heap_before;

@@ -6,7 +6,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::timeline::{Sample, Timeline};
+use super::timeline::Sample;
 use crate::audit::{AuditError, AuditReader, RunInfo, RunSelector};
 
 /// The most buckets a report's charts draw: one per second for runs up to ten minutes, wider
@@ -78,11 +78,6 @@ impl ReportData {
                 Sample::from_log(&a.started_at, a.duration_ms, a.status, a.error.as_deref())
             })
             .collect()
-    }
-
-    /// The attempts bucketed for the charts.
-    pub fn timeline(&self) -> Timeline {
-        Timeline::build(&self.samples(), MAX_BUCKETS)
     }
 
     /// Attempts that repeated an earlier one (a retry, or a write re-sent after a check).
@@ -157,6 +152,7 @@ mod tests {
 
     use super::*;
     use crate::audit::{AttemptStart, AuditWriter, NewRow, NewRun, RowResult, RunStatus};
+    use crate::report::timeline::Timeline;
 
     fn new_run() -> NewRun {
         NewRun {
@@ -235,7 +231,7 @@ mod tests {
         assert_eq!(data.attempts.len(), 2);
         assert_eq!(data.attempts[0].status, Some(503));
         assert_eq!(data.retries(), 1);
-        let timeline = data.timeline();
+        let timeline = Timeline::build(&data.samples(), MAX_BUCKETS);
         assert_eq!(timeline.requests(), 2);
         assert!(matches!(
             load(&reader, RunSelector::Id(run + 1)),

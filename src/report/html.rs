@@ -8,6 +8,7 @@
 //! anything: the page works offline, from a mail attachment or an archive, as it was written.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 use super::data::{ReportData, ReportRow};
 use super::svg;
 use super::timeline::{self, percentile};
+use crate::audit::RunInfo;
 
 /// The page's stylesheet.
 const CSS: &str = include_str!("page.css");
@@ -179,14 +181,9 @@ fn header(out: &mut String, data: &ReportData) {
         escape(&run.server_url),
         escape(&when(&run.started_at))
     );
-    match run
-        .ended_at
-        .as_deref()
-        .and_then(timeline::parse_ms)
-        .zip(timeline::parse_ms(&run.started_at))
-    {
-        Some((end, start)) => {
-            let _ = write!(out, ", took {}.", duration(end - start));
+    match took(run) {
+        Some(took) => {
+            let _ = write!(out, ", took {took}.");
         }
         None => out.push('.'),
     }
@@ -279,12 +276,7 @@ fn details(out: &mut String, data: &ReportData) {
         Some(v) => escape(v).into_owned(),
         None => none.to_string(),
     };
-    let took = run
-        .ended_at
-        .as_deref()
-        .and_then(timeline::parse_ms)
-        .zip(timeline::parse_ms(&run.started_at))
-        .map_or_else(|| none.to_string(), |(end, start)| duration(end - start));
+    let took = took(run).unwrap_or_else(|| none.to_string());
     let server: Vec<(&str, String)> = vec![
         ("Kind", escape(&run.kind).into_owned()),
         (
@@ -438,6 +430,12 @@ fn requests(out: &mut String, data: &ReportData) {
     );
 }
 
+/// How long the run took, when it ended and both times parse.
+fn took(run: &RunInfo) -> Option<String> {
+    let end = timeline::parse_ms(run.ended_at.as_deref()?)?;
+    Some(duration(end - timeline::parse_ms(&run.started_at)?))
+}
+
 /// An optional text, escaped; nothing when absent.
 fn text(v: &Option<String>) -> Cow<'_, str> {
     v.as_deref().map(escape).unwrap_or_default()
@@ -446,19 +444,23 @@ fn text(v: &Option<String>) -> Cow<'_, str> {
 /// The rows table with its filter bar (shown by the script; without it, every row shows).
 fn rows(out: &mut String, rows: &[ReportRow]) {
     out.push_str("<section id=\"rows-section\">\n<h2>Rows</h2>\n");
-    let mut outcomes: Vec<(&str, usize)> = OUTCOMES
-        .iter()
-        .map(|(o, _)| (*o, rows.iter().filter(|r| r.outcome == *o).count()))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    // Counted in one pass; the known outcomes first in their usual order, then any other in
+    // order of first appearance.
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    let mut others: Vec<&str> = Vec::new();
     for r in rows {
-        if !outcomes.iter().any(|(o, _)| *o == r.outcome) {
-            outcomes.push((
-                &r.outcome,
-                rows.iter().filter(|x| x.outcome == r.outcome).count(),
-            ));
+        let n = counts.entry(&r.outcome).or_insert(0);
+        if *n == 0 && !OUTCOMES.iter().any(|(o, _)| *o == r.outcome) {
+            others.push(&r.outcome);
         }
+        *n += 1;
     }
+    let outcomes: Vec<(&str, usize)> = OUTCOMES
+        .iter()
+        .map(|(o, _)| *o)
+        .chain(others)
+        .filter_map(|o| counts.get(o).map(|&n| (o, n)))
+        .collect();
     out.push_str("<div class=\"filters\" id=\"filters\" hidden>\n");
     for (outcome, n) in &outcomes {
         let _ = writeln!(
@@ -521,7 +523,7 @@ fn rows(out: &mut String, rows: &[ReportRow]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::RunInfo;
+
     use crate::report::data::AttemptRow;
 
     const PAYLOAD: &str = "<script>alert(1)</script>";

@@ -25,10 +25,9 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-pub use data::{AttemptRow, MAX_BUCKETS, ReportData, ReportRow, load};
-pub use html::{escape, render};
-pub use svg::{latency_chart, requests_chart};
-pub use timeline::{AttemptClass, Bucket, Sample, Timeline, percentile};
+// Only `write_report` and `ReportError` are the module's interface; the parts stay inside.
+use data::load;
+use html::render;
 
 use crate::audit::{AuditError, AuditReader, RunSelector};
 

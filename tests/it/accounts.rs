@@ -160,9 +160,25 @@ async fn offboarding_needs_allow_delete_and_undo_recreates_the_accounts() {
             "{prior}"
         );
 
-        let (code, out) = embatch(&emu, &db, &["undo", "1"], wire).await;
-        assert_eq!(code, Some(0), "{wire}: {out}");
-        assert!(out.contains("was re-created with a new id"), "{out}");
+        if wire == "json" {
+            // With `--output json`, stdout is the summary alone; the note goes to stderr.
+            let mut cmd = support::cli(&emu, &db);
+            cmd.args(["undo", "1", "--output", "json", "--wire", wire])
+                .args(FAST);
+            let out = support::output(cmd).await;
+            assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+            let summary: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                    panic!("stdout is one JSON value ({e}): {}", support::text(&out))
+                });
+            assert_eq!(summary["run_id"], 2, "the undo is run 2: {summary}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("was re-created with a new id"), "{stderr}");
+        } else {
+            let (code, out) = embatch(&emu, &db, &["undo", "1"], wire).await;
+            assert_eq!(code, Some(0), "{wire}: {out}");
+            assert!(out.contains("was re-created with a new id"), "{out}");
+        }
         let restored = emu.state();
         for l in &leavers {
             let now = find(&restored, &l.name).expect("re-created");
