@@ -850,7 +850,7 @@ async fn audit(args: &Args) -> Result<()> {
                         })
                         .await?;
                     waits.push(asked.elapsed().as_secs_f64() * 1000.0);
-                    audit.attempt_finished(id, Some(200), None, Duration::from_micros(900));
+                    audit.attempt_finished(run_id, id, Some(200), None, Duration::from_micros(900));
                 }
                 audit.row_finished(
                     run_id,

@@ -19,8 +19,9 @@ use super::AuditError;
 static MIGRATIONS_DIR: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
 
 /// How long a connection waits for another one holding the write lock (another embatch run on
-/// the same file, or a migration) before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// the same file, or a migration) before giving up; the runner's read-only connections
+/// (`rows.rs`) wait on a checkpoint as long.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T10:21:03.123Z`; fixed width, so the
 /// timestamps sort as text.

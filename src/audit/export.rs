@@ -19,7 +19,8 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
-use super::process::WriterIdentity;
+use super::db::timestamp;
+use super::read::reported_status;
 use super::{AuditError, AuditReader};
 
 /// The export's columns, in order: the run's metadata, then the change log's.
@@ -54,11 +55,6 @@ pub const EXPORT_COLUMNS: [&str; 25] = [
 /// The characters that make a spreadsheet read a cell as a formula (or, for tab and carriage
 /// return, let it smuggle one into the next cell).
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
-
-/// The audit log's timestamp form: RFC 3339 in UTC with milliseconds, fixed width, so bounds
-/// compare with stored times as text.
-const TIMESTAMP: &[BorrowedFormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// A calendar date as `--since`/`--until` accept it.
 const DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
@@ -144,7 +140,8 @@ impl TimeWindow {
         let to = until
             .map(|text| parse_bound(text, "--until").map(|b| b.first_excluded))
             .transpose()?;
-        // A bound past the end of the calendar leaves that side open.
+        // A bound past the end of the calendar leaves that side open. The bounds are written as
+        // the log writes its times (fixed width), so they compare with stored times as text.
         let window = TimeWindow {
             from: from.map(timestamp),
             to: to.flatten().map(timestamp),
@@ -193,11 +190,6 @@ fn parse_bound(text: &str, flag: &'static str) -> Result<Bound, WindowError> {
         first_included: millis,
         first_excluded: millis.checked_add(Duration::milliseconds(1)),
     })
-}
-
-fn timestamp(at: OffsetDateTime) -> String {
-    at.format(TIMESTAMP)
-        .expect("a UTC date-time always formats with a fixed description")
 }
 
 /// Which rows to export.
@@ -507,7 +499,8 @@ impl AuditReader {
             let status = match &current {
                 Some((id, status)) if *id == run_id => status.clone(),
                 _ => {
-                    let status = run_status(r)?;
+                    // The run's status in column 2, its writer from column 25 on.
+                    let status = reported_status(r, 2, 25)?;
                     current = Some((run_id, status.clone()));
                     status
                 }
@@ -518,27 +511,6 @@ impl AuditReader {
         writer.finish()?;
         Ok(count)
     }
-}
-
-/// The run's status as `runs` shows it: `crashed` for a run left `running` by a writer that is
-/// gone.
-fn run_status(r: &Row<'_>) -> rusqlite::Result<String> {
-    let status: String = r.get(2)?;
-    if status != "running" {
-        return Ok(status);
-    }
-    let writer = WriterIdentity {
-        pid: r.get(25)?,
-        start: r
-            .get::<_, Option<i64>>(26)?
-            .and_then(|v| u64::try_from(v).ok()),
-        boot_id: r.get(27)?,
-    };
-    Ok(if writer.is_gone() {
-        "crashed".into()
-    } else {
-        status
-    })
 }
 
 /// A file for exported audit data: created with mode 0600 (its content is as sensitive as the

@@ -1,6 +1,6 @@
 //! Builders of runs and rows for the audit log's unit tests.
 
-use super::{NewRow, NewRun, RowResult};
+use super::{AttemptStart, NewRow, NewRun, RowResult};
 
 /// An `apply` run against a local server.
 pub(crate) fn new_run() -> NewRun {
@@ -34,6 +34,17 @@ pub(crate) fn new_rows(n: u64) -> Vec<NewRow> {
             annotations: None,
         })
         .collect()
+}
+
+/// Attempt `n` of a role assignment for row `row_no` of `run_id` (or of no row).
+pub(crate) fn attempt(run_id: i64, row_no: Option<u64>, n: u32) -> AttemptStart {
+    AttemptStart {
+        run_id,
+        row_no,
+        attempt: n,
+        method: "POST".into(),
+        path: "/api/security/accounts/1/roles".into(),
+    }
 }
 
 /// A row outcome with nothing else to say.

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::params;
+use rusqlite::{Row, params};
 
 use super::{AuditError, AuditReader};
 
@@ -40,33 +40,41 @@ pub struct RecordedRow {
     pub result: Option<String>,
 }
 
+/// The columns [`RecordedRow::from_row`] reads, in its order. The table `plan_rows` and the
+/// view `change_log` name them alike, so both are read with this one list.
+pub(super) const RECORDED_COLUMNS: &str = "row_no, line, account, account_id, action, target, \
+     object_name, ticket, comment, annotations, outcome, error, prior_state, result";
+
+impl RecordedRow {
+    /// The row read by a query that selects [`RECORDED_COLUMNS`], in that order.
+    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<RecordedRow> {
+        Ok(RecordedRow {
+            row_no: r.get::<_, i64>(0)? as u64,
+            line: r.get::<_, i64>(1)? as u64,
+            account: r.get(2)?,
+            account_id: r.get(3)?,
+            action: r.get(4)?,
+            target: r.get(5)?,
+            object_name: r.get(6)?,
+            ticket: r.get(7)?,
+            comment: r.get(8)?,
+            annotations: r.get(9)?,
+            outcome: r.get(10)?,
+            error: r.get(11)?,
+            prior_state: r.get(12)?,
+            result: r.get(13)?,
+        })
+    }
+}
+
 impl AuditReader {
     /// Every row of `run_id`, in row order.
     pub fn recorded_rows(&self, run_id: i64) -> Result<Vec<RecordedRow>, AuditError> {
-        let mut stmt = self.connection().prepare_cached(
-            "SELECT row_no, line, account, account_id, action, target, object_name, ticket,
-                    comment, annotations, outcome, error, prior_state, result
-             FROM change_log WHERE run_id = ?1 ORDER BY row_no",
-        )?;
+        let mut stmt = self.connection().prepare_cached(&format!(
+            "SELECT {RECORDED_COLUMNS} FROM change_log WHERE run_id = ?1 ORDER BY row_no"
+        ))?;
         let rows = stmt
-            .query_map([run_id], |r| {
-                Ok(RecordedRow {
-                    row_no: r.get::<_, i64>(0)? as u64,
-                    line: r.get::<_, i64>(1)? as u64,
-                    account: r.get(2)?,
-                    account_id: r.get(3)?,
-                    action: r.get(4)?,
-                    target: r.get(5)?,
-                    object_name: r.get(6)?,
-                    ticket: r.get(7)?,
-                    comment: r.get(8)?,
-                    annotations: r.get(9)?,
-                    outcome: r.get(10)?,
-                    error: r.get(11)?,
-                    prior_state: r.get(12)?,
-                    result: r.get(13)?,
-                })
-            })?
+            .query_map([run_id], RecordedRow::from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

@@ -212,26 +212,39 @@ fn unsigned(r: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
     u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v))
 }
 
+/// A run's status as `runs`, `show` and `export` report it: the stored one, except `crashed` for
+/// a run left `running` by a writer that is gone. `status` is the index of the stored status in
+/// `r`, and `writer` that of `writer_pid`, followed by `writer_start` and `writer_boot_id`.
+pub(super) fn reported_status(
+    r: &Row<'_>,
+    status: usize,
+    writer: usize,
+) -> rusqlite::Result<String> {
+    let stored: String = r.get(status)?;
+    if stored != "running" {
+        return Ok(stored);
+    }
+    let identity = WriterIdentity {
+        pid: r.get(writer)?,
+        start: r
+            .get::<_, Option<i64>>(writer + 1)?
+            .and_then(|v| u64::try_from(v).ok()),
+        boot_id: r.get(writer + 2)?,
+    };
+    Ok(if identity.is_gone() {
+        "crashed".into()
+    } else {
+        stored
+    })
+}
+
 /// Builds a [`RunInfo`] from a row of [`RUN_QUERY`].
 fn run_info(r: &Row<'_>) -> rusqlite::Result<RunInfo> {
-    let mut status: String = r.get(3)?;
-    if status == "running" {
-        let writer = WriterIdentity {
-            pid: r.get(21)?,
-            start: r
-                .get::<_, Option<i64>>(22)?
-                .and_then(|v| u64::try_from(v).ok()),
-            boot_id: r.get(23)?,
-        };
-        if writer.is_gone() {
-            status = "crashed".into();
-        }
-    }
     Ok(RunInfo {
         run_id: r.get(0)?,
         kind: r.get(1)?,
         parent_run_id: r.get(2)?,
-        status,
+        status: reported_status(r, 3, 21)?,
         started_at: r.get(4)?,
         ended_at: r.get(5)?,
         operator: r.get(6)?,
@@ -289,7 +302,7 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            audit.attempt_finished(id, Some(200), None, std::time::Duration::ZERO);
+            audit.attempt_finished(first, id, Some(200), None, std::time::Duration::ZERO);
         }
         audit.end_run(first, RunStatus::Failed).await.unwrap();
         let second = audit

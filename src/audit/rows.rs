@@ -7,17 +7,14 @@
 //! the only write connection, and WAL mode lets these read what it has committed while it goes
 //! on writing.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::db::BUSY_TIMEOUT;
+use super::history::RECORDED_COLUMNS;
 use super::{AuditError, NewRow, RecordedRow};
-
-/// How long a read waits for a lock before giving up; readers wait only on a checkpoint.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The page cache of each read connection, in KiB as SQLite's negative `cache_size` counts.
 const READ_CACHE_KIB: i64 = -128;
@@ -63,11 +60,6 @@ impl RunRows {
         Ok(rows)
     }
 
-    /// The run whose rows these are.
-    pub fn run_id(&self) -> i64 {
-        self.run_id
-    }
-
     /// The rows numbered `row_nos` (ascending), in that order; an error if any of them is not
     /// recorded.
     pub fn fetch(&self, row_nos: &[u64]) -> Result<Vec<RecordedRow>, AuditError> {
@@ -91,43 +83,16 @@ impl RunRows {
         row_nos: &[u64],
     ) -> Result<Vec<RecordedRow>, AuditError> {
         // The numbers go in as one JSON array, so any count shares one prepared statement.
-        let mut stmt = conn.prepare_cached(
-            "SELECT row_no, line, account, account_id, action, target, object_name, ticket,
-                    comment, annotations, outcome, error, prior_state, result
-             FROM plan_rows
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORDED_COLUMNS} FROM plan_rows
              WHERE run_id = ?1 AND row_no IN (SELECT value FROM json_each(?2))
-             ORDER BY row_no",
-        )?;
+             ORDER BY row_no"
+        ))?;
         let mut rows = Vec::with_capacity(row_nos.len());
-        let mut list = String::new();
         for chunk in row_nos.chunks(CHUNK) {
-            list.clear();
-            list.push('[');
-            for (n, row_no) in chunk.iter().enumerate() {
-                if n > 0 {
-                    list.push(',');
-                }
-                write!(list, "{row_no}").expect("writing to a String cannot fail");
-            }
-            list.push(']');
-            let found = stmt.query_map(rusqlite::params![self.run_id, list], |r| {
-                Ok(RecordedRow {
-                    row_no: r.get::<_, i64>(0)? as u64,
-                    line: r.get::<_, i64>(1)? as u64,
-                    account: r.get(2)?,
-                    account_id: r.get(3)?,
-                    action: r.get(4)?,
-                    target: r.get(5)?,
-                    object_name: r.get(6)?,
-                    ticket: r.get(7)?,
-                    comment: r.get(8)?,
-                    annotations: r.get(9)?,
-                    outcome: r.get(10)?,
-                    error: r.get(11)?,
-                    prior_state: r.get(12)?,
-                    result: r.get(13)?,
-                })
-            })?;
+            let list = serde_json::to_string(chunk).expect("a list of integers always serializes");
+            let found =
+                stmt.query_map(rusqlite::params![self.run_id, list], RecordedRow::from_row)?;
             for row in found {
                 rows.push(row?);
             }
@@ -143,6 +108,7 @@ impl RunRows {
     fn connect(&self) -> Result<Connection, AuditError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags)?;
+        // A reader waits only on a checkpoint, and gives up after as long as the writer would.
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Each row is read once, so a page cache only costs memory: there is one per
         // connection, and a run may hold as many connections as it has workers.

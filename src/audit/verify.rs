@@ -213,6 +213,32 @@ struct Problems {
 }
 
 impl Problems {
+    /// A damaged evidence record, named by its number: found in the walk of the chain.
+    fn evidence(&mut self, seq: i64, damage: Damage) {
+        let record = format!("evidence #{seq}");
+        self.push(
+            Phase::Chain,
+            Problem {
+                record,
+                damage,
+                seq: Some(seq),
+            },
+        );
+    }
+
+    /// A damaged row of a table, named `record`, with its newest evidence record if it has
+    /// any: found in the comparison of the tables with the chain.
+    fn row(&mut self, record: String, damage: Damage, seq: Option<i64>) {
+        self.push(
+            Phase::Table,
+            Problem {
+                record,
+                damage,
+                seq,
+            },
+        );
+    }
+
     fn push(&mut self, phase: Phase, problem: Problem) {
         let order = (phase, problem.seq.unwrap_or(i64::MAX), self.count);
         self.count += 1;
@@ -367,14 +393,7 @@ fn walk_chain(
             && in_scope(found_in)
             && last_found.replace((seq, damage)) != Some((seq, damage))
         {
-            problems.push(
-                Phase::Chain,
-                Problem {
-                    record: format!("evidence #{seq}"),
-                    damage,
-                    seq: Some(seq),
-                },
-            );
+            problems.evidence(seq, damage);
         }
         if rec.kind.as_deref() == Some("end")
             && let Some(run_id) = rec.run_id
@@ -392,14 +411,7 @@ fn walk_chain(
     if let Some((end_seq, end_run)) = open_end
         && in_scope(Some(end_run))
     {
-        problems.push(
-            Phase::Chain,
-            Problem {
-                record: format!("evidence #{}", end_seq + 1),
-                damage: Damage::Deleted,
-                seq: Some(end_seq + 1),
-            },
-        );
+        problems.evidence(end_seq + 1, Damage::Deleted);
     }
     Ok(ChainSummary {
         records,
@@ -658,53 +670,25 @@ fn compare_table(
                     current.take().expect("compared, so present"),
                 );
                 if !(e.readable && e.fields == c.fields) {
-                    problems.push(
-                        Phase::Table,
-                        Problem {
-                            record: name(e.key, &e.fields),
-                            damage: Damage::Modified,
-                            seq: Some(e.seq),
-                        },
-                    );
+                    problems.row(name(e.key, &e.fields), Damage::Modified, Some(e.seq));
                 }
                 evidence = next_folded()?;
                 current = next_current()?;
             }
             Ordering::Less => {
                 let e = evidence.take().expect("compared, so present");
-                problems.push(
-                    Phase::Table,
-                    Problem {
-                        record: name(e.key, &e.fields),
-                        damage: Damage::Deleted,
-                        seq: Some(e.seq),
-                    },
-                );
+                problems.row(name(e.key, &e.fields), Damage::Deleted, Some(e.seq));
                 evidence = next_folded()?;
             }
             Ordering::Greater => {
                 let c = current.take().expect("compared, so present");
-                problems.push(
-                    Phase::Table,
-                    Problem {
-                        record: name(c.key, &c.fields),
-                        damage: Damage::Inserted,
-                        seq: None,
-                    },
-                );
+                problems.row(name(c.key, &c.fields), Damage::Inserted, None);
                 current = next_current()?;
             }
         }
     }
     for record in odd_keys {
-        problems.push(
-            Phase::Table,
-            Problem {
-                record,
-                damage: Damage::Inserted,
-                seq: None,
-            },
-        );
+        problems.row(record, Damage::Inserted, None);
     }
     Ok(())
 }
@@ -717,21 +701,11 @@ mod tests {
     use rusqlite::params;
 
     use super::*;
-    use crate::audit::fixtures::{new_rows, new_run, outcome};
-    use crate::audit::{AttemptStart, AuditWriter, RowResult, RunStatus};
+    use crate::audit::fixtures::{attempt, new_rows, new_run, outcome};
+    use crate::audit::{AuditWriter, RowResult, RunStatus};
 
     /// Evidence records in [`sample`]: run 1 has 13, run 2 has 12.
     const SAMPLE_RECORDS: u64 = 25;
-
-    fn attempt(run_id: i64, row_no: Option<u64>, n: u32) -> AttemptStart {
-        AttemptStart {
-            run_id,
-            row_no,
-            attempt: n,
-            method: "POST".into(),
-            path: "/api/security/accounts/1/roles".into(),
-        }
-    }
 
     /// A log with two ended runs: run 1 with three rows, an account id written with its row's
     /// outcome, two attempts (one of no row); run 2 with two rows, an account id written on its
@@ -749,12 +723,18 @@ mod tests {
             .attempt_started(attempt(first, Some(0), 1))
             .await
             .unwrap();
-        audit.attempt_finished(a, Some(201), None, Duration::from_micros(12_345));
+        audit.attempt_finished(first, a, Some(201), None, Duration::from_micros(12_345));
         let b = audit
             .attempt_started(attempt(first, None, 1))
             .await
             .unwrap();
-        audit.attempt_finished(b, None, Some("connection reset".into()), Duration::ZERO);
+        audit.attempt_finished(
+            first,
+            b,
+            None,
+            Some("connection reset".into()),
+            Duration::ZERO,
+        );
         audit.row_finished(
             first,
             0,
@@ -1277,7 +1257,7 @@ mod tests {
                             .attempt_started(attempt(run, Some(n % 20), n as u32 + 1))
                             .await
                             .unwrap();
-                        audit.attempt_finished(id, Some(200), None, Duration::from_millis(n));
+                        audit.attempt_finished(run, id, Some(200), None, Duration::from_millis(n));
                     }
                     for row in 0..20 {
                         audit.row_finished(run, row, outcome("applied"));

@@ -114,6 +114,7 @@ enum Record {
         reply: Reply<u64>,
     },
     AttemptFinished {
+        run_id: i64,
         id: u64,
         status: Option<u16>,
         error: Option<String>,
@@ -142,7 +143,6 @@ impl AuditWriter {
         let writer = Writer {
             conn,
             identity: WriterIdentity::current(),
-            in_flight: HashMap::new(),
             accounts: HashMap::new(),
             failed: None,
         };
@@ -334,15 +334,18 @@ impl AuditHandle {
             .await
     }
 
-    /// Records how an attempt ended (fire and forget).
+    /// Records how attempt `id` of run `run_id` ended (fire and forget). The run is the one its
+    /// [`AttemptStart`] named; its evidence record is filed under it.
     pub fn attempt_finished(
         &self,
+        run_id: i64,
         id: u64,
         status: Option<u16>,
         error: Option<String>,
         elapsed: Duration,
     ) {
         self.post(Record::AttemptFinished {
+            run_id,
             id,
             status,
             error,
@@ -368,8 +371,6 @@ fn without_password(url: &str) -> String {
 struct Writer {
     conn: Connection,
     identity: WriterIdentity,
-    /// The run of each attempt started and not yet finished, for the evidence of its end.
-    in_flight: HashMap<i64, i64>,
     /// The account id of each row told one and not finished yet, by run and row number.
     accounts: HashMap<(i64, i64), String>,
     /// Why the writer stopped writing, once it has.
@@ -453,7 +454,6 @@ impl Writer {
                     &tx,
                     &self.identity,
                     &mut chain,
-                    &mut self.in_flight,
                     &mut self.accounts,
                     record,
                 )?);
@@ -757,7 +757,6 @@ fn apply(
     conn: &Connection,
     me: &WriterIdentity,
     chain: &mut ChainHead,
-    in_flight: &mut HashMap<i64, i64>,
     accounts: &mut HashMap<(i64, i64), String>,
     record: &Record,
 ) -> Result<i64, String> {
@@ -941,10 +940,10 @@ fn apply(
                 .map_err(&ctx)?
                 .finish();
             chain.append(Kind::Attempt, start.run_id, Some(id), content);
-            in_flight.insert(id, start.run_id);
             Ok(id)
         }
         Record::AttemptFinished {
+            run_id,
             id,
             status,
             error,
@@ -953,34 +952,28 @@ fn apply(
             let ctx = context("record the end of a request");
             let attempt_id = int(*id).map_err(&ctx)?;
             let duration_ms = elapsed.as_secs_f64() * 1000.0;
+            // The evidence is filed under the run the caller names; matching it here too means
+            // a wrong run id finds no request and stops the writer, instead of filing the
+            // record under another run than the attempt's.
             let changed = conn
                 .prepare_cached(
-                    "UPDATE attempts SET status = ?2, error = ?3, duration_ms = ?4 WHERE id = ?1",
+                    "UPDATE attempts SET status = ?3, error = ?4, duration_ms = ?5
+                     WHERE id = ?1 AND run_id = ?2",
                 )
-                .and_then(|mut stmt| stmt.execute(params![attempt_id, status, error, duration_ms]))
+                .and_then(|mut stmt| {
+                    stmt.execute(params![attempt_id, run_id, status, error, duration_ms])
+                })
                 .map_err(&ctx)?;
             found(changed, || {
-                format!("record the end of request {id}: no such request")
+                format!("record the end of request {id}: no such request in run {run_id}")
             })?;
-            // The evidence names the attempt's run. This writer started the attempt, so it
-            // knows the run; only an attempt started by another writer is looked up.
-            let run_id = match in_flight.remove(&attempt_id) {
-                Some(run_id) => run_id,
-                None => conn
-                    .query_row(
-                        "SELECT run_id FROM attempts WHERE id = ?1",
-                        [attempt_id],
-                        |r| r.get(0),
-                    )
-                    .map_err(&ctx)?,
-            };
             let content = Content::new()
                 .field("duration_ms", &duration_ms)
                 .and_then(|c| c.field("error", error))
                 .and_then(|c| c.field("status", status))
                 .map_err(&ctx)?
                 .finish();
-            chain.append(Kind::Attempt, run_id, Some(attempt_id), content);
+            chain.append(Kind::Attempt, *run_id, Some(attempt_id), content);
             Ok(0)
         }
     }
@@ -992,17 +985,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::audit::fixtures::{new_rows, new_run, outcome};
-
-    fn attempt(run_id: i64, row_no: Option<u64>, n: u32) -> AttemptStart {
-        AttemptStart {
-            run_id,
-            row_no,
-            attempt: n,
-            method: "POST".into(),
-            path: "/api/security/accounts/1/roles".into(),
-        }
-    }
+    use crate::audit::fixtures::{attempt, log_with_run, new_rows, new_run, outcome};
 
     fn is_timestamp(s: &str) -> bool {
         let b = s.as_bytes();
@@ -1034,17 +1017,23 @@ mod tests {
             .attempt_started(attempt(run_id, Some(0), 1))
             .await
             .unwrap();
-        audit.attempt_finished(a1, Some(503), None, Duration::from_micros(12_500));
+        audit.attempt_finished(run_id, a1, Some(503), None, Duration::from_micros(12_500));
         let a2 = audit
             .attempt_started(attempt(run_id, Some(0), 2))
             .await
             .unwrap();
-        audit.attempt_finished(a2, Some(204), None, Duration::from_millis(3));
+        audit.attempt_finished(run_id, a2, Some(204), None, Duration::from_millis(3));
         let a3 = audit
             .attempt_started(attempt(run_id, None, 1))
             .await
             .unwrap();
-        audit.attempt_finished(a3, None, Some("connection reset".into()), Duration::ZERO);
+        audit.attempt_finished(
+            run_id,
+            a3,
+            None,
+            Some("connection reset".into()),
+            Duration::ZERO,
+        );
         audit.row_finished(
             run_id,
             0,
@@ -1263,7 +1252,7 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!((attempt, duration), (n, None));
-            audit.attempt_finished(id, Some(200), None, Duration::from_millis(1));
+            audit.attempt_finished(run_id, id, Some(200), None, Duration::from_millis(1));
         }
         writer.close().await.unwrap();
         let unfinished: i64 = reader
@@ -1296,7 +1285,13 @@ mod tests {
                             .attempt_started(attempt(run_id, Some(t), n as u32 + 1))
                             .await
                             .unwrap();
-                        audit.attempt_finished(id, Some(200), None, Duration::from_millis(n));
+                        audit.attempt_finished(
+                            run_id,
+                            id,
+                            Some(200),
+                            None,
+                            Duration::from_millis(n),
+                        );
                         ids.push(id);
                     }
                     audit.row_finished(run_id, t, outcome("applied"));
@@ -1372,6 +1367,35 @@ mod tests {
         // Later records are refused, not lost silently.
         let late = audit.begin_run(new_run()).await.unwrap_err();
         assert!(late.to_string().contains("closed"), "{late}");
+    }
+
+    #[tokio::test]
+    async fn the_end_of_an_attempt_told_under_another_run_stops_the_writer() {
+        let (_dir, path, writer, first) = log_with_run(1).await;
+        let audit = writer.handle();
+        let second = audit.begin_run(new_run()).await.unwrap();
+        let id = audit
+            .attempt_started(attempt(first, Some(0), 1))
+            .await
+            .unwrap();
+        // Its evidence would be filed under another run than the attempt's: nothing of it is
+        // written, and the run stops.
+        audit.attempt_finished(second, id, Some(200), None, Duration::ZERO);
+        let err = audit.end_run(first, RunStatus::Aborted).await.unwrap_err();
+        assert!(
+            matches!(&err, AuditError::WriterGone(t) if t.contains("no such request in run")),
+            "{err}"
+        );
+        assert!(writer.close().await.is_err());
+        let conn = Connection::open(&path).unwrap();
+        let ended: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM attempts WHERE duration_ms IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(ended, 0);
     }
 
     #[tokio::test]
@@ -1528,7 +1552,7 @@ mod tests {
                                     .attempt_started(attempt(run_id, Some(t), n as u32 + 1))
                                     .await
                                     .unwrap();
-                                audit.attempt_finished(id, Some(200), None, Duration::ZERO);
+                                audit.attempt_finished(run_id, id, Some(200), None, Duration::ZERO);
                             }
                         })
                     })

@@ -203,7 +203,7 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            audit.attempt_finished(id, status, None, Duration::from_millis(12));
+            audit.attempt_finished(run, id, status, None, Duration::from_millis(12));
         }
         audit.row_finished(
             run,

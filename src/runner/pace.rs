@@ -250,8 +250,13 @@ impl RequestObserver for Pacer {
         if let Some(log) = &self.log
             && id != 0
         {
-            log.audit
-                .attempt_finished(id, outcome.status, outcome.error.clone(), elapsed);
+            log.audit.attempt_finished(
+                log.run_id,
+                id,
+                outcome.status,
+                outcome.error.clone(),
+                elapsed,
+            );
         }
         if let Some(events) = &self.events {
             let _ = events.send(RunEvent::Request {
