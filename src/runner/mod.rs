@@ -297,26 +297,6 @@ impl RunSpec {
     }
 }
 
-/// Applies `plan`: records the run, logs on, resolves names, runs the rows and records the end.
-/// The rows are copied one at a time as they are recorded; [`RunSpec::apply`] takes a plan
-/// without copying it.
-pub async fn apply(
-    plan: &Plan,
-    settings: RunSettings,
-    audit: AuditHandle,
-    cancel: CancellationToken,
-    reporter: Reporter,
-) -> Result<RunReport, RunError> {
-    let rows = plan.rows.clone().into_iter().map(Ok);
-    let spec = RunSpec::apply_stream(
-        plan.file.clone(),
-        plan.sha256.clone(),
-        plan.rows.len() as u64,
-        Box::new(rows),
-    );
-    execute(spec, settings, audit, cancel, reporter).await
-}
-
 /// Where a run's rows are once its record exists.
 enum Rows {
     /// Jobs in memory, with their index by account.
