@@ -504,16 +504,14 @@ async fn run_rows(
     drop(by_name);
     let executor = Arc::new(executor);
 
-    let source = Arc::new(source);
     let scopes_added = Arc::new(AtomicBool::new(false));
-    let queue = Arc::new(AccountQueue::new(source.clone(), groups));
+    let queue = Arc::new(AccountQueue::new(source, groups));
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Mutex::new(None::<StopReason>));
     let tracker = TaskTracker::new();
     for _ in 0..settings.pace.workers() {
         let worker = Worker {
             executor: executor.clone(),
-            source: source.clone(),
             force: input.force,
             scopes_added: scopes_added.clone(),
             queue: queue.clone(),
@@ -535,11 +533,10 @@ async fn run_rows(
     if cancel.is_cancelled() && stopped.is_none() {
         stopped = Some(StopReason::Interrupted);
     }
-    let leftover = queue.leftover();
-    for position in leftover {
+    for row_no in queue.leftover() {
         audit.row_finished(
             run_id,
-            source.row_no(position),
+            row_no,
             RowResult {
                 outcome: Outcome::Skipped.as_str().into(),
                 error: Some("not run: the run stopped before this row".into()),
@@ -698,7 +695,6 @@ fn group_rows(rows: &[&PlanRow], by_name: &HashMap<String, Uuid>) -> Vec<PlanGro
 
 struct Worker {
     executor: Arc<Executor>,
-    source: Arc<JobSource>,
     force: bool,
     scopes_added: Arc<AtomicBool>,
     queue: Arc<AccountQueue>,
@@ -731,8 +727,8 @@ impl Worker {
         let jobs = match jobs {
             Ok(jobs) => jobs,
             Err(why) => {
-                for &position in &group.rows {
-                    self.record(self.source.row_no(position), false, RowReport::failed(&why));
+                for row_no in self.queue.row_nos(&group) {
+                    self.record(row_no, false, RowReport::failed(&why));
                 }
                 return;
             }
@@ -787,8 +783,11 @@ impl Worker {
                 return;
             }
             let job = &jobs[i];
-            self.audit
-                .row_account(self.run_id, job.row_no, &id.to_string());
+            // Every row of an account created above had the new id recorded with the creation.
+            if group.id.is_some() {
+                self.audit
+                    .row_account(self.run_id, job.row_no, &id.to_string());
+            }
             let report = self.executor.run_row(&mut state, job, self.force).await;
             self.finish(job, report);
         }
@@ -841,6 +840,8 @@ impl Worker {
                 return None;
             }
         };
+        // Every row, folded or still to run, is the new account's: its id is recorded here
+        // once, even for rows that fail below because the account cannot be read back.
         for job in jobs {
             self.audit
                 .row_account(self.run_id, job.row_no, &id.to_string());
