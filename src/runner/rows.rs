@@ -478,6 +478,30 @@ mod tests {
     }
 
     #[test]
+    fn rows_naming_an_unknown_account_in_any_case_form_one_group_in_plan_order() {
+        let alice = Uuid::from_u128(1);
+        let by_name = HashMap::from([("tech\\alice".to_string(), alice)]);
+        let rows = [
+            row(2, AccountRef::Name("TECH\\alice".into())),
+            row(3, AccountRef::Name("TECH\\ghost".into())),
+            row(4, AccountRef::Id(alice)),
+            row(5, AccountRef::Name("tech\\GHOST".into())),
+        ];
+        let mut index = AccountIndex::default();
+        for (i, row) in rows.iter().enumerate() {
+            index.push(i as u64, &row.account);
+        }
+        let groups = index.into_groups(&by_name);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].id, Some(alice));
+        assert_eq!(groups[0].rows, vec![0, 2]);
+        assert_eq!(groups[1].id, None);
+        assert_eq!(groups[1].rows, vec![1, 3]);
+        // The failure names the account as its first row wrote it.
+        assert_eq!(groups[1].label(), "TECH\\ghost");
+    }
+
+    #[test]
     fn guids_alone_need_no_account_list() {
         let mut index = AccountIndex::default();
         index.push(0, &AccountRef::Id(Uuid::from_u128(7)));
