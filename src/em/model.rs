@@ -31,6 +31,15 @@ pub struct EntityRef {
     pub kind: String,
 }
 
+impl EntityRef {
+    /// The GUID at the end of its UID, read as the account decoder reads an account's UID, so
+    /// a listed entity and the same entity read alone get one id; `None` if the UID ends in no
+    /// GUID.
+    pub fn id(&self) -> Option<Uuid> {
+        super::codec::id_from_uid(&self.uid)
+    }
+}
+
 /// EM account types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AccountType {

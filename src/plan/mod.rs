@@ -247,9 +247,6 @@ pub struct PlanFile {
     pub sha256: String,
     /// The number of data rows.
     pub rows: u64,
-    /// Whether some row names its account by name rather than by GUID (names are resolved
-    /// through the server before a run).
-    pub names_accounts: bool,
     /// The rows of each action.
     pub actions: Actions,
     /// The lines of the delete-account rows, in file order.
@@ -322,12 +319,10 @@ pub fn check(path: &Path) -> Result<PlanFile, PlanErrors> {
     let reader = open(path, &file)?;
     let mut scanner = Scanner::new(&file, reader, Some(Tracker::default()), false);
     let mut rows = 0;
-    let mut names_accounts = false;
     let mut actions = Actions::default();
     let mut delete_lines = Vec::new();
     while let Some(row) = scanner.next_row() {
         rows += 1;
-        names_accounts |= matches!(row.account, AccountRef::Name(_));
         actions.count(&row.action);
         if row.action == Action::DeleteAccount {
             delete_lines.push(row.line);
@@ -340,7 +335,6 @@ pub fn check(path: &Path) -> Result<PlanFile, PlanErrors> {
         path: path.to_path_buf(),
         sha256,
         rows,
-        names_accounts,
         actions,
         delete_lines,
     })
@@ -1810,7 +1804,6 @@ mod tests {
         assert_eq!(plan.path, path);
         assert_eq!(plan.sha256, parsed.sha256);
         assert_eq!(plan.rows, 7);
-        assert!(plan.names_accounts);
         assert_eq!(
             plan.actions,
             Actions {
@@ -1827,10 +1820,6 @@ mod tests {
         assert_eq!(plan.delete_lines, [7, 9]);
         let rows: Vec<PlanRow> = plan.rows().unwrap().map(Result::unwrap).collect();
         assert_eq!(rows, parsed.rows);
-
-        let (_dir, _, result) =
-            checked(format!("account,action,target\n{G1},restore-all-vms,on\n").as_bytes());
-        assert!(!result.unwrap().names_accounts);
     }
 
     #[test]
@@ -1978,10 +1967,6 @@ mod tests {
                             actions.count(&row.action);
                         }
                         prop_assert_eq!(file.actions, actions);
-                        prop_assert_eq!(
-                            file.names_accounts,
-                            plan.rows.iter().any(|r| matches!(r.account, AccountRef::Name(_)))
-                        );
                         let rows: Result<Vec<PlanRow>, PlanErrors> = file.rows().unwrap().collect();
                         prop_assert_eq!(rows.unwrap(), plan.rows);
                     }

@@ -155,8 +155,7 @@ impl Executor {
         Ok(accounts
             .iter()
             .find(|a| a.name == name)
-            .and_then(|a| a.uid.rsplit(':').next())
-            .and_then(|g| Uuid::parse_str(g).ok()))
+            .and_then(|a| a.id()))
     }
 
     /// Loads, once, who holds Portal Administrator and which account is embatch's own logon.
@@ -176,12 +175,7 @@ impl Executor {
                 .await?;
             let mut admins = Admins::default();
             for a in &accounts {
-                let Some(id) = a
-                    .uid
-                    .rsplit(':')
-                    .next()
-                    .and_then(|g| Uuid::parse_str(g).ok())
-                else {
+                let Some(id) = a.id() else {
                     continue;
                 };
                 if logon_matches(&self.logon_user, &a.name) {

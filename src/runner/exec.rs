@@ -63,6 +63,25 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// An executor for `client`, logging on as its user, with no role table yet (the run reads
+    /// it after the logon) and nothing known of Portal Administrator.
+    pub fn new(
+        client: Arc<Client>,
+        pacer: Arc<Pacer>,
+        pace: Pace,
+        known_refs: HashMap<Uuid, String>,
+    ) -> Executor {
+        Executor {
+            logon_user: client.user().to_string(),
+            client,
+            pacer,
+            roles: RoleTable::default(),
+            pace,
+            known_refs,
+            admins: tokio::sync::Mutex::new(None),
+        }
+    }
+
     /// Reads an account's roles, scopes and flag, retrying reads as often as the pace allows.
     pub async fn read_state(&self, id: Uuid, row: Option<u64>) -> Result<AccountState, EmError> {
         let client = &*self.client;

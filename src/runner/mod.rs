@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::audit::{AuditError, AuditHandle, NewRow, NewRun, RowResult, RunRows, RunStatus};
-use crate::em::{Client, ClientConfig, EmError, RequestTag};
+use crate::em::{Client, ClientConfig, EmError, EntityRef, RequestTag};
 use crate::plan::{AccountRef, Action, Plan, PlanErrors, PlanRow};
 
 use rows::{AccountGroup, AccountIndex, AccountQueue, JobSource};
@@ -297,26 +297,6 @@ impl RunSpec {
     }
 }
 
-/// Applies `plan`: records the run, logs on, resolves names, runs the rows and records the end.
-/// The rows are copied one at a time as they are recorded; [`RunSpec::apply`] takes a plan
-/// without copying it.
-pub async fn apply(
-    plan: &Plan,
-    settings: RunSettings,
-    audit: AuditHandle,
-    cancel: CancellationToken,
-    reporter: Reporter,
-) -> Result<RunReport, RunError> {
-    let rows = plan.rows.clone().into_iter().map(Ok);
-    let spec = RunSpec::apply_stream(
-        plan.file.clone(),
-        plan.sha256.clone(),
-        plan.rows.len() as u64,
-        Box::new(rows),
-    );
-    execute(spec, settings, audit, cancel, reporter).await
-}
-
 /// Where a run's rows are once its record exists.
 enum Rows {
     /// Jobs in memory, with their index by account.
@@ -506,34 +486,30 @@ async fn run_rows(
         }),
         Some(events.clone()),
     ));
-    let client = Arc::new(Client::new(settings.client.clone(), pacer.clone()).map_err(
-        |source| RunError::Connect {
-            url: settings.client.base_url.to_string(),
-            source,
-        },
-    )?);
-    let (executor, by_name) = connect(
-        index.names_needed(),
-        client.clone(),
+    let reads = Reads {
+        roles: true,
+        accounts: index.names_needed(),
+    };
+    let (executor, accounts) = connect(
+        &settings.client,
         pacer.clone(),
         &settings.pace,
         input.known_refs,
+        reads,
     )
     .await?;
-    let groups = index.into_groups(&by_name);
-    drop(by_name);
+    // The names are only needed to group the rows: the table goes with this statement.
+    let groups = index.into_groups(&accounts.map(by_name).unwrap_or_default());
     let executor = Arc::new(executor);
 
-    let source = Arc::new(source);
     let scopes_added = Arc::new(AtomicBool::new(false));
-    let queue = Arc::new(AccountQueue::new(source.clone(), groups));
+    let queue = Arc::new(AccountQueue::new(source, groups));
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Mutex::new(None::<StopReason>));
     let tracker = TaskTracker::new();
     for _ in 0..settings.pace.workers() {
         let worker = Worker {
             executor: executor.clone(),
-            source: source.clone(),
             force: input.force,
             scopes_added: scopes_added.clone(),
             queue: queue.clone(),
@@ -555,11 +531,10 @@ async fn run_rows(
     if cancel.is_cancelled() && stopped.is_none() {
         stopped = Some(StopReason::Interrupted);
     }
-    let leftover = queue.leftover();
-    for position in leftover {
+    for row_no in queue.leftover() {
         audit.row_finished(
             run_id,
-            source.row_no(position),
+            row_no,
             RowResult {
                 outcome: Outcome::Skipped.as_str().into(),
                 error: Some("not run: the run stopped before this row".into()),
@@ -584,7 +559,7 @@ async fn run_rows(
     };
 
     // Logging out is a courtesy to the server; a failure here changes nothing for the run.
-    if let Err(e) = client.logout().await {
+    if let Err(e) = executor.client.logout().await {
         tracing::warn!("logout failed: {e}");
     }
     // The reporter ends when every event sender is gone, and the pacer (held by the client
@@ -592,7 +567,6 @@ async fn run_rows(
     let requests = pacer.requests();
     drop(events);
     drop(executor);
-    drop(client);
     drop(pacer);
     let mut summary = reporter_task.await.unwrap_or_default();
     summary.requests = requests;
@@ -606,48 +580,34 @@ async fn run_rows(
     })
 }
 
-/// One account's rows of a plan held in memory, by index into the plan's rows.
-struct PlanGroup {
-    id: Option<Uuid>,
-    label: String,
-    rows: Vec<usize>,
+/// What [`connect`] reads after the logon.
+#[derive(Clone, Copy, Debug)]
+struct Reads {
+    /// The role table, which deciding a row needs (a snapshot decides nothing, so it spares
+    /// the request).
+    roles: bool,
+    /// The account list: some row names its account by name, or a snapshot reads every account.
+    accounts: bool,
 }
 
-/// Logs on, reads the role table and (when rows name accounts) the account list, and groups
-/// the plan's rows by account.
-async fn connect_and_resolve(
-    rows: &[&PlanRow],
-    client: Arc<Client>,
-    pacer: Arc<Pacer>,
-    pace: &Pace,
-    known_refs: HashMap<Uuid, String>,
-) -> Result<(Executor, Vec<PlanGroup>), RunError> {
-    let names_needed = rows
-        .iter()
-        .any(|r| matches!(r.account, AccountRef::Name(_)));
-    let (executor, by_name) = connect(names_needed, client, pacer, pace, known_refs).await?;
-    Ok((executor, group_rows(rows, &by_name)))
-}
-
-/// Logs on, reads the role table and (when rows name accounts) the account list; answers the
-/// executor and the accounts' GUIDs by lower-cased name.
+/// Builds the client for `config`, logs on, then reads the role table and the account list as
+/// `reads` asks, in that order, each retried as `pace` allows. Answers the executor, which
+/// holds the client and (when read) the role table, and the account list when it was read.
 async fn connect(
-    names_needed: bool,
-    client: Arc<Client>,
+    config: &ClientConfig,
     pacer: Arc<Pacer>,
     pace: &Pace,
     known_refs: HashMap<Uuid, String>,
-) -> Result<(Executor, HashMap<String, Uuid>), RunError> {
-    let mut executor = Executor {
-        client: client.clone(),
-        pacer,
-        roles: RoleTable::default(),
-        pace: pace.clone(),
-        known_refs,
-        logon_user: client.user().to_string(),
-        admins: tokio::sync::Mutex::new(None),
-    };
-    let url = client.base_url().to_string();
+    reads: Reads,
+) -> Result<(Executor, Option<Vec<EntityRef>>), RunError> {
+    let url = config.base_url.to_string();
+    let client =
+        Client::new(config.clone(), pacer.clone()).map_err(|source| RunError::Connect {
+            url: url.clone(),
+            source,
+        })?;
+    let mut executor = Executor::new(Arc::new(client), pacer, pace.clone(), known_refs);
+    let client = executor.client.clone();
     executor
         .retry_read(None, |_tag| {
             let client = client.clone();
@@ -657,22 +617,22 @@ async fn connect(
         .map_err(|source| RunError::Connect { url, source })?;
 
     let c = &*client;
-    let roles = executor
-        .retry_read(None, |tag| async move { c.call(tag).roles().await })
-        .await
-        .map_err(|source| RunError::Resolve {
-            what: "the role list",
-            source,
-        })?;
-    executor.roles = RoleTable::new(
-        roles
-            .iter()
-            .filter_map(|r| uid_guid(&r.uid).map(|id| (id, r.name.clone())))
-            .collect(),
-    );
-
-    let mut by_name: HashMap<String, Uuid> = HashMap::new();
-    if names_needed {
+    if reads.roles {
+        let roles = executor
+            .retry_read(None, |tag| async move { c.call(tag).roles().await })
+            .await
+            .map_err(|source| RunError::Resolve {
+                what: "the role list",
+                source,
+            })?;
+        executor.roles = RoleTable::new(
+            roles
+                .iter()
+                .filter_map(|r| r.id().map(|id| (id, r.name.clone())))
+                .collect(),
+        );
+    }
+    let accounts = if reads.accounts {
         let accounts = executor
             .retry_read(None, |tag| async move { c.call(tag).accounts().await })
             .await
@@ -680,45 +640,24 @@ async fn connect(
                 what: "the account list",
                 source,
             })?;
-        for a in accounts {
-            if let Some(id) = uid_guid(&a.uid) {
-                by_name.insert(a.name.to_lowercase(), id);
-            }
-        }
-    }
-    Ok((executor, by_name))
+        Some(accounts)
+    } else {
+        None
+    };
+    Ok((executor, accounts))
 }
 
-/// The GUID at the end of a UID such as `urn:veeam:EnterpriseRole:<guid>`.
-fn uid_guid(uid: &str) -> Option<Uuid> {
-    uid.rsplit(':').next().and_then(|g| Uuid::parse_str(g).ok())
-}
-
-/// Groups rows by the account they resolve to, keeping plan order within each account and
-/// ordering accounts by their first row.
-fn group_rows(rows: &[&PlanRow], by_name: &HashMap<String, Uuid>) -> Vec<PlanGroup> {
-    let mut index = AccountIndex::default();
-    for (i, row) in rows.iter().enumerate() {
-        index.push(i as u64, &row.account);
-    }
-    index
-        .into_groups(by_name)
+/// The GUIDs of `accounts` by lower-cased name: rows name an account in any case, as EM
+/// matches names.
+fn by_name(accounts: Vec<EntityRef>) -> HashMap<String, Uuid> {
+    accounts
         .into_iter()
-        .map(|g| PlanGroup {
-            id: g.id,
-            label: g.label(),
-            rows: g
-                .rows
-                .into_iter()
-                .map(|p| usize::try_from(p).expect("positions of plan rows are indexes"))
-                .collect(),
-        })
+        .filter_map(|a| a.id().map(|id| (a.name.to_lowercase(), id)))
         .collect()
 }
 
 struct Worker {
     executor: Arc<Executor>,
-    source: Arc<JobSource>,
     force: bool,
     scopes_added: Arc<AtomicBool>,
     queue: Arc<AccountQueue>,
@@ -751,8 +690,8 @@ impl Worker {
         let jobs = match jobs {
             Ok(jobs) => jobs,
             Err(why) => {
-                for &position in &group.rows {
-                    self.record(self.source.row_no(position), false, RowReport::failed(&why));
+                for row_no in self.queue.row_nos(&group) {
+                    self.record(row_no, false, RowReport::failed(&why));
                 }
                 return;
             }
@@ -807,8 +746,11 @@ impl Worker {
                 return;
             }
             let job = &jobs[i];
-            self.audit
-                .row_account(self.run_id, job.row_no, &id.to_string());
+            // Every row of an account created above had the new id recorded with the creation.
+            if group.id.is_some() {
+                self.audit
+                    .row_account(self.run_id, job.row_no, &id.to_string());
+            }
             let report = self.executor.run_row(&mut state, job, self.force).await;
             self.finish(job, report);
         }
@@ -861,6 +803,8 @@ impl Worker {
                 return None;
             }
         };
+        // Every row, folded or still to run, is the new account's: its id is recorded here
+        // once, even for rows that fail below because the account cannot be read back.
         for job in jobs {
             self.audit
                 .row_account(self.run_id, job.row_no, &id.to_string());
@@ -1010,40 +954,4 @@ async fn rebuild_scopes(executor: &Executor) -> RebuildOutcome {
 /// A tag for requests that belong to no row.
 pub fn untagged() -> RequestTag {
     RequestTag::default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::RoleRef;
-
-    fn row(line: u64, account: AccountRef) -> PlanRow {
-        PlanRow {
-            line,
-            account,
-            action: Action::AssignRole(RoleRef::Name("Portal User".into())),
-            ticket: None,
-            comment: None,
-            annotations: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn rows_group_by_resolved_account_in_plan_order() {
-        let alice = Uuid::from_u128(1);
-        let by_name = HashMap::from([("tech\\alice".to_string(), alice)]);
-        let rows = [
-            row(2, AccountRef::Name("TECH\\alice".into())),
-            row(3, AccountRef::Name("TECH\\ghost".into())),
-            row(4, AccountRef::Id(alice)),
-            row(5, AccountRef::Name("tech\\GHOST".into())),
-        ];
-        let refs: Vec<&PlanRow> = rows.iter().collect();
-        let groups = group_rows(&refs, &by_name);
-        assert_eq!(groups.len(), 2);
-        assert_eq!(groups[0].id, Some(alice));
-        assert_eq!(groups[0].rows, vec![0, 2]);
-        assert_eq!(groups[1].id, None);
-        assert_eq!(groups[1].rows, vec![1, 3]);
-    }
 }

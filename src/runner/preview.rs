@@ -7,7 +7,6 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::em::Client;
 use crate::plan::{AccountRef, Action, Plan};
 
 use super::Job;
@@ -16,8 +15,9 @@ use super::exec::Executor;
 use super::state::AccountState;
 
 use super::pace::{Pace, Pacer};
+use super::rows::AccountIndex;
 use super::state::{Change, Decision, decide};
-use super::{RunError, connect_and_resolve};
+use super::{Reads, RunError, by_name, connect};
 
 /// What apply would do with one row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -95,20 +95,16 @@ pub async fn preview(
     pace: Pace,
 ) -> Result<Preview, RunError> {
     let pacer = Arc::new(Pacer::new(&pace, None, None));
-    let client = Arc::new(
-        Client::new(client.clone(), pacer.clone()).map_err(|source| RunError::Connect {
-            url: client.base_url.to_string(),
-            source,
-        })?,
-    );
-    let (executor, groups) = connect_and_resolve(
-        &plan.rows.iter().collect::<Vec<_>>(),
-        client.clone(),
-        pacer,
-        &pace,
-        Default::default(),
-    )
-    .await?;
+    let mut index = AccountIndex::default();
+    for (i, row) in plan.rows.iter().enumerate() {
+        index.push(i as u64, &row.account);
+    }
+    let reads = Reads {
+        roles: true,
+        accounts: index.names_needed(),
+    };
+    let (executor, accounts) = connect(&client, pacer, &pace, Default::default(), reads).await?;
+    let groups = index.into_groups(&accounts.map(by_name).unwrap_or_default());
     let executor = Arc::new(executor);
     let mut predictions: Vec<Option<Prediction>> = vec![None; plan.rows.len()];
 
@@ -122,11 +118,13 @@ pub async fn preview(
             let rows: Vec<(usize, crate::plan::PlanRow)> = group
                 .rows
                 .iter()
-                .map(|&i| (i, plan.rows[i].clone()))
+                .map(|&p| {
+                    let i = usize::try_from(p).expect("positions of plan rows are indexes");
+                    (i, plan.rows[i].clone())
+                })
                 .collect();
-            tasks.spawn(
-                async move { predict_account(&executor, group.id, &group.label, rows).await },
-            );
+            let label = group.label();
+            tasks.spawn(async move { predict_account(&executor, group.id, &label, rows).await });
         }
         let Some(done) = tasks.join_next().await else {
             break;
@@ -135,7 +133,7 @@ pub async fn preview(
             predictions[i] = Some(p);
         }
     }
-    if let Err(e) = client.logout().await {
+    if let Err(e) = executor.client.logout().await {
         tracing::warn!("logout failed: {e}");
     }
 

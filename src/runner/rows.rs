@@ -181,7 +181,7 @@ pub(super) enum JobSource {
 
 impl JobSource {
     /// The row number of the row at `position`.
-    pub(super) fn row_no(&self, position: u64) -> u64 {
+    fn row_no(&self, position: u64) -> u64 {
         match self {
             JobSource::Memory(jobs) => jobs[index(position)].row_no,
             JobSource::Recorded(_) => position,
@@ -218,10 +218,11 @@ impl JobSource {
                         g.rows
                             .iter()
                             .map(|&row_no| {
-                                // `recorded` is in ascending row order, one entry per number.
-                                let at = recorded
-                                    .binary_search_by_key(&row_no, |r| r.row_no)
-                                    .map_err(|_| format!("recorded row {row_no} is missing"))?;
+                                let at =
+                                    recorded.binary_search_by_key(&row_no, |r| r.row_no).expect(
+                                        "RunRows::fetch answers every row asked for, in \
+                                         ascending order, or fails",
+                                    );
                                 job_of(&recorded[at])
                             })
                             .collect()
@@ -265,7 +266,7 @@ pub(super) type TakenAccount = (AccountGroup, Result<Vec<Job>, String>);
 /// of the next few already read.
 #[derive(Debug)]
 pub(super) struct AccountQueue {
-    source: Arc<JobSource>,
+    source: JobSource,
     waiting: StdMutex<VecDeque<AccountGroup>>,
     /// Accounts whose jobs were read, ahead of `waiting`. The lock is held while a batch is
     /// read, so a worker that finds it empty waits for that batch instead of reading its own.
@@ -273,7 +274,7 @@ pub(super) struct AccountQueue {
 }
 
 impl AccountQueue {
-    pub(super) fn new(source: Arc<JobSource>, groups: Vec<AccountGroup>) -> AccountQueue {
+    pub(super) fn new(source: JobSource, groups: Vec<AccountGroup>) -> AccountQueue {
         AccountQueue {
             source,
             waiting: StdMutex::new(VecDeque::from(groups)),
@@ -308,15 +309,24 @@ impl AccountQueue {
             .push_front(group);
     }
 
-    /// The positions of every row not taken, once the workers are gone.
+    /// The row numbers of `group`'s rows, for recording them without their jobs (when these
+    /// could not be read).
+    pub(super) fn row_nos(&self, group: &AccountGroup) -> Vec<u64> {
+        group.rows.iter().map(|&p| self.source.row_no(p)).collect()
+    }
+
+    /// The row numbers of every row not taken, once the workers are gone.
     pub(super) fn leftover(&self) -> Vec<u64> {
-        let mut rows = Vec::new();
+        let mut positions = Vec::new();
         if let Ok(mut ready) = self.ready.try_lock() {
-            rows.extend(ready.drain(..).flat_map(|(g, _)| g.rows));
+            positions.extend(ready.drain(..).flat_map(|(g, _)| g.rows));
         }
         let mut waiting = self.waiting.lock().expect("queue lock is never poisoned");
-        rows.extend(waiting.drain(..).flat_map(|g| g.rows));
-        rows
+        positions.extend(waiting.drain(..).flat_map(|g| g.rows));
+        positions
+            .into_iter()
+            .map(|p| self.source.row_no(p))
+            .collect()
     }
 }
 
@@ -468,6 +478,30 @@ mod tests {
     }
 
     #[test]
+    fn rows_naming_an_unknown_account_in_any_case_form_one_group_in_plan_order() {
+        let alice = Uuid::from_u128(1);
+        let by_name = HashMap::from([("tech\\alice".to_string(), alice)]);
+        let rows = [
+            row(2, AccountRef::Name("TECH\\alice".into())),
+            row(3, AccountRef::Name("TECH\\ghost".into())),
+            row(4, AccountRef::Id(alice)),
+            row(5, AccountRef::Name("tech\\GHOST".into())),
+        ];
+        let mut index = AccountIndex::default();
+        for (i, row) in rows.iter().enumerate() {
+            index.push(i as u64, &row.account);
+        }
+        let groups = index.into_groups(&by_name);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].id, Some(alice));
+        assert_eq!(groups[0].rows, vec![0, 2]);
+        assert_eq!(groups[1].id, None);
+        assert_eq!(groups[1].rows, vec![1, 3]);
+        // The failure names the account as its first row wrote it.
+        assert_eq!(groups[1].label(), "TECH\\ghost");
+    }
+
+    #[test]
     fn guids_alone_need_no_account_list() {
         let mut index = AccountIndex::default();
         index.push(0, &AccountRef::Id(Uuid::from_u128(7)));
@@ -498,9 +532,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_queue_hands_out_accounts_in_order_with_their_jobs_and_keeps_what_is_left() {
-        let source = Arc::new(JobSource::Memory(
-            (0..2 * READ_AHEAD as u64 + 3).map(job).collect(),
-        ));
+        // Job k has row number k, so positions and row numbers agree.
+        let source = JobSource::Memory((0..2 * READ_AHEAD as u64 + 3).map(job).collect());
         // Account k has rows k and k + READ_AHEAD + 3 (positions in the jobs).
         let groups = (0..READ_AHEAD as u64)
             .map(|k| group(vec![k, k + READ_AHEAD as u64 + 3]))

@@ -22,13 +22,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::audit::{AuditHandle, NewRow, NewRun, RowResult, RunStatus, csv_safe};
-use crate::em::{AccountType, Client, EmError, RequestTag};
+use crate::em::{AccountType, EmError};
 use crate::plan::{AccountRef, Plan};
 
 use super::exec::Executor;
 use super::pace::{AttemptLog, Pacer};
-use super::state::{AccountState, RoleTable};
-use super::{Outcome, RunError, RunSettings, account_text, uid_guid};
+use super::state::AccountState;
+use super::{Outcome, Reads, RunError, RunSettings, account_text, by_name, connect};
 
 /// The action recorded for each account of a snapshot run.
 pub const SNAPSHOT_ACTION: &str = "snapshot";
@@ -72,9 +72,8 @@ pub const SNAPSHOT_COLUMNS: [&str; 7] = [
 /// One account's access as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountAccess {
-    /// User, Group, ...
-    pub account_type: AccountType,
-    /// Its name, flag, roles and scopes (with object refs where the audit log knows them).
+    /// Its name, type, flag, roles and scopes (with object refs where the audit log knows
+    /// them).
     pub state: AccountState,
     /// When the reads ended, RFC 3339 UTC.
     pub read_at: String,
@@ -236,48 +235,29 @@ async fn read_all(
         }),
         None,
     ));
-    let url = settings.client.base_url.to_string();
-    let client = Arc::new(Client::new(settings.client.clone(), pacer.clone()).map_err(
-        |source| RunError::Connect {
-            url: url.clone(),
-            source,
-        },
-    )?);
-    let executor = Arc::new(Executor {
-        client: client.clone(),
-        pacer: pacer.clone(),
+    let reads = Reads {
         // A snapshot decides nothing, so it needs no role table (and spares the request).
-        roles: RoleTable::default(),
-        pace: settings.pace.clone(),
+        roles: false,
+        accounts: all
+            || targets
+                .iter()
+                .any(|t| matches!(t.reference, Some(AccountRef::Name(_)))),
+    };
+    let (executor, listing) = connect(
+        &settings.client,
+        pacer.clone(),
+        &settings.pace,
         known_refs,
-        logon_user: settings.client.user.clone(),
-        admins: tokio::sync::Mutex::new(None),
-    });
-    executor
-        .retry_read(None, |_tag| {
-            let client = client.clone();
-            async move { client.logon().await }
-        })
-        .await
-        .map_err(|source| RunError::Connect { url, source })?;
+        reads,
+    )
+    .await?;
+    let executor = Arc::new(executor);
 
-    let needs_listing = all
-        || targets
-            .iter()
-            .any(|t| matches!(t.reference, Some(AccountRef::Name(_))));
-    if needs_listing {
-        let c = &*client;
-        let listing = executor
-            .retry_read(None, |tag| async move { c.call(tag).accounts().await })
-            .await
-            .map_err(|source| RunError::Resolve {
-                what: "the account list",
-                source,
-            })?;
+    if let Some(listing) = listing {
         if all {
             targets = listing
-                .iter()
-                .filter_map(|a| uid_guid(&a.uid).map(|id| (id, a.name.clone())))
+                .into_iter()
+                .filter_map(|a| a.id().map(|id| (id, a.name)))
                 .enumerate()
                 .map(|(i, (id, name))| Target {
                     row_no: i as u64,
@@ -291,10 +271,7 @@ async fn read_all(
                 .add_rows(run_id, targets.iter().map(Target::new_row).collect())
                 .await?;
         } else {
-            let by_name: HashMap<String, Uuid> = listing
-                .iter()
-                .filter_map(|a| uid_guid(&a.uid).map(|id| (a.name.to_lowercase(), id)))
-                .collect();
+            let by_name = by_name(listing);
             for t in &mut targets {
                 if let Some(AccountRef::Name(name)) = &t.reference {
                     t.id = by_name.get(&name.to_lowercase()).copied();
@@ -359,7 +336,7 @@ async fn read_all(
             Ok(access) => {
                 let state = access.state.to_json();
                 let facts = serde_json::json!({
-                    "account_type": access.account_type.as_str(),
+                    "account_type": access.account_type(),
                     "read_at": access.read_at,
                 })
                 .to_string();
@@ -413,7 +390,7 @@ async fn read_all(
     }
 
     // Logging out is a courtesy to the server; a failure here changes nothing for the run.
-    if let Err(e) = client.logout().await {
+    if let Err(e) = executor.client.logout().await {
         tracing::warn!("logout failed: {e}");
     }
     Ok(SnapshotReport {
@@ -454,29 +431,8 @@ async fn read_account(
     id: Uuid,
     row_no: u64,
 ) -> Result<AccountAccess, EmError> {
-    let client = &*executor.client;
-    let row = Some(row_no);
-    let account = executor
-        .retry_read(row, |tag: RequestTag| async move {
-            client.call(tag).account(id).await
-        })
-        .await?;
-    let roles = executor
-        .retry_read(row, |tag| async move {
-            client.call(tag).account_roles(id).await
-        })
-        .await?;
-    let scopes = executor
-        .retry_read(row, |tag| async move {
-            client.call(tag).account_scopes(id).await
-        })
-        .await?;
-    let mut state = AccountState::from_reads(&account, &roles, &scopes);
-    for scope in &mut state.scopes {
-        scope.obj_ref = executor.known_refs.get(&scope.id).cloned();
-    }
+    let state = executor.read_state(id, Some(row_no)).await?;
     Ok(AccountAccess {
-        account_type: account.account_type,
         state,
         read_at: OffsetDateTime::now_utc()
             .format(READ_AT)
@@ -516,11 +472,17 @@ struct AccountLine<'a> {
 }
 
 impl AccountAccess {
+    /// User, Group, ... as EM spells it. A state read from EM always has its type; an access
+    /// built without one shows an empty type rather than a made-up one.
+    fn account_type(&self) -> &'static str {
+        self.state.account_type.map_or("", AccountType::as_str)
+    }
+
     fn line(&self) -> AccountLine<'_> {
         AccountLine {
             account_id: self.state.id,
             account: &self.state.name,
-            account_type: self.account_type.as_str(),
+            account_type: self.account_type(),
             restore_all_vms: self.state.allow_restore_all_vms,
             roles: self
                 .state
@@ -564,7 +526,7 @@ impl AccountAccess {
         [
             self.state.id.to_string(),
             self.state.name.clone(),
-            self.account_type.as_str().to_string(),
+            self.account_type().to_string(),
             self.state.allow_restore_all_vms.to_string(),
             roles.join("; "),
             scopes.join("; "),
@@ -606,7 +568,6 @@ mod tests {
 
     fn access(name: &str) -> AccountAccess {
         AccountAccess {
-            account_type: AccountType::Group,
             state: AccountState {
                 id: Uuid::from_u128(7),
                 name: name.into(),

@@ -6,26 +6,7 @@ use embatch::em::Wire;
 use embatch::emulator::{EmulatorConfig, Faults, StateSnapshot};
 use embatch::runner::Outcome;
 
-use crate::support::{self, WIRES};
-
-/// The first generated account matching `pred`, as (name, snapshot index).
-fn pick<'a>(
-    state: &'a StateSnapshot,
-    skip: &[&str],
-    pred: impl Fn(&embatch::emulator::AccountSnapshot) -> bool,
-) -> &'a embatch::emulator::AccountSnapshot {
-    state
-        .accounts
-        .iter()
-        .filter(|a| a.name.starts_with("TECH\\user"))
-        .filter(|a| !skip.contains(&a.name.as_str()))
-        .find(|a| pred(a))
-        .expect("the generated accounts include one that fits")
-}
-
-fn has_role(a: &embatch::emulator::AccountSnapshot, name: &str) -> bool {
-    a.roles.iter().any(|r| r.name == name)
-}
+use crate::support::{self, WIRES, has, pick};
 
 #[tokio::test]
 async fn every_action_applied_then_all_noop_on_rerun() {
@@ -36,16 +17,15 @@ async fn every_action_applied_then_all_noop_on_rerun() {
         })
         .await;
         let state = emu.state();
-        let a = pick(&state, &[], |a| {
-            has_role(a, "Portal User") && !has_role(a, "VM Restore Operator")
+        let mut taken = Vec::new();
+        let a = pick(&state, &mut taken, |a| {
+            has(a, "Portal User") && !has(a, "VM Restore Operator")
         });
-        let b = pick(&state, &[&a.name], |a| a.roles.len() >= 2);
-        let c = pick(&state, &[&a.name, &b.name], |a| {
+        let b = pick(&state, &mut taken, |a| a.roles.len() >= 2);
+        let c = pick(&state, &mut taken, |a| {
             !a.allow_restore_all_vms && !a.scopes.is_empty()
         });
-        let d = pick(&state, &[&a.name, &b.name, &c.name], |a| {
-            a.allow_restore_all_vms
-        });
+        let d = pick(&state, &mut taken, |a| a.allow_restore_all_vms);
         let b_role = &b.roles[0].name;
         let c_scope = &c.scopes[0].name;
         let plan = format!(
@@ -70,8 +50,8 @@ async fn every_action_applied_then_all_noop_on_rerun() {
         );
         let after = emu.state();
         let get = |n: &str| after.accounts.iter().find(|x| x.name == n).unwrap();
-        assert!(has_role(get(&a.name), "VM Restore Operator"));
-        assert!(!has_role(get(&b.name), b_role));
+        assert!(has(get(&a.name), "VM Restore Operator"));
+        assert!(!has(get(&b.name), b_role));
         assert!(get(&c.name).allow_restore_all_vms);
         assert!(!get(&c.name).scopes.iter().any(|s| &s.name == c_scope));
         assert!(!get(&d.name).allow_restore_all_vms);
@@ -100,7 +80,7 @@ async fn rows_of_one_account_run_in_plan_order() {
         })
         .await;
         let state = emu.state();
-        let only = pick(&state, &[], |a| {
+        let only = pick(&state, &mut Vec::new(), |a| {
             a.roles.len() == 1 && a.roles[0].name == "Portal User"
         });
         // Removing the only role would be refused, but not after the assign that precedes it.
@@ -135,10 +115,9 @@ async fn last_role_refusal_fails_that_row_only() {
     })
     .await;
     let state = emu.state();
-    let only = pick(&state, &[], |a| a.roles.len() == 1);
-    let other = pick(&state, &[&only.name], |a| {
-        !has_role(a, "SQL Restore Operator")
-    });
+    let mut taken = Vec::new();
+    let only = pick(&state, &mut taken, |a| a.roles.len() == 1);
+    let other = pick(&state, &mut taken, |a| !has(a, "SQL Restore Operator"));
     let plan = format!(
         "account,action,target\n{n},remove-role,{r}\n{o},assign-role,SQL Restore Operator\n",
         n = only.name,
@@ -164,7 +143,7 @@ fn assign_plan(state: &StateSnapshot, n: usize, role: &str) -> String {
         .iter()
         .filter(|a| a.name.starts_with("TECH\\user"))
     {
-        if !has_role(a, role) && count < n {
+        if !has(a, role) && count < n {
             plan.push_str(&format!("{},assign-role,{role}\n", a.name));
             count += 1;
         }

@@ -3,28 +3,9 @@
 use std::path::Path;
 
 use embatch::em::{RequestTag, Wire};
-use embatch::emulator::{AccountSnapshot, EmulatorConfig, RunningEmulator, StateSnapshot};
+use embatch::emulator::{EmulatorConfig, RunningEmulator};
 
-use crate::support::{self, FAST};
-
-fn pick<'a>(
-    state: &'a StateSnapshot,
-    taken: &mut Vec<String>,
-    pred: impl Fn(&AccountSnapshot) -> bool,
-) -> &'a AccountSnapshot {
-    let a = state
-        .accounts
-        .iter()
-        .filter(|a| a.name.starts_with("TECH\\user") && !taken.contains(&a.name))
-        .find(|a| pred(a))
-        .expect("the generated accounts include one that fits");
-    taken.push(a.name.clone());
-    a
-}
-
-fn has(a: &AccountSnapshot, role: &str) -> bool {
-    a.roles.iter().any(|r| r.name == role)
-}
+use crate::support::{self, FAST, has, pick};
 
 async fn emulator() -> RunningEmulator {
     support::emulator(EmulatorConfig {

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use embatch::emulator::{AccountSnapshot, EmulatorConfig, Faults, StateSnapshot};
+use embatch::emulator::{EmulatorConfig, Faults};
 
-use crate::support::{self, FAST};
+use crate::support::{self, FAST, pick};
 
 /// A script in a plan cell, as an attacker would write it.
 const SCRIPT: &str = "<script>alert(1)</script>";
@@ -23,21 +23,6 @@ const MARKER: &str =
 
 /// How long one Chromium run may take before the test gives up on it.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn pick<'a>(
-    state: &'a StateSnapshot,
-    taken: &mut Vec<String>,
-    pred: impl Fn(&AccountSnapshot) -> bool,
-) -> &'a AccountSnapshot {
-    let a = state
-        .accounts
-        .iter()
-        .filter(|a| a.name.starts_with("TECH\\user") && !taken.contains(&a.name))
-        .find(|a| pred(a))
-        .expect("the generated accounts include one that fits");
-    taken.push(a.name.clone());
-    a
-}
 
 /// The Chromium binary: `chromium` on the PATH, else Debian's `/usr/bin/chromium`.
 fn chromium_binary() -> Option<PathBuf> {

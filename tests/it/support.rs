@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use embatch::em::{Client, ClientConfig, NoopObserver, Secret, TlsOptions, Wire};
-use embatch::emulator::{self, EmulatorConfig, RunningEmulator};
+use embatch::emulator::{self, AccountSnapshot, EmulatorConfig, RunningEmulator, StateSnapshot};
 
 /// Both wire formats, for tests that must hold in each.
 pub const WIRES: [Wire; 2] = [Wire::Xml, Wire::Json];
@@ -128,8 +128,8 @@ pub async fn apply(
         max_failures: None,
         options_json: "{}".into(),
     };
-    let report = embatch::runner::apply(
-        &plan,
+    let report = embatch::runner::execute(
+        embatch::runner::RunSpec::apply(plan),
         settings,
         writer.handle(),
         tokio_util::sync::CancellationToken::new(),
@@ -216,4 +216,26 @@ pub fn outcomes(db: &std::path::Path, run: i64) -> Vec<String> {
         .unwrap()
         .map(|r| r.unwrap())
         .collect()
+}
+
+/// The first generated account (`TECH\\user…`) not in `taken` that fits `pred`; it is added to
+/// `taken`, so the next pick is another account.
+pub fn pick<'a>(
+    state: &'a StateSnapshot,
+    taken: &mut Vec<String>,
+    pred: impl Fn(&AccountSnapshot) -> bool,
+) -> &'a AccountSnapshot {
+    let a = state
+        .accounts
+        .iter()
+        .filter(|a| a.name.starts_with("TECH\\user") && !taken.contains(&a.name))
+        .find(|a| pred(a))
+        .expect("the generated accounts include one that fits");
+    taken.push(a.name.clone());
+    a
+}
+
+/// Whether `a` holds the role named `role`.
+pub fn has(a: &AccountSnapshot, role: &str) -> bool {
+    a.roles.iter().any(|r| r.name == role)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use embatch::emulator::{AccountSnapshot, EmulatorConfig, Faults, RunningEmulator};
 
-use crate::support::{self, FAST};
+use crate::support::{self, FAST, has};
 use crate::workload::Workload;
 
 /// What a command printed and how it ended.
@@ -30,10 +30,6 @@ async fn embatch(emu: &RunningEmulator, db: &Path, args: &[&str]) -> Ran {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         all: support::text(&out),
     }
-}
-
-fn has(a: &AccountSnapshot, role: &str) -> bool {
-    a.roles.iter().any(|r| r.name == role)
 }
 
 /// A plan of eight rows over generated accounts, lines 2 to 9: a role for each of four
