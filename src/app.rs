@@ -1283,11 +1283,7 @@ async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
     let result = async {
         let writer = AuditWriter::spawn(&s.db)?;
         // EM never shows a scope's object ref; the log knows those of the scopes it saw created.
-        let known_refs = AuditReader::open(&s.db)?
-            .known_scope_refs()?
-            .into_iter()
-            .filter_map(|(id, obj_ref)| uuid::Uuid::parse_str(&id).ok().map(|id| (id, obj_ref)))
-            .collect();
+        let known_refs = AuditReader::open(&s.db)?.known_scope_refs()?;
         let report = snapshot::snapshot(
             selection,
             settings,

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Row, params};
+use uuid::Uuid;
 
 use super::{AuditError, AuditReader};
 
@@ -104,8 +105,9 @@ impl AuditReader {
     }
 
     /// The hierarchy object refs of every scope a run of this log created, by scope id. EM's
-    /// scope listing never shows the ref, so this is the only place it is known.
-    pub fn known_scope_refs(&self) -> Result<HashMap<String, String>, AuditError> {
+    /// scope listing never shows the ref, so this is the only place it is known. A recorded id
+    /// that is not a GUID is left out: no scope EM lists could match it.
+    pub fn known_scope_refs(&self) -> Result<HashMap<Uuid, String>, AuditError> {
         let mut stmt = self.connection().prepare_cached(
             "SELECT json_extract(result, '$.scope_id'), json_extract(result, '$.obj_ref')
              FROM change_log
@@ -113,9 +115,13 @@ impl AuditReader {
                AND json_extract(result, '$.scope_id') IS NOT NULL
                AND json_extract(result, '$.obj_ref') IS NOT NULL",
         )?;
-        let refs = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-            .collect::<Result<HashMap<_, _>, _>>()?;
+        let mut refs = HashMap::new();
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (id, obj_ref) = row?;
+            if let Ok(id) = Uuid::parse_str(&id) {
+                refs.insert(id, obj_ref);
+            }
+        }
         Ok(refs)
     }
 }

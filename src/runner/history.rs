@@ -155,7 +155,7 @@ pub fn replay(
         jobs,
         stream: None,
         force: false,
-        known_refs: known_refs(reader)?,
+        known_refs: reader.known_scope_refs()?,
         earlier_failures: 0,
         rebuild_scopes: ScopeRebuild::Never,
     })
@@ -201,7 +201,7 @@ pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryErr
         jobs,
         stream: None,
         force,
-        known_refs: known_refs(reader)?,
+        known_refs: reader.known_scope_refs()?,
         earlier_failures: run.failed + run.conflict,
         rebuild_scopes: ScopeRebuild::Never,
     })
@@ -226,14 +226,6 @@ fn guard_of(rec: &RecordedRow) -> Option<Guard> {
 fn annotation<T: serde::de::DeserializeOwned>(rec: &RecordedRow, key: &str) -> Option<T> {
     let annotations: Value = serde_json::from_str(rec.annotations.as_deref()?).ok()?;
     serde_json::from_value(annotations.get(key)?.clone()).ok()
-}
-
-fn known_refs(reader: &AuditReader) -> Result<HashMap<Uuid, String>, HistoryError> {
-    Ok(reader
-        .known_scope_refs()?
-        .into_iter()
-        .filter_map(|(id, r)| Uuid::parse_str(&id).ok().map(|id| (id, r)))
-        .collect())
 }
 
 /// A row of the undone run that cannot be undone.
@@ -279,7 +271,7 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
             run.run_id
         )));
     }
-    let refs = known_refs(reader)?;
+    let refs = reader.known_scope_refs()?;
     let mut applied: Vec<RecordedRow> = reader
         .recorded_rows(run.run_id)?
         .into_iter()
