@@ -9,7 +9,10 @@ pub mod cli;
 pub mod em;
 pub mod emulator;
 pub mod exit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod plan;
 pub mod report;
 pub mod runner;
+pub mod text;

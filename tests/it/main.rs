@@ -7,6 +7,7 @@ mod client;
 mod crash;
 mod emulator;
 mod export;
+mod fuzz_corpus;
 mod history;
 mod report;
 mod secrets;
