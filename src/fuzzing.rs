@@ -2,4 +2,3 @@
 //! neither panic nor overflow its stack, whatever they hold. `cargo fuzz` drives them on nightly;
 //! `cargo test` replays the checked-in corpora through these same functions on stable
 //! (`tests/it/fuzz_corpus.rs`), so a crash once found and fixed stays fixed.
-

@@ -52,6 +52,37 @@ pub struct AuditHandle {
     tx: mpsc::UnboundedSender<Msg>,
     /// The log's file, for readers that work alongside the writer.
     path: Arc<Path>,
+    /// Why the writer stopped writing, once it has: shared, so that a sender learns of the
+    /// failure at once, not only on its next awaited call.
+    failure: Arc<Failure>,
+}
+
+/// The writer's first failure, told to every handle as it happens.
+#[derive(Debug, Default)]
+struct Failure {
+    text: std::sync::OnceLock<String>,
+    /// Cancelled when `text` is set, for those who wait for a failure.
+    signal: tokio_util::sync::CancellationToken,
+}
+
+impl Failure {
+    /// Records the first failure; later ones add nothing, since the first one stopped the log.
+    fn set(&self, text: &str) {
+        let _ = self.text.set(text.to_string());
+        self.signal.cancel();
+    }
+}
+
+/// Marks the writer failed if its thread unwinds, so that senders stop at once instead of
+/// learning it from a closed channel on their next awaited call.
+struct PanicGuard(Arc<Failure>);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.set("the audit writer thread panicked");
+        }
+    }
 }
 
 /// The answer to an awaited message.
@@ -140,15 +171,28 @@ impl AuditWriter {
         // progress) stay in memory instead of being read back from the WAL.
         conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let failure = Arc::new(Failure::default());
+        let file = FileIdentity::of(path).map_err(|source| AuditError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         let writer = Writer {
             conn,
             identity: WriterIdentity::current(),
             accounts: HashMap::new(),
-            failed: None,
+            failed: failure.clone(),
+            files: LogFiles {
+                path: Arc::from(path),
+                file,
+                wal: None,
+            },
         };
         let thread = std::thread::Builder::new()
             .name("embatch-audit".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                let _guard = PanicGuard(writer.failed.clone());
+                writer.run(rx)
+            })
             .map_err(|source| AuditError::Io {
                 path: path.display().to_string(),
                 source,
@@ -157,6 +201,7 @@ impl AuditWriter {
             handle: AuditHandle {
                 tx,
                 path: Arc::from(path),
+                failure,
             },
             thread,
         })
@@ -212,6 +257,26 @@ impl AuditHandle {
             // or close itself, reports it.
             tracing::error!("an audit record was dropped: the audit log is closed");
         }
+    }
+
+    /// Why the log stopped taking records, once a write has failed (or the writer is gone).
+    /// From then on no request may leave: it could not be recorded.
+    pub fn failure(&self) -> Option<AuditError> {
+        if let Some(text) = self.failure.text.get() {
+            return Some(AuditError::WriterGone(text.clone()));
+        }
+        // A writer that closed normally has no failure, but takes no records either.
+        self.tx
+            .is_closed()
+            .then(|| AuditError::WriterGone("the audit log is closed".into()))
+    }
+
+    /// Waits until a write to the log fails, and answers why: a run waits on this to stop at
+    /// the first failure, not at its next awaited record.
+    pub async fn failed(&self) -> AuditError {
+        self.failure.signal.cancelled().await;
+        self.failure()
+            .expect("the failure signal is only given once the failure is set")
     }
 
     /// Records a new run; answers its id once committed.
@@ -374,7 +439,17 @@ struct Writer {
     /// The account id of each row told one and not finished yet, by run and row number.
     accounts: HashMap<(i64, i64), String>,
     /// Why the writer stopped writing, once it has.
-    failed: Option<String>,
+    failed: Arc<Failure>,
+    /// The files the writer writes.
+    files: LogFiles,
+}
+
+/// The log's path, and the files it named when the writer opened them.
+struct LogFiles {
+    path: Arc<Path>,
+    file: FileIdentity,
+    /// The `-wal` file, once a commit has made it.
+    wal: Option<FileIdentity>,
 }
 
 impl Writer {
@@ -406,8 +481,8 @@ impl Writer {
                 Msg::Close { reply } => close_replies.push(reply),
             }
         }
-        let mut result = match self.failed.take() {
-            Some(text) => Err(text),
+        let mut result = match self.failed.text.get() {
+            Some(text) => Err(text.clone()),
             None => Ok(()),
         };
         // Closing the last connection checkpoints the WAL into the main file.
@@ -433,7 +508,7 @@ impl Writer {
                 Msg::Close { reply } => closes.push(reply),
             }
         }
-        if let Some(text) = &self.failed {
+        if let Some(text) = self.failed.text.get() {
             records.into_iter().for_each(|r| refuse(r, text));
             return closes;
         }
@@ -462,6 +537,9 @@ impl Writer {
                 write_accounts(&tx, &mut chain, &mut self.accounts, None)?;
             }
             chain.flush(&tx).map_err(context("record the evidence"))?;
+            // A commit into a file nobody can open any more is no record: check, under the
+            // group's write lock, that the path still names the files this writer writes.
+            self.files.check()?;
             tx.commit().map_err(context("commit"))
         })();
         match result {
@@ -475,10 +553,72 @@ impl Writer {
                 // file, and every caller of it is told so.
                 tracing::error!("the audit log could not be written: {text}");
                 records.into_iter().for_each(|r| refuse(r, &text));
-                self.failed = Some(text);
+                self.failed.set(&text);
             }
         }
         closes
+    }
+}
+
+impl LogFiles {
+    /// Fails when the log's path no longer names the file (or the `-wal` file) this writer
+    /// writes: it was deleted, renamed or replaced during the run. SQLite keeps writing to the
+    /// open, unlinked files without a word, and its commits would vanish with the process.
+    fn check(&mut self) -> Result<(), String> {
+        let moved = |what: &str| {
+            format!(
+                "{what} {} was removed or replaced while this run was writing to it; the run \
+                 stops, since its records would be lost",
+                self.path.display()
+            )
+        };
+        if FileIdentity::of(&self.path).ok() != Some(self.file) {
+            return Err(moved("the audit log"));
+        }
+        let wal = wal_path(&self.path);
+        match (self.wal, FileIdentity::of(&wal)) {
+            (Some(known), Ok(now)) if known == now => {}
+            (Some(_), _) => return Err(moved("the audit log's journal")),
+            // Made by the first write; from then on it stays until the last connection closes.
+            (None, Ok(now)) => self.wal = Some(now),
+            (None, Err(_)) => {}
+        }
+        Ok(())
+    }
+}
+
+/// The `-wal` file beside the log at `path`.
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    std::path::PathBuf::from(name)
+}
+
+/// Which file a path names: its device and inode, where the platform has them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    #[cfg(unix)]
+    fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(FileIdentity {
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
+
+    /// Elsewhere an open file cannot be deleted, which is the case this guards against.
+    #[cfg(not(unix))]
+    fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        std::fs::metadata(path).map(|_| FileIdentity {
+            device: 0,
+            inode: 0,
+        })
     }
 }
 

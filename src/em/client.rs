@@ -341,7 +341,16 @@ impl Client {
     ) -> Result<Answer, EmError> {
         let shown = path_and_query(url);
         self.observer.before_send().await;
-        let id = self.observer.sending(tag, method.as_str(), &shown).await;
+        let id = match self.observer.sending(tag, method.as_str(), &shown).await {
+            Ok(id) => id,
+            Err(message) => {
+                return Err(EmError::NotRecorded {
+                    method: method.to_string(),
+                    path: shown,
+                    message,
+                });
+            }
+        };
         let started = Instant::now();
         // Tells the observer of an attempt dropped before it ended, so that what it holds for
         // the attempt (a place among the requests in flight) is not held for ever.

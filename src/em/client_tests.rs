@@ -233,6 +233,8 @@ fn config(base: &str, wire: Wire) -> ClientConfig {
 /// An observer that records every call made to it.
 #[derive(Default)]
 struct Recorder {
+    /// Refuse to record every attempt after this many, as a failing audit log does.
+    refuse_after: Option<u64>,
     before: AtomicU64,
     sent: Mutex<Vec<(RequestTag, String, String)>>,
     finished: Mutex<Vec<(u64, AttemptOutcome)>>,
@@ -248,11 +250,14 @@ impl RequestObserver for Recorder {
         tag: RequestTag,
         method: &str,
         path: &str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = u64> + Send + '_>> {
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>> {
         let mut sent = self.sent.lock().unwrap();
+        if self.refuse_after.is_some_and(|n| sent.len() as u64 >= n) {
+            return Box::pin(async { Err("disk full".to_string()) });
+        }
         sent.push((tag, method.to_string(), path.to_string()));
         let id = sent.len() as u64;
-        Box::pin(async move { id })
+        Box::pin(async move { Ok(id) })
     }
     fn finished(&self, id: u64, outcome: &AttemptOutcome, _elapsed: Duration) {
         self.finished.lock().unwrap().push((id, outcome.clone()));
@@ -261,6 +266,33 @@ impl RequestObserver for Recorder {
 
 fn client(base: &str, wire: Wire) -> Client {
     Client::new(config(base, wire), Arc::new(NoopObserver)).unwrap()
+}
+
+#[tokio::test]
+async fn a_request_whose_record_is_refused_is_not_sent() {
+    let (fake, base) = serve().await;
+    // The logon is recorded; the read after it is not, so it must not leave.
+    let recorder = Arc::new(Recorder {
+        refuse_after: Some(1),
+        ..Recorder::default()
+    });
+    let client = Client::new(config(&base, Wire::Xml), recorder.clone()).unwrap();
+    let err = client
+        .call(RequestTag::default())
+        .roles()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EmError::NotRecorded { .. }), "{err:?}");
+    assert_eq!(err.retry(), Retry::Never);
+    assert_eq!(
+        err.to_string(),
+        "GET /api/security/roles: not sent: disk full"
+    );
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "POST");
+    // Only the logon was sent, so only its attempt has an end.
+    assert_eq!(recorder.finished.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -53,6 +53,17 @@ pub enum EmError {
         /// What was wrong.
         message: String,
     },
+    /// The request was not sent, because its record could not be kept first (the audit log
+    /// failed). Nothing reached the server.
+    #[error("{method} {path}: not sent: {message}")]
+    NotRecorded {
+        /// The method.
+        method: String,
+        /// The URL path.
+        path: String,
+        /// Why the record could not be kept.
+        message: String,
+    },
     /// The client could not be built (bad CA file, ...).
     #[error("client setup: {0}")]
     Setup(String),
@@ -75,7 +86,8 @@ impl EmError {
             // A 2xx answer the client cannot read reads the same way next time; for a write,
             // EM has already acted.
             EmError::Decode { .. } => Retry::Never,
-            EmError::Setup(_) => Retry::Never,
+            // Sending it again would go unrecorded again: the caller must stop.
+            EmError::NotRecorded { .. } | EmError::Setup(_) => Retry::Never,
         }
     }
 

@@ -133,12 +133,15 @@ pub trait RequestObserver: Send + Sync {
     fn before_send(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
     /// Records that the request is about to leave; returns an id for [`RequestObserver::finished`].
     /// The path is the URL path and query, never a header.
+    ///
+    /// An `Err` says why the request must not leave (its record could not be kept): the client
+    /// does not send it, and fails the call with [`EmError::NotRecorded`].
     fn sending(
         &self,
         tag: RequestTag,
         method: &str,
         path: &str,
-    ) -> Pin<Box<dyn Future<Output = u64> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>>;
     /// Records how the attempt ended.
     fn finished(&self, id: u64, outcome: &AttemptOutcome, elapsed: Duration);
     /// Says that the attempt `id` ended without an outcome: the caller dropped the request
@@ -161,8 +164,8 @@ impl RequestObserver for NoopObserver {
         _tag: RequestTag,
         _method: &str,
         _path: &str,
-    ) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {
-        Box::pin(async { 0 })
+    ) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>> {
+        Box::pin(async { Ok(0) })
     }
     fn finished(&self, _id: u64, _outcome: &AttemptOutcome, _elapsed: Duration) {}
 }

@@ -202,11 +202,10 @@ impl RequestObserver for Pacer {
         tag: RequestTag,
         method: &str,
         path: &str,
-    ) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>> {
         let method = method.to_string();
         let path = path.to_string();
         Box::pin(async move {
-            self.requests.fetch_add(1, Ordering::Relaxed);
             let id = match &self.log {
                 Some(log) => {
                     let start = AttemptStart {
@@ -216,15 +215,12 @@ impl RequestObserver for Pacer {
                         method,
                         path,
                     };
-                    match log.audit.attempt_started(start).await {
-                        Ok(id) => id,
-                        Err(e) => {
-                            // The writer reports the same error on the run's next awaited
-                            // call, which ends the run; here we only keep the request going.
-                            tracing::error!("failed to record a request in the audit log: {e}");
-                            0
-                        }
-                    }
+                    // A request whose intent is not committed never leaves: the log must hold
+                    // every request the server may have seen.
+                    log.audit
+                        .attempt_started(start)
+                        .await
+                        .map_err(|e| format!("the audit log failed: {e}"))?
                 }
                 None => self.next_local_id.fetch_add(1, Ordering::Relaxed),
             };
@@ -239,9 +235,19 @@ impl RequestObserver for Pacer {
             // second gate sends them at the rate, and a pause that began meanwhile holds them.
             in_line(&self.wire_line, &self.wire).await;
             self.wait_for_pause().await;
+            // The log may have failed while this request waited at the gates (a later group's
+            // commit, or the file removed): from the first failure on, nothing leaves. The
+            // intent stays without an end, as for a request that may have been sent, so a
+            // resume reads the account before deciding the row again.
+            if let Some(log) = &self.log
+                && let Some(e) = log.audit.failure()
+            {
+                return Err(format!("the audit log failed: {e}"));
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
             // Kept from here until the attempt ends; dropped with this future before then.
             place.forget();
-            id
+            Ok(id)
         })
     }
 
@@ -373,8 +379,8 @@ mod tests {
         };
         let pacer = Pacer::new(&pace, None, None);
         let tag = RequestTag::default();
-        let first = pacer.sending(tag, "GET", "/a").await;
-        let second = pacer.sending(tag, "GET", "/b").await;
+        let first = pacer.sending(tag, "GET", "/a").await.unwrap();
+        let second = pacer.sending(tag, "GET", "/b").await.unwrap();
         // Both places are taken: a third request waits until one of them ends.
         let mut third = pacer.sending(tag, "GET", "/c");
         assert!(still_waiting(&mut third).await);
@@ -404,7 +410,8 @@ mod tests {
         *pacer.pause_until.lock().unwrap() = None;
         let id = tokio::time::timeout(Duration::from_secs(1), pacer.sending(tag, "GET", "/b"))
             .await
-            .expect("the dropped request gave its place back");
+            .expect("the dropped request gave its place back")
+            .unwrap();
         pacer.finished(id, &AttemptOutcome::default(), Duration::ZERO);
     }
 
