@@ -371,7 +371,9 @@ pub async fn run(command: Command) -> Exit {
                     Exit::Connection
                 }
                 AppError::Run(RunError::Audit(_)) | AppError::Audit(_) => Exit::Usage,
-                AppError::Emulator(_) | AppError::Io(_) => Exit::RowsFailed,
+                AppError::Emulator(_) | AppError::Io(_) | AppError::Run(RunError::Internal(_)) => {
+                    Exit::RowsFailed
+                }
             }
         }
     }

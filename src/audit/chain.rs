@@ -532,10 +532,10 @@ mod tests {
 
     #[test]
     fn the_chain_records_every_column_of_every_table_of_the_schema() {
-        use crate::audit::db::{Create, Durability, open};
+        use crate::audit::db::{Durability, open};
 
         let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir.path().join("audit.db"), Create::Yes, Durability::Full).unwrap();
+        let conn = open(&dir.path().join("audit.db"), Durability::Full).unwrap();
         // Every table but the chain's own is recorded, each with all of its columns: nothing is
         // left out on purpose, so a table or column the migrations add must be added here (and
         // to the writer's evidence) before this passes.

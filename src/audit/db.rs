@@ -39,15 +39,6 @@ pub(crate) enum Durability {
     Normal,
 }
 
-/// Whether opening may create the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Create {
-    /// Create the file (mode 0600) if it does not exist: the writer.
-    Yes,
-    /// The file must exist: readers, which have nothing to read in a new log.
-    No,
-}
-
 /// The current time as the log writes it.
 pub(crate) fn now() -> String {
     timestamp(OffsetDateTime::now_utc())
@@ -67,12 +58,8 @@ pub(crate) fn int(v: u64) -> rusqlite::Result<i64> {
 
 /// Opens the log at `path` (creating it if `create` allows), sets the pragmas and migrates the
 /// schema to the newest version.
-pub(crate) fn open(
-    path: &Path,
-    create: Create,
-    durability: Durability,
-) -> Result<Connection, AuditError> {
-    prepare_file(path, create)?;
+pub(crate) fn open(path: &Path, durability: Durability) -> Result<Connection, AuditError> {
+    prepare_file(path)?;
     // Switching a new file to WAL takes an exclusive lock for which SQLite does not always wait
     // on its busy handler, so processes opening a new log at the same moment can see "database
     // is locked" once; they try again for as long as the busy timeout allows.
@@ -85,6 +72,92 @@ pub(crate) fn open(
             other => return other,
         }
     }
+}
+
+/// Opens the log at `path` to read it only: the file must exist, and nothing is created,
+/// migrated or changed (auditors verify copies on read-only shares, and a check must not alter
+/// its evidence).
+///
+/// A log in WAL mode needs its `-shm` file to be read. Where the file's directory cannot take
+/// one (a read-only mount, a share the reader may not write to), the log is read as immutable
+/// instead, which is safe only while nobody writes it: so only when no `-wal` file is beside it,
+/// that is, when every writer has closed it and its content is all in the main file.
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
+    let io_error = |source: io::Error| AuditError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => {
+            return Err(io_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is not a regular file",
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(io_error(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no audit log here",
+            )));
+        }
+        Err(e) => return Err(io_error(e)),
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match open_probed(path, flags) {
+        Ok(conn) => conn,
+        Err(e) if cannot_open(&e) && !companion(path, "-wal").exists() => {
+            tracing::debug!("{}: read as immutable: {e}", path.display());
+            let absolute = std::path::absolute(path).map_err(io_error)?;
+            let mut uri = url::Url::from_file_path(&absolute)
+                .map_err(|()| io_error(io::Error::other("cannot be named as a file URI")))?;
+            uri.set_query(Some("immutable=1"));
+            open_probed(Path::new(uri.as_str()), flags | OpenFlags::SQLITE_OPEN_URI)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match migrations()?.pending_migrations(&conn) {
+        Ok(0) => Ok(conn),
+        Ok(n) if n < 0 => Err(AuditError::Migrate(
+            "the file was written by a newer embatch; use that version to read it".into(),
+        )),
+        Ok(_) => Err(AuditError::Migrate(
+            "the file was written by an older embatch, and reading never changes it: run a \
+             command that writes to it (such as `embatch resume` or `apply`) once to bring it up \
+             to date, or read it with the version that wrote it"
+                .into(),
+        )),
+        Err(e) => Err(AuditError::Migrate(e.to_string())),
+    }
+}
+
+/// Opens `path` with `flags` and reads the schema once, which is when SQLite opens the `-shm`
+/// and `-wal` files a WAL-mode log needs (and fails if it cannot).
+fn open_probed(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    Ok(conn)
+}
+
+/// Whether SQLite could not open the file or its companions for want of write access.
+fn cannot_open(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if matches!(
+            f.code,
+            rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly
+        )
+    )
+}
+
+/// The `-wal` or `-shm` file beside the log at `path`.
+pub(crate) fn companion(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    std::path::PathBuf::from(name)
 }
 
 /// Whether `e` is SQLite saying another connection holds the lock.
@@ -159,7 +232,7 @@ fn migrate(conn: &mut Connection) -> Result<(), AuditError> {
 
 /// Checks that `path` names a regular file (creating it with mode 0600 if allowed), and that the
 /// file and any `-wal`/`-shm` companions are not readable by others.
-fn prepare_file(path: &Path, create: Create) -> Result<(), AuditError> {
+fn prepare_file(path: &Path) -> Result<(), AuditError> {
     let io_error = |source: io::Error| AuditError::Io {
         path: path.display().to_string(),
         source,
@@ -184,7 +257,7 @@ fn prepare_file(path: &Path, create: Create) -> Result<(), AuditError> {
             )));
         }
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound && create == Create::Yes => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_file(path).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => io_error(io::Error::new(
                     io::ErrorKind::NotFound,
@@ -192,12 +265,6 @@ fn prepare_file(path: &Path, create: Create) -> Result<(), AuditError> {
                 )),
                 _ => io_error(e),
             })?;
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(io_error(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no audit log here",
-            )));
         }
         Err(e) => return Err(io_error(e)),
     }
@@ -230,12 +297,7 @@ fn create_file(path: &Path) -> io::Result<()> {
 fn restrict_mode(path: &Path) -> Result<(), AuditError> {
     use std::os::unix::fs::PermissionsExt;
 
-    let mut companions = Vec::new();
-    for suffix in ["-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        companions.push(std::path::PathBuf::from(name));
-    }
+    let companions = ["-wal", "-shm"].map(|suffix| companion(path, suffix));
     for file in std::iter::once(path).chain(companions.iter().map(|p| p.as_path())) {
         let meta = match fs::metadata(file) {
             Ok(meta) => meta,
@@ -284,7 +346,7 @@ mod tests {
     fn migrates_a_fresh_file_and_reopens_idempotently() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        let conn = open(&path, Create::Yes, Durability::Full).unwrap();
+        let conn = open(&path, Durability::Full).unwrap();
         let expected = MIGRATIONS_DIR.dirs().count() as i64;
         assert!(expected >= 1);
         assert_eq!(user_version(&conn), expected);
@@ -299,7 +361,7 @@ mod tests {
             assert_eq!(n, 1, "{view}");
         }
         drop(conn);
-        let again = open(&path, Create::Yes, Durability::Full).unwrap();
+        let again = open(&path, Durability::Full).unwrap();
         assert_eq!(user_version(&again), expected);
         let mode: String = again
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -322,7 +384,7 @@ mod tests {
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let path = path.clone();
-                std::thread::spawn(move || open(&path, Create::Yes, Durability::Full).map(drop))
+                std::thread::spawn(move || open(&path, Durability::Full).map(drop))
             })
             .collect();
         for t in threads {
@@ -334,10 +396,10 @@ mod tests {
     fn refuses_a_file_from_a_newer_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        let conn = open(&path, Create::Yes, Durability::Full).unwrap();
+        let conn = open(&path, Durability::Full).unwrap();
         conn.pragma_update(None, "user_version", 999).unwrap();
         drop(conn);
-        let err = open(&path, Create::Yes, Durability::Full).unwrap_err();
+        let err = open(&path, Durability::Full).unwrap_err();
         assert!(
             matches!(&err, AuditError::Migrate(m) if m.contains("newer embatch")),
             "{err}"
@@ -351,7 +413,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        let conn = open(&path, Create::Yes, Durability::Full).unwrap();
+        let conn = open(&path, Durability::Full).unwrap();
         conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
             .unwrap();
         for name in ["audit.db", "audit.db-wal", "audit.db-shm"] {
@@ -372,7 +434,7 @@ mod tests {
         let path = dir.path().join("audit.db");
         fs::write(&path, b"").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        open(&path, Create::Yes, Durability::Full).unwrap();
+        open(&path, Durability::Full).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
@@ -380,17 +442,17 @@ mod tests {
     #[test]
     fn refuses_a_directory_and_a_missing_parent() {
         let dir = tempfile::tempdir().unwrap();
-        let err = open(dir.path(), Create::Yes, Durability::Full).unwrap_err();
+        let err = open(dir.path(), Durability::Full).unwrap_err();
         assert!(err.to_string().contains("is a directory"), "{err}");
 
         let missing = dir.path().join("no-such-dir").join("audit.db");
-        let err = open(&missing, Create::Yes, Durability::Full).unwrap_err();
+        let err = open(&missing, Durability::Full).unwrap_err();
         assert!(
             err.to_string().contains("directory does not exist"),
             "{err}"
         );
 
-        let err = open(Path::new(""), Create::Yes, Durability::Full).unwrap_err();
+        let err = open(Path::new(""), Durability::Full).unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
     }
 
@@ -398,7 +460,7 @@ mod tests {
     fn a_reader_does_not_create_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        let err = open(&path, Create::No, Durability::Full).unwrap_err();
+        let err = open_read_only(&path).unwrap_err();
         assert!(err.to_string().contains("no audit log"), "{err}");
         assert!(!path.exists());
     }

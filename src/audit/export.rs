@@ -866,8 +866,8 @@ mod tests {
         assert_eq!(second.len(), 2);
 
         // Move run 1's rows into the past; run 2's pending rows count at their run's start.
-        reader
-            .connection()
+        rusqlite::Connection::open(&path)
+            .unwrap()
             .execute(
                 "UPDATE plan_rows SET finished_at = '2026-01-10T12:00:00.000Z' WHERE run_id = 1",
                 [],
@@ -904,8 +904,8 @@ mod tests {
         log(&path).await;
         let reader = AuditReader::open(&path).unwrap();
         // Above the largest pid Linux hands out: no such process.
-        reader
-            .connection()
+        rusqlite::Connection::open(&path)
+            .unwrap()
             .execute("UPDATE runs SET writer_pid = 999999999 WHERE id = 2", [])
             .unwrap();
         let rows = export(&reader, &ExportFilter::default());
@@ -922,7 +922,7 @@ mod tests {
     fn the_query_streams_in_key_order_without_a_sort() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        std::fs::write(&path, b"").unwrap();
+        drop(crate::audit::db::open(&path, crate::audit::db::Durability::Full).unwrap());
         let reader = AuditReader::open(&path).unwrap();
         let window = TimeWindow::parse(Some("2026-01-01"), Some("2026-12-31")).unwrap();
         for filter in [

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::AuditError;
-use super::db::{self, Create, Durability};
+use super::db;
 use super::process::WriterIdentity;
 
 /// Which run.
@@ -117,12 +117,10 @@ const RUN_QUERY: &str = "
     FROM run_summary s JOIN runs r ON r.id = s.run_id";
 
 impl AuditReader {
-    /// Opens the log read-only (migrating it first if it is older than this tool).
-    ///
-    /// The file must exist. The connection itself is read-write, because migrating needs it;
-    /// the reader never writes a record.
+    /// Opens the log read-only: the file must exist, and is neither created, migrated nor
+    /// changed, so a copy on a read-only share can be read and verified.
     pub fn open(path: &Path) -> Result<AuditReader, AuditError> {
-        let conn = db::open(path, Create::No, Durability::Full)?;
+        let conn = db::open_read_only(path)?;
         Ok(AuditReader { conn })
     }
 
@@ -448,11 +446,17 @@ mod tests {
     }
 
     #[test]
-    fn migrates_an_older_file_and_checks_integrity() {
+    fn reads_only_an_up_to_date_file_and_checks_integrity() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        // An empty file is a database at schema version 0.
+        // An empty file is a database at schema version 0: a reader leaves it so.
         std::fs::write(&path, b"").unwrap();
+        let Err(err) = AuditReader::open(&path) else {
+            panic!("a reader opened a file at schema version 0")
+        };
+        assert!(err.to_string().contains("older embatch"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        drop(db::open(&path, db::Durability::Full).unwrap());
         let reader = AuditReader::open(&path).unwrap();
         assert!(reader.runs().unwrap().is_empty());
         assert_eq!(reader.integrity_check().unwrap(), "ok");
@@ -472,7 +476,7 @@ mod tests {
     fn the_summary_of_one_run_reads_only_that_run() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        std::fs::write(&path, b"").unwrap();
+        drop(db::open(&path, db::Durability::Full).unwrap());
         let reader = AuditReader::open(&path).unwrap();
         let plan: Vec<String> = reader
             .connection()

@@ -26,7 +26,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{ChainHead, Content, Kind};
-use super::db::{self, Create, Durability, int};
+use super::db::{self, Durability, int};
 use super::process::WriterIdentity;
 use super::{AttemptStart, AuditError, NewRow, NewRun, RowBatch, RowResult, RunStatus};
 
@@ -164,7 +164,7 @@ impl AuditWriter {
         path: &Path,
         durability: Durability,
     ) -> Result<AuditWriter, AuditError> {
-        let conn = db::open(path, Create::Yes, durability)?;
+        let conn = db::open(path, durability)?;
         // Every statement the writer runs stays prepared, the evidence's batches included.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // The pages a group touches again and again (the ends of the tables and the rows in
@@ -575,7 +575,7 @@ impl LogFiles {
         if FileIdentity::of(&self.path).ok() != Some(self.file) {
             return Err(moved("the audit log"));
         }
-        let wal = wal_path(&self.path);
+        let wal = db::companion(&self.path, "-wal");
         match (self.wal, FileIdentity::of(&wal)) {
             (Some(known), Ok(now)) if known == now => {}
             (Some(_), _) => return Err(moved("the audit log's journal")),
@@ -585,13 +585,6 @@ impl LogFiles {
         }
         Ok(())
     }
-}
-
-/// The `-wal` file beside the log at `path`.
-fn wal_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    std::path::PathBuf::from(name)
 }
 
 /// Which file a path names: its device and inode, where the platform has them.

@@ -147,6 +147,13 @@ pub enum RunError {
     /// The streamed plan yielded problems: nothing was recorded and nothing was sent.
     #[error("{0}")]
     Plan(PlanErrors),
+    /// A worker stopped on a bug (it panicked). The run stops: the rows it held stay pending,
+    /// so that `resume` decides them against the server.
+    #[error(
+        "a worker stopped on an internal error ({0}); the run was stopped, and `embatch resume` \
+         finishes the rows left pending"
+    )]
+    Internal(String),
 }
 
 /// The end of a run, for the summary and the exit status.
@@ -398,7 +405,9 @@ pub async fn execute(
         report.earlier_failures = earlier_failures;
         report
     });
+    let outcome = unless_log_failed(&audit, outcome);
     let status = match &outcome {
+        Err(RunError::Internal(_)) => RunStatus::Aborted,
         Err(RunError::Audit(_))
         | Err(RunError::Connect { .. })
         | Err(RunError::Resolve { .. })
@@ -477,6 +486,7 @@ async fn run_rows(
     reporter: Reporter,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
+    let _watch = stop_on_log_failure(audit, &cancel);
     let (events, reporter_task) = reporter.start(index.rows());
     let pacer = Arc::new(Pacer::new(
         &settings.pace,
@@ -506,6 +516,7 @@ async fn run_rows(
     let queue = Arc::new(AccountQueue::new(source, groups));
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Mutex::new(None::<StopReason>));
+    let panicked = Arc::new(Mutex::new(None::<String>));
     let tracker = TaskTracker::new();
     for _ in 0..settings.pace.workers() {
         let worker = Worker {
@@ -520,11 +531,24 @@ async fn run_rows(
             failures: failures.clone(),
             max_failures: settings.max_failures,
             stop: stop.clone(),
+            panicked: panicked.clone(),
         };
         tracker.spawn(worker.run());
     }
     tracker.close();
     tracker.wait().await;
+    // Nothing more can be written: the caller reports the failure, and the rows stay as the
+    // log last holds them (pending, or with intents in flight) for `resume`.
+    if let Some(e) = audit.failure() {
+        return Err(RunError::Audit(e));
+    }
+    if let Some(why) = panicked
+        .lock()
+        .expect("panic slot is never poisoned")
+        .take()
+    {
+        return Err(RunError::Internal(why));
+    }
 
     // Rows never started stay resumable; mark them so the log says why they did not run.
     let mut stopped = *stop.lock().expect("stop lock is never poisoned");
@@ -668,10 +692,13 @@ struct Worker {
     failures: Arc<AtomicU64>,
     max_failures: Option<u64>,
     stop: Arc<Mutex<Option<StopReason>>>,
+    /// What the first worker that panicked said.
+    panicked: Arc<Mutex<Option<String>>>,
 }
 
 impl Worker {
     async fn run(self) {
+        use futures_util::FutureExt as _;
         loop {
             if self.cancel.is_cancelled() {
                 return;
@@ -679,7 +706,22 @@ impl Worker {
             let Some((group, jobs)) = self.queue.next().await else {
                 return;
             };
-            self.run_account(group, jobs).await;
+            // A panic is a bug, and the state of the account it left is unknown: the run stops
+            // rather than ending `completed` with the account's rows never finished. Unwind
+            // safety is asserted because after a panic the run decides nothing more from what
+            // the worker shared: the others stop at their next row, and the rows stay as the
+            // log holds them.
+            let account = std::panic::AssertUnwindSafe(self.run_account(group, jobs));
+            if let Err(payload) = account.catch_unwind().await {
+                let why = panic_text(payload.as_ref());
+                tracing::error!("a worker panicked: {why}");
+                self.panicked
+                    .lock()
+                    .expect("panic slot is never poisoned")
+                    .get_or_insert(why);
+                self.cancel.cancel();
+                return;
+            }
         }
     }
 
@@ -948,6 +990,48 @@ async fn rebuild_scopes(executor: &Executor) -> RebuildOutcome {
             started: false,
             detail: format!("not started: {e}"),
         },
+    }
+}
+
+/// The message a panic carried, when it was text.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    match payload.downcast_ref::<&str>() {
+        Some(text) => format!("panicked: {text}"),
+        None => match payload.downcast_ref::<String>() {
+            Some(text) => format!("panicked: {text}"),
+            None => "panicked".into(),
+        },
+    }
+}
+
+/// Stops the run (cancels `cancel`) at the first failed write to the log, until dropped. The
+/// pacer already refuses to send any request from then on; this makes the workers stop taking
+/// rows at once, instead of failing each of them for want of a record.
+fn stop_on_log_failure(audit: &AuditHandle, cancel: &CancellationToken) -> AbortOnDrop {
+    let (audit, cancel) = (audit.clone(), cancel.clone());
+    AbortOnDrop(tokio::spawn(async move {
+        let e = audit.failed().await;
+        tracing::error!("stopping the run: {e}");
+        cancel.cancel();
+    }))
+}
+
+/// `outcome`, unless the log failed during the run: then that failure. It outranks whatever
+/// the run saw next (requests refused for want of a record made rows fail, or the logon look
+/// like a connection error), since it is the cause.
+fn unless_log_failed<T>(audit: &AuditHandle, outcome: Result<T, RunError>) -> Result<T, RunError> {
+    match audit.failure() {
+        Some(e) => Err(RunError::Audit(e)),
+        None => outcome,
+    }
+}
+
+/// Aborts a task when dropped, so a watcher does not outlive the run it watches on any return.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -207,6 +207,7 @@ pub async fn snapshot(
         cancel,
     )
     .await;
+    let outcome = super::unless_log_failed(&audit, outcome);
     let status = match &outcome {
         Err(_) => RunStatus::Aborted,
         Ok(report) if report.interrupted => RunStatus::Interrupted,
@@ -252,6 +253,7 @@ async fn read_all(
     )
     .await?;
     let executor = Arc::new(executor);
+    let _watch = super::stop_on_log_failure(audit, &cancel);
 
     if let Some(listing) = listing {
         if all {
@@ -330,7 +332,18 @@ async fn read_all(
         let Some(done) = tasks.join_next().await else {
             break;
         };
-        let (slot, result) = done.expect("snapshot reads do not panic");
+        let (slot, result) = match done {
+            Ok(done) => done,
+            // A bug: the reads in progress stop with it, and the accounts stay unread.
+            Err(e) => {
+                tasks.abort_all();
+                let why = match e.try_into_panic() {
+                    Ok(payload) => super::panic_text(payload.as_ref()),
+                    Err(e) => e.to_string(),
+                };
+                return Err(RunError::Internal(why));
+            }
+        };
         let rows = &accounts[slot].1;
         match result {
             Ok(access) => {
