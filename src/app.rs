@@ -370,7 +370,8 @@ pub async fn run(command: Command) -> Exit {
                 AppError::Run(RunError::Connect { .. } | RunError::Resolve { .. }) => {
                     Exit::Connection
                 }
-                AppError::Run(RunError::Audit(_)) | AppError::Audit(_) => Exit::Usage,
+                AppError::Run(RunError::Audit(_) | RunError::LogFailed { .. })
+                | AppError::Audit(_) => Exit::Usage,
                 AppError::Emulator(_) | AppError::Io(_) | AppError::Run(RunError::Internal(_)) => {
                     Exit::RowsFailed
                 }
@@ -657,8 +658,10 @@ async fn run_spec(
     let writer = AuditWriter::spawn(db)?;
     let cancel = ctrl_c_token();
     let result = runner::execute(spec, settings, writer.handle(), cancel, reporter).await;
-    writer.close().await?;
+    // A run that failed says why first: when the log failed under it, closing fails the same way.
+    let closed = writer.close().await;
     let report = result?;
+    closed?;
     print_report(&report, db, output)?;
     Ok(exit_for(&report))
 }
@@ -1294,8 +1297,10 @@ async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
             ctrl_c_token(),
         )
         .await;
-        writer.close().await?;
-        Ok::<SnapshotReport, AppError>(report?)
+        let closed = writer.close().await;
+        let report = report?;
+        closed?;
+        Ok::<SnapshotReport, AppError>(report)
     }
     .await;
     let report = match result {

@@ -286,7 +286,8 @@ pub struct ResumeArgs {
 /// Where the audit log lives.
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// The SQLite audit log. Created (mode 0600) if missing.
+    /// The SQLite audit log. Commands that write create it (mode 0600) if missing; those that
+    /// only read never create or change it.
     #[arg(long, env = "EMBATCH_DB", default_value = "embatch.db")]
     pub db: PathBuf,
 }

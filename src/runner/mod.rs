@@ -147,6 +147,21 @@ pub enum RunError {
     /// The streamed plan yielded problems: nothing was recorded and nothing was sent.
     #[error("{0}")]
     Plan(PlanErrors),
+    /// The audit log failed while the run was under way. The run stopped at the first failed
+    /// write, and no request left after it; `resume` finishes the run once the log can be
+    /// written again.
+    #[error(
+        "run {run_id} stopped: its audit log could not be written, and nothing was sent after \
+         that; once the log can be written again, `embatch resume {run_id}` finishes the run: \
+         {source}"
+    )]
+    LogFailed {
+        /// The run that stopped.
+        run_id: i64,
+        /// Why the log could not be written.
+        #[source]
+        source: AuditError,
+    },
     /// A worker stopped on a bug (it panicked). The run stops: the rows it held stay pending,
     /// so that `resume` decides them against the server.
     #[error(
@@ -405,9 +420,9 @@ pub async fn execute(
         report.earlier_failures = earlier_failures;
         report
     });
-    let outcome = unless_log_failed(&audit, outcome);
+    let outcome = unless_log_failed(&audit, run_id, outcome);
     let status = match &outcome {
-        Err(RunError::Internal(_)) => RunStatus::Aborted,
+        Err(RunError::Internal(_) | RunError::LogFailed { .. }) => RunStatus::Aborted,
         Err(RunError::Audit(_))
         | Err(RunError::Connect { .. })
         | Err(RunError::Resolve { .. })
@@ -417,8 +432,7 @@ pub async fn execute(
         Ok(report) if report.stopped.is_some() => RunStatus::Interrupted,
         Ok(_) => RunStatus::Completed,
     };
-    audit.end_run(run_id, status).await?;
-    outcome
+    end_run(&audit, run_id, status, outcome).await
 }
 
 /// The index by account of jobs held in memory: positions are indexes into `jobs`.
@@ -539,8 +553,8 @@ async fn run_rows(
     tracker.wait().await;
     // Nothing more can be written: the caller reports the failure, and the rows stay as the
     // log last holds them (pending, or with intents in flight) for `resume`.
-    if let Some(e) = audit.failure() {
-        return Err(RunError::Audit(e));
+    if let Some(source) = audit.failure() {
+        return Err(RunError::LogFailed { run_id, source });
     }
     if let Some(why) = panicked
         .lock()
@@ -698,7 +712,6 @@ struct Worker {
 
 impl Worker {
     async fn run(self) {
-        use futures_util::FutureExt as _;
         loop {
             if self.cancel.is_cancelled() {
                 return;
@@ -707,14 +720,9 @@ impl Worker {
                 return;
             };
             // A panic is a bug, and the state of the account it left is unknown: the run stops
-            // rather than ending `completed` with the account's rows never finished. Unwind
-            // safety is asserted because after a panic the run decides nothing more from what
-            // the worker shared: the others stop at their next row, and the rows stay as the
-            // log holds them.
-            let account = std::panic::AssertUnwindSafe(self.run_account(group, jobs));
-            if let Err(payload) = account.catch_unwind().await {
-                let why = panic_text(payload.as_ref());
-                tracing::error!("a worker panicked: {why}");
+            // rather than ending `completed` with the account's rows never finished.
+            if let Err(why) = caught(self.run_account(group, jobs)).await {
+                tracing::error!("a worker {why}");
                 self.panicked
                     .lock()
                     .expect("panic slot is never poisoned")
@@ -993,6 +1001,17 @@ async fn rebuild_scopes(executor: &Executor) -> RebuildOutcome {
     }
 }
 
+/// Runs `future`, turning a panic in it into the panic's message. Unwind safety is asserted
+/// because after a panic the run decides nothing more from what the future shared: it stops,
+/// and the rows stay as the log holds them.
+async fn caught<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+    use futures_util::FutureExt as _;
+    std::panic::AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|payload| panic_text(payload.as_ref()))
+}
+
 /// The message a panic carried, when it was text.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     match payload.downcast_ref::<&str>() {
@@ -1016,13 +1035,34 @@ fn stop_on_log_failure(audit: &AuditHandle, cancel: &CancellationToken) -> Abort
     }))
 }
 
-/// `outcome`, unless the log failed during the run: then that failure. It outranks whatever
-/// the run saw next (requests refused for want of a record made rows fail, or the logon look
-/// like a connection error), since it is the cause.
-fn unless_log_failed<T>(audit: &AuditHandle, outcome: Result<T, RunError>) -> Result<T, RunError> {
+/// `outcome`, unless the log failed during run `run_id`: then that failure. It outranks
+/// whatever the run saw next (requests refused for want of a record made rows fail, or the
+/// logon look like a connection error), since it is the cause.
+fn unless_log_failed<T>(
+    audit: &AuditHandle,
+    run_id: i64,
+    outcome: Result<T, RunError>,
+) -> Result<T, RunError> {
     match audit.failure() {
-        Some(e) => Err(RunError::Audit(e)),
+        Some(source) => Err(RunError::LogFailed { run_id, source }),
         None => outcome,
+    }
+}
+
+/// Records the end of run `run_id` with `status`, and answers `outcome`. A run that already
+/// failed keeps its own error, which is the cause: when the log failed, ending the run fails
+/// too. A log that fails only here fails the run all the same.
+async fn end_run<T>(
+    audit: &AuditHandle,
+    run_id: i64,
+    status: RunStatus,
+    outcome: Result<T, RunError>,
+) -> Result<T, RunError> {
+    let ended = audit.end_run(run_id, status).await;
+    match (outcome, ended) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(source)) => Err(RunError::LogFailed { run_id, source }),
+        (Ok(report), Ok(())) => Ok(report),
     }
 }
 
@@ -1038,4 +1078,21 @@ impl Drop for AbortOnDrop {
 /// A tag for requests that belong to no row.
 pub fn untagged() -> RequestTag {
     RequestTag::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_its_message() {
+        assert_eq!(caught(async { 7 }).await, Ok(7));
+        let text = caught(async { panic!("overflow when adding duration to instant") }).await;
+        assert_eq!(
+            text,
+            Err::<(), _>("panicked: overflow when adding duration to instant".into())
+        );
+        let formatted = caught(async { panic!("row {}", 3) }).await;
+        assert_eq!(formatted, Err::<(), _>("panicked: row 3".into()));
+    }
 }

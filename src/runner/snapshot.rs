@@ -207,15 +207,14 @@ pub async fn snapshot(
         cancel,
     )
     .await;
-    let outcome = super::unless_log_failed(&audit, outcome);
+    let outcome = super::unless_log_failed(&audit, run_id, outcome);
     let status = match &outcome {
         Err(_) => RunStatus::Aborted,
         Ok(report) if report.interrupted => RunStatus::Interrupted,
         Ok(report) if !report.failures.is_empty() => RunStatus::Failed,
         Ok(_) => RunStatus::Completed,
     };
-    audit.end_run(run_id, status).await?;
-    outcome
+    super::end_run(&audit, run_id, status, outcome).await
 }
 
 /// Logs on, settles the list of accounts, reads them `concurrency` at a time and records each.

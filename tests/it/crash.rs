@@ -2,7 +2,6 @@
 //! is the plan's, every change was made exactly once, and every request that reached the
 //! server is in the audit log.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -129,28 +128,8 @@ async fn sigkill_at_random_moments_then_resume_applies_each_change_exactly_once(
     work.assert_exactly_once(&emu.journal());
 
     // Every request that reached the server was recorded before it was sent.
+    support::assert_every_request_logged(&emu, &db, 1);
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let mut logged: HashMap<(String, String), i64> = HashMap::new();
-    let mut stmt = conn
-        .prepare("SELECT method, path, count(*) FROM request_log WHERE run_id = 1 GROUP BY 1, 2")
-        .unwrap();
-    for row in stmt
-        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
-        .unwrap()
-    {
-        let (key, n) = row.unwrap();
-        logged.insert(key, n);
-    }
-    let mut received: HashMap<(String, String), i64> = HashMap::new();
-    for r in emu.requests() {
-        *received
-            .entry((r.method.clone(), r.path.clone()))
-            .or_default() += 1;
-    }
-    for (key, n) in &received {
-        let have = logged.get(key).copied().unwrap_or(0);
-        assert!(have >= *n, "{key:?}: {n} received, {have} in request_log");
-    }
     let status: String = conn
         .query_row("SELECT status FROM run_summary WHERE run_id = 1", [], |r| {
             r.get(0)

@@ -172,6 +172,13 @@ pub async fn output(mut cmd: std::process::Command) -> std::process::Output {
         .expect("the blocking task ends")
 }
 
+/// Waits for a spawned command off the async threads, with what it wrote to piped streams.
+pub async fn output_of(child: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().expect("the binary runs"))
+        .await
+        .expect("the blocking task ends")
+}
+
 /// Both streams of `out`, for assertion messages.
 pub fn text(out: &std::process::Output) -> String {
     format!(
@@ -238,4 +245,32 @@ pub fn pick<'a>(
 /// Whether `a` holds the role named `role`.
 pub fn has(a: &AccountSnapshot, role: &str) -> bool {
     a.roles.iter().any(|r| r.name == role)
+}
+
+/// Asserts that every request the emulator received is in `request_log` under run `run`, as
+/// often as it was received: no request left without its record.
+pub fn assert_every_request_logged(emu: &RunningEmulator, db: &std::path::Path, run: i64) {
+    use std::collections::HashMap;
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut logged: HashMap<(String, String), i64> = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT method, path, count(*) FROM request_log WHERE run_id = ?1 GROUP BY 1, 2")
+        .unwrap();
+    for row in stmt
+        .query_map([run], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+        .unwrap()
+    {
+        let (key, n) = row.unwrap();
+        logged.insert(key, n);
+    }
+    let mut received: HashMap<(String, String), i64> = HashMap::new();
+    for r in emu.requests() {
+        *received
+            .entry((r.method.clone(), r.path.clone()))
+            .or_default() += 1;
+    }
+    for (key, n) in &received {
+        let have = logged.get(key).copied().unwrap_or(0);
+        assert!(have >= *n, "{key:?}: {n} received, {have} in request_log");
+    }
 }
