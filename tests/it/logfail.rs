@@ -4,33 +4,68 @@
 //! the log can be written again, and the commands that only read never write.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use embatch::emulator::EmulatorConfig;
+use embatch::emulator::{EmulatorConfig, RunningEmulator};
 
 use crate::support;
 use crate::workload::Workload;
+
+/// `cmd` run through `program` with `args` before it (a wrapper that ends by running it), with
+/// `cmd`'s environment.
+fn wrapped(program: &str, args: &[&str], cmd: &Command) -> Command {
+    let mut wrapped = Command::new(program);
+    wrapped
+        .args(args)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
 
 /// `cmd`, run by bash with the files it writes capped at `kib` KiB and SIGXFSZ ignored: a write
 /// past the cap then fails (EFBIG) instead of killing the process, as a write to a full disk
 /// fails with ENOSPC.
 fn capped(cmd: &Command, kib: u64) -> Command {
-    let mut capped = Command::new("bash");
-    capped
-        .arg("-c")
-        .arg(r#"trap '' XFSZ; ulimit -f "$0"; exec "$@""#)
-        .arg(kib.to_string())
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(value) => capped.env(key, value),
-            None => capped.env_remove(key),
-        };
+    let script = r#"trap '' XFSZ; ulimit -f "$0"; exec "$@""#;
+    wrapped("bash", &["-c", script, &kib.to_string()], cmd)
+}
+
+/// An emulator with `accounts` generated accounts, the workload over the first `planned` of
+/// them written as a plan, and a folder for the audit log.
+struct Setup {
+    emu: RunningEmulator,
+    work: Workload,
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    plan: PathBuf,
+}
+
+async fn setup(accounts: usize, planned: usize) -> Setup {
+    let emu = support::emulator(EmulatorConfig {
+        accounts,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let work = Workload::new(emu.state(), planned);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let plan = dir.path().join("plan.csv");
+    std::fs::write(&plan, &work.csv).unwrap();
+    Setup {
+        emu,
+        work,
+        dir,
+        db,
+        plan,
     }
-    capped
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -39,16 +74,13 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_the_run_before_any_unrecorded_request_and_resume_finishes_it() {
-    let emu = support::emulator(EmulatorConfig {
-        accounts: 220,
-        ..EmulatorConfig::default()
-    })
-    .await;
-    let work = Workload::new(emu.state(), 200);
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("audit.db");
-    let plan = dir.path().join("plan.csv");
-    std::fs::write(&plan, &work.csv).unwrap();
+    let Setup {
+        emu,
+        work,
+        db,
+        plan,
+        ..
+    } = setup(220, 200).await;
 
     // The run and its 800 rows fit in 1 MiB; the requests' records do not, by far: every group
     // commit adds pages to the WAL, and nothing checkpoints it below 4 MiB.
@@ -109,16 +141,13 @@ fn attempts(db: &Path) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_deleted_during_a_run_stops_it() {
-    let emu = support::emulator(EmulatorConfig {
-        accounts: 120,
-        ..EmulatorConfig::default()
-    })
-    .await;
-    let work = Workload::new(emu.state(), 100);
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("audit.db");
-    let plan = dir.path().join("plan.csv");
-    std::fs::write(&plan, &work.csv).unwrap();
+    let Setup {
+        emu,
+        work,
+        db,
+        plan,
+        ..
+    } = setup(120, 100).await;
 
     // About 500 requests at 50 a second: ten seconds, which the deletion cuts short.
     let mut cmd = support::cli(&emu, &db);
@@ -162,18 +191,8 @@ fn as_reader(cmd: Command) -> Command {
     if !root {
         return cmd;
     }
-    let mut wrapped = Command::new("setpriv");
-    wrapped
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(value) => wrapped.env(key, value),
-            None => wrapped.env_remove(key),
-        };
-    }
-    wrapped
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    wrapped("setpriv", &nobody, &cmd)
 }
 
 /// The names and contents of the files in `dir`.
@@ -194,16 +213,9 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_commands_that_read_work_on_a_read_only_copy_and_change_nothing() {
-    let emu = support::emulator(EmulatorConfig {
-        accounts: 10,
-        ..EmulatorConfig::default()
-    })
-    .await;
-    let work = Workload::new(emu.state(), 5);
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("audit.db");
-    let plan = dir.path().join("plan.csv");
-    std::fs::write(&plan, &work.csv).unwrap();
+    let Setup {
+        emu, dir, db, plan, ..
+    } = setup(10, 5).await;
     let mut cmd = support::cli(&emu, &db);
     cmd.arg("apply").arg(&plan).args(support::FAST);
     let out = support::output(cmd).await;
