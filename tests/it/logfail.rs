@@ -74,12 +74,13 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_the_run_before_any_unrecorded_request_and_resume_finishes_it() {
+    // The folder goes with its binding: it is bound for the whole test.
     let Setup {
         emu,
         work,
+        dir: _dir,
         db,
         plan,
-        ..
     } = setup(220, 200).await;
 
     // The run and its 800 rows fit in 1 MiB; the requests' records do not, by far: every group
@@ -141,12 +142,13 @@ fn attempts(db: &Path) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_deleted_during_a_run_stops_it() {
+    // The folder goes with its binding: it is bound for the whole test.
     let Setup {
         emu,
         work,
+        dir: _dir,
         db,
         plan,
-        ..
     } = setup(120, 100).await;
 
     // About 500 requests at 50 a second: ten seconds, which the deletion cuts short.
