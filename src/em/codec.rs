@@ -12,6 +12,12 @@ use super::{
 /// Why a body could not be read; becomes [`super::EmError::Decode`].
 pub(crate) type DecodeError = String;
 
+/// The deepest nesting either decoder reads: elements in XML, arrays and objects in JSON.
+/// EM's answers are five levels deep at most (`EnterpriseManager/SupportedVersions/
+/// SupportedVersion/Links/Link`); a deeper document is no EM answer, and one nested tens of
+/// thousands deep would overflow the stack of the code that walks or drops its tree.
+pub(crate) const MAX_DEPTH: usize = 64;
+
 /// Reads and writes the bodies of one wire format.
 pub(crate) trait Codec: Send + Sync {
     /// The `Accept` header value.
