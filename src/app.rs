@@ -603,6 +603,7 @@ fn run_options(
         "rate": pace.rate,
         "burst": pace.burst.get(),
         "max_attempts": pace.max_attempts,
+        "max_retry_wait_secs": pace.max_retry_wait.as_secs_f64(),
         "max_failures": max_failures,
         "timeout_secs": connect.timeout.as_secs_f64(),
         "wire": wire.as_str(),

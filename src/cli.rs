@@ -354,6 +354,11 @@ pub struct PaceArgs {
     /// Attempts per request before its row fails (connection errors, timeouts, 429, 5xx).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
+
+    /// The longest pause a server's Retry-After (on 429 or 503) may impose, in seconds; all
+    /// requests wait it out together. A request whose answer asks for more fails at once.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub max_retry_wait: u64,
 }
 
 /// `embatch check`.
@@ -785,6 +790,7 @@ impl PaceArgs {
             rate: self.rate,
             burst: NonZeroU32::new(self.burst).expect("clap keeps --burst at 1 or more"),
             max_attempts: self.max_attempts,
+            max_retry_wait: Duration::from_secs(self.max_retry_wait),
             ..Pace::default()
         })
     }
