@@ -10,6 +10,7 @@ mod codec;
 mod error;
 mod json;
 mod model;
+mod redact;
 mod tls;
 mod xml;
 
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-pub use client::{Call, Client};
+pub use client::{Call, Client, MAX_ANSWER_BYTES, MAX_ERROR_BODY_BYTES, MAX_LIST_ANSWER_BYTES};
 pub use error::{EmError, Retry};
 pub use model::*;
 
