@@ -21,6 +21,7 @@ use crate::runner::snapshot::{self, Selection, SnapshotFormat, SnapshotReport};
 use crate::runner::{
     self, Pace, Reporter, RunError, RunRecord, RunReport, RunSettings, RunSpec, ScopeRebuild,
 };
+use crate::text;
 
 /// One command with its validated settings.
 #[derive(Debug)]
@@ -384,6 +385,13 @@ fn error_text(e: &AppError) -> String {
             errors.0.len(),
             if errors.0.len() == 1 { "" } else { "s" }
         ),
+        // Several lines by design (the rows a run cannot undo, a recorded plan's problems): each
+        // is escaped on its own, so that the list keeps its shape.
+        AppError::History(text) => text
+            .lines()
+            .map(|line| text::printable(line).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n"),
         other => {
             // Show the whole cause chain on one line: "connect to URL: logon refused: ...".
             let mut text = other.to_string();
@@ -396,7 +404,9 @@ fn error_text(e: &AppError) -> String {
                 }
                 source = s.source();
             }
-            text
+            // The chain may quote the server (an EM error's message), whose escape sequences
+            // and line breaks must not reach the terminal as they are.
+            text::printable(&text).into_owned()
         }
     }
 }
