@@ -855,7 +855,10 @@ fn show(s: ShowSettings) -> Result<Exit, AppError> {
             r.account,
             r.action,
             r.target,
-            r.error.map(|e| format!("  ({e})")).unwrap_or_default()
+            // The server's words, kept raw in the log, escaped on the way to the terminal.
+            r.error
+                .map(|e| format!("  ({})", text::printable(&e)))
+                .unwrap_or_default()
         );
     }
     Ok(Exit::Success)

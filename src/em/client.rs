@@ -365,7 +365,11 @@ impl Client {
             id: session.session_id.clone(),
         }));
         slot.generation += 1;
-        tracing::debug!(session = %session.session_id, "logged on as {}", session.user_name);
+        tracing::debug!(
+            session = %session.session_id,
+            "logged on as {}",
+            self.redactor.redact(&session.user_name)
+        );
         Ok(session)
     }
 

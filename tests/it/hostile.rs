@@ -655,16 +655,54 @@ async fn escape_sequences_from_the_server_never_reach_the_terminal() {
         "{}",
         support::text(&refused_out)
     );
-    for out in [&out, &refused_out] {
-        let stderr = String::from_utf8_lossy(&out.stderr);
+
+    // The preview quotes a refused read in its row's failure; `show` the stored error.
+    let unreadable = format!("/security/accounts/{}?format=Entity", accounts[0].1);
+    let refuse_read = Hostile::start(&emu, move |s| {
+        if s.is("GET", &unreadable) {
+            Act::Answer(json_error(400, HOSTILE))
+        } else {
+            Act::Forward
+        }
+    })
+    .await;
+    let preview = within(
+        Duration::from_secs(60),
+        cli(
+            &emu,
+            &refuse_read,
+            &db,
+            &["check", "--online", plan.to_str().unwrap()],
+        ),
+    )
+    .await;
+    assert_eq!(
+        preview.status.code(),
+        Some(1),
+        "{}",
+        support::text(&preview)
+    );
+    let mut show = support::cli(&emu, &db);
+    show.args(["show", "1"]);
+    let show = support::output(show).await;
+    assert_eq!(show.status.code(), Some(0), "{}", support::text(&show));
+
+    let printed = [
+        ("apply stderr", &out.stderr),
+        ("check --online stderr", &refused_out.stderr),
+        ("check --online stdout", &preview.stdout),
+        ("show stdout", &show.stdout),
+    ];
+    for (what, bytes) in printed {
+        let text = String::from_utf8_lossy(bytes);
         assert!(
-            stderr.contains(
+            text.contains(
                 r"\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}[31mred\u{9b}1m\r\nembatch: all fine"
             ),
-            "{stderr}"
+            "{what}: {text}"
         );
         for raw in ['\u{1b}', '\u{7}', '\u{9b}', '\r'] {
-            assert!(!stderr.contains(raw), "{raw:?} in {stderr:?}");
+            assert!(!text.contains(raw), "{what}: {raw:?} in {text:?}");
         }
     }
 }
