@@ -695,7 +695,7 @@ async fn read_body(response: &mut reqwest::Response, limit: usize, body: &mut Ve
 /// are GUIDs; the check is looser, letters, digits and `-`, `_`, `~` (the unreserved characters
 /// but the dot), so that it takes any id a server in EM's place plausibly sends and nothing that
 /// leaves the segment: no `/`, no dot segment, no `?`, `#` or `%`, no space or control character.
-fn is_session_id(id: &str) -> bool {
+pub(crate) fn is_session_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id
             .bytes()
