@@ -436,12 +436,12 @@ mod tests {
         let mut third = pacer.sending(tag, "GET", "/c");
         assert!(still_waiting(&mut third).await);
         pacer.finished(first, &AttemptOutcome::default(), Duration::ZERO);
-        third.await;
+        third.await.unwrap();
         // An attempt dropped before its answer gives its place back too.
         let mut fourth = pacer.sending(tag, "GET", "/d");
         assert!(still_waiting(&mut fourth).await);
         pacer.abandoned(second);
-        fourth.await;
+        fourth.await.unwrap();
     }
 
     #[tokio::test]
