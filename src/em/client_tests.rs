@@ -914,21 +914,7 @@ async fn a_success_answer_past_its_limit_is_not_read() {
 async fn a_long_error_body_is_read_in_part_and_its_message_clipped() {
     let (_fake, base) = serve().await;
     let client = client(&base, Wire::Xml);
-    client.logon().await.unwrap();
-    let started = std::time::Instant::now();
-    let e = client
-        .read(
-            RequestTag::default(),
-            "/bigerror/300000000".into(),
-            |_, _| Ok(()),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    let e = failed_read(&client, "/bigerror/300000000", Duration::from_secs(10)).await;
     assert_eq!((e.status(), e.retry()), (Some(500), Retry::CheckFirst));
     let text = e.to_string();
     assert!(text.len() < 1024, "{} bytes", text.len());
@@ -941,18 +927,20 @@ async fn an_answer_that_never_ends_is_bounded_by_the_timeout() {
     let mut config = config(&base, Wire::Xml);
     config.timeout = Duration::from_millis(500);
     let client = Client::new(config, Arc::new(NoopObserver)).unwrap();
+    let e = failed_read(&client, "/trickle", Duration::from_secs(3)).await;
+    assert_eq!(e.retry(), Retry::CheckFirst, "{e}");
+}
+
+/// The error of a read of `path` (after a logon), which must fail within `limit`.
+async fn failed_read(client: &Client, path: &str, limit: Duration) -> EmError {
     client.logon().await.unwrap();
     let started = std::time::Instant::now();
     let e = client
-        .read(RequestTag::default(), "/trickle".into(), |_, _| Ok(()))
+        .read(RequestTag::default(), path.into(), |_, _| Ok(()))
         .await
         .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(e.retry(), Retry::CheckFirst, "{e}");
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+    e
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! that leaves its path, escape sequences for the terminal). `apply` and `check --online` must
 //! neither crash, hang nor flood, and must say what happened.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -224,15 +224,13 @@ pub fn deep_xml(levels: usize) -> String {
     )
 }
 
-/// A script answering the first `n` requests that fit `pick` with `make`, forwarding the rest.
-pub fn first(
-    n: u64,
+/// A script answering every request that fits `pick` with `make`, forwarding the rest.
+pub fn every(
     pick: impl Fn(&Seen) -> bool + Send + Sync + 'static,
     make: impl Fn() -> Response + Send + Sync + 'static,
 ) -> impl Fn(&Seen) -> Act + Send + Sync + 'static {
-    let count = AtomicU64::new(0);
     move |seen| {
-        if pick(seen) && count.fetch_add(1, Ordering::SeqCst) < n {
+        if pick(seen) {
             Act::Answer(make())
         } else {
             Act::Forward
@@ -302,6 +300,25 @@ pub async fn within(limit: Duration, mut cmd: std::process::Command) -> std::pro
     .unwrap()
 }
 
+/// Runs the binary with `args` through `hostile` (before `emu`), which must end within a
+/// minute with exit status `status`.
+async fn run(
+    emu: &RunningEmulator,
+    hostile: &Hostile,
+    db: &Path,
+    args: &[&str],
+    status: i32,
+) -> std::process::Output {
+    let out = within(Duration::from_secs(60), cli(emu, hostile, db, args)).await;
+    assert_eq!(
+        out.status.code(),
+        Some(status),
+        "{args:?}: {}",
+        support::text(&out)
+    );
+    out
+}
+
 /// An emulator with a few generated accounts.
 async fn emulator() -> RunningEmulator {
     support::emulator(EmulatorConfig {
@@ -327,15 +344,18 @@ fn accounts(emu: &RunningEmulator, n: usize) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A plan assigning [`ROLE`] to each of `accounts`, in order.
-fn plan(dir: &Path, accounts: &[(String, String)]) -> std::path::PathBuf {
+/// A temporary folder holding a plan that assigns [`ROLE`] to each of `accounts`, in order,
+/// and the path of an audit log: the folder (kept alive with the test), the log, the plan.
+fn workspace(accounts: &[(String, String)]) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
     let mut csv = String::from("account,action,target\n");
     for (name, _) in accounts {
         csv.push_str(&format!("{name},assign-role,{ROLE}\n"));
     }
-    let path = dir.join("plan.csv");
-    std::fs::write(&path, csv).unwrap();
-    path
+    let plan = dir.path().join("plan.csv");
+    std::fs::write(&plan, csv).unwrap();
+    let db = dir.path().join("audit.db");
+    (dir, db, plan.to_str().unwrap().to_string())
 }
 
 /// Each row's (outcome, error) in run 1 of `db`.
@@ -362,34 +382,24 @@ async fn a_retry_after_no_one_should_wait_fails_the_request_at_once() {
         let target = format!("/security/accounts/{}/roles", accounts[1].1);
         let hostile = Hostile::start(
             &emu,
-            first(
-                u64::MAX,
+            every(
                 move |s| s.is("GET", &target),
                 move || error(429, &[("retry-after", asked)], "slow down"),
             ),
         )
         .await;
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("audit.db");
-        let plan = plan(dir.path(), &accounts);
-        let plan = plan.to_str().unwrap();
+        let (_dir, db, plan) = workspace(&accounts);
+        let plan = plan.as_str();
 
-        let out = within(
-            Duration::from_secs(60),
-            cli(&emu, &hostile, &db, &["apply", plan]),
-        )
-        .await;
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{asked}: {}",
-            support::text(&out)
-        );
+        run(&emu, &hostile, &db, &["apply", plan], 1).await;
         let rows = rows(&db);
-        assert_eq!(rows[0].0, "applied", "{rows:?}");
-        assert_eq!(rows[2].0, "applied", "{rows:?}");
+        let outcomes: Vec<&str> = rows.iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            ["applied", "failed", "applied"],
+            "{asked}: {rows:?}"
+        );
         let error = rows[1].1.as_deref().unwrap_or_default();
-        assert_eq!(rows[1].0, "failed", "{rows:?}");
         assert!(
             error.contains("HTTP 429: slow down; the server asked to wait ")
                 && error.ends_with("longer than the 120 s --max-retry-wait allows"),
@@ -399,18 +409,8 @@ async fn a_retry_after_no_one_should_wait_fails_the_request_at_once() {
             assert!(error.contains("asked to wait 86400 s"), "{error}");
         }
 
-        let out = within(
-            Duration::from_secs(60),
-            cli(&emu, &hostile, &db, &["check", "--online", plan]),
-        )
-        .await;
+        let out = run(&emu, &hostile, &db, &["check", "--online", plan], 1).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{asked}: {}",
-            support::text(&out)
-        );
         assert!(
             stdout.contains("FAIL") && stdout.contains("--max-retry-wait"),
             "{stdout}"
@@ -441,16 +441,9 @@ async fn a_pause_the_server_asks_for_is_waited_out_and_said_once() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("audit.db");
-    let plan = plan(dir.path(), &accounts(&emu, 8));
+    let (_dir, db, plan) = workspace(&accounts(&emu, 8));
     let started = Instant::now();
-    let out = within(
-        Duration::from_secs(60),
-        cli(&emu, &hostile, &db, &["apply", plan.to_str().unwrap()]),
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    let out = run(&emu, &hostile, &db, &["apply", &plan], 0).await;
     assert!(started.elapsed() >= Duration::from_secs(1));
     // Several workers were refused together, and the pause was said once, not by each.
     assert!(refused.load(Ordering::SeqCst) > 1);
@@ -471,6 +464,7 @@ async fn answers_too_deep_too_large_or_too_long_fail_their_rows_only() {
     let deep = format!("/security/accounts/{}/roles", accounts[0].1);
     let large = format!("/security/accounts/{}?format=Entity", accounts[1].1);
     let long_error = format!("/security/accounts/{}/roles", accounts[2].1);
+    let deep_roles = deep.clone();
     let hostile = Hostile::start(&emu, move |s| {
         if s.is("GET", &deep) {
             // 50,000 levels, some 350 KB.
@@ -484,20 +478,9 @@ async fn answers_too_deep_too_large_or_too_long_fail_their_rows_only() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("audit.db");
-    let plan = plan(dir.path(), &accounts);
-    let out = within(
-        Duration::from_secs(120),
-        cli(
-            &emu,
-            &hostile,
-            &db,
-            &["apply", plan.to_str().unwrap(), "--timeout", "10"],
-        ),
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
+    let (_dir, db, plan) = workspace(&accounts);
+    let plan = plan.as_str();
+    let out = run(&emu, &hostile, &db, &["apply", plan, "--timeout", "10"], 1).await;
     assert!(out.stderr.len() < 64 * 1024, "{} bytes", out.stderr.len());
     let rows = rows(&db);
     let outcomes: Vec<&str> = rows.iter().map(|(o, _)| o.as_str()).collect();
@@ -525,26 +508,15 @@ async fn answers_too_deep_too_large_or_too_long_fail_their_rows_only() {
     assert!(size < 8 << 20, "the audit log holds {size} bytes");
 
     // The online preview reads the same way, a million levels deep.
-    let deep_roles = format!("/security/accounts/{}/roles", accounts[0].1);
-    let hostile = Hostile::start(&emu, move |s| {
-        if s.is("GET", &deep_roles) {
-            Act::Answer(answer(200, &[], deep_xml(1_000_000)))
-        } else {
-            Act::Forward
-        }
-    })
-    .await;
-    let out = within(
-        Duration::from_secs(60),
-        cli(
-            &emu,
-            &hostile,
-            &db,
-            &["check", "--online", plan.to_str().unwrap()],
+    let hostile = Hostile::start(
+        &emu,
+        every(
+            move |s| s.is("GET", &deep_roles),
+            || answer(200, &[], deep_xml(1_000_000)),
         ),
     )
     .await;
-    assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
+    let out = run(&emu, &hostile, &db, &["check", "--online", plan], 1).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("xml nested deeper than 64 elements"),
@@ -571,15 +543,10 @@ async fn a_session_id_that_leaves_its_path_is_never_used() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("audit.db");
-    let plan = plan(dir.path(), &accounts);
-    for args in [
-        vec!["apply", plan.to_str().unwrap()],
-        vec!["check", "--online", plan.to_str().unwrap()],
-    ] {
-        let out = within(Duration::from_secs(60), cli(&emu, &hostile, &db, &args)).await;
-        assert_eq!(out.status.code(), Some(3), "{}", support::text(&out));
+    let (_dir, db, plan) = workspace(&accounts);
+    let plan = plan.as_str();
+    for args in [vec!["apply", plan], vec!["check", "--online", plan]] {
+        let out = run(&emu, &hostile, &db, &args, 3).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("which is no session id"), "{stderr}");
     }
@@ -604,6 +571,7 @@ async fn escape_sequences_from_the_server_never_reach_the_terminal() {
     let emu = emulator().await;
     let accounts = accounts(&emu, 2);
     let refused = format!("/security/accounts/{}/roles", accounts[0].1);
+    let unreadable = format!("/security/accounts/{}?format=Entity", accounts[0].1);
     let hostile = Hostile::start(&emu, move |s| {
         if s.is("POST", &refused) {
             Act::Answer(json_error(400, HOSTILE))
@@ -615,81 +583,36 @@ async fn escape_sequences_from_the_server_never_reach_the_terminal() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("audit.db");
-    let plan = plan(dir.path(), &accounts);
-    let out = within(
-        Duration::from_secs(60),
-        cli(&emu, &hostile, &db, &["apply", plan.to_str().unwrap()]),
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_dir, db, plan) = workspace(&accounts);
+    let plan = plan.as_str();
+    let applied = run(&emu, &hostile, &db, &["apply", plan], 1).await;
+    let stderr = String::from_utf8_lossy(&applied.stderr);
     assert!(stderr.contains("logout failed"), "{stderr}");
     // The audit log keeps the text as the server sent it.
     let error = rows(&db)[0].1.clone().unwrap();
     assert!(error.contains(HOSTILE), "{error:?}");
 
     // A logon refused with the same text ends the command with its error printed.
-    let refuse = Hostile::start(&emu, |s| {
-        if s.is_logon() {
-            Act::Answer(json_error(403, HOSTILE))
-        } else {
-            Act::Forward
-        }
-    })
-    .await;
-    let refused_out = within(
-        Duration::from_secs(60),
-        cli(
-            &emu,
-            &refuse,
-            &db,
-            &["check", "--online", plan.to_str().unwrap()],
-        ),
-    )
-    .await;
-    assert_eq!(
-        refused_out.status.code(),
-        Some(3),
-        "{}",
-        support::text(&refused_out)
-    );
-
+    let refuse = Hostile::start(&emu, every(Seen::is_logon, || json_error(403, HOSTILE))).await;
+    let refused = run(&emu, &refuse, &db, &["check", "--online", plan], 3).await;
     // The preview quotes a refused read in its row's failure; `show` the stored error.
-    let unreadable = format!("/security/accounts/{}?format=Entity", accounts[0].1);
-    let refuse_read = Hostile::start(&emu, move |s| {
-        if s.is("GET", &unreadable) {
-            Act::Answer(json_error(400, HOSTILE))
-        } else {
-            Act::Forward
-        }
-    })
-    .await;
-    let preview = within(
-        Duration::from_secs(60),
-        cli(
-            &emu,
-            &refuse_read,
-            &db,
-            &["check", "--online", plan.to_str().unwrap()],
+    let refuse_read = Hostile::start(
+        &emu,
+        every(
+            move |s| s.is("GET", &unreadable),
+            || json_error(400, HOSTILE),
         ),
     )
     .await;
-    assert_eq!(
-        preview.status.code(),
-        Some(1),
-        "{}",
-        support::text(&preview)
-    );
+    let preview = run(&emu, &refuse_read, &db, &["check", "--online", plan], 1).await;
     let mut show = support::cli(&emu, &db);
     show.args(["show", "1"]);
     let show = support::output(show).await;
     assert_eq!(show.status.code(), Some(0), "{}", support::text(&show));
 
     let printed = [
-        ("apply stderr", &out.stderr),
-        ("check --online stderr", &refused_out.stderr),
+        ("apply stderr", &applied.stderr),
+        ("check --online stderr", &refused.stderr),
         ("check --online stdout", &preview.stdout),
         ("show stdout", &show.stdout),
     ];
