@@ -31,7 +31,8 @@ pub enum EmError {
         /// The `Retry-After` delay, for 429 and 503.
         retry_after: Option<Duration>,
     },
-    /// The request failed below HTTP: connection, timeout, TLS.
+    /// The request failed below HTTP (connection, timeout, TLS), or its answer could not be
+    /// taken whole (a body lost, too slow, or past the size an answer may have).
     #[error("{method} {path}: {message}")]
     Transport {
         /// The method.

@@ -49,7 +49,10 @@ pub(crate) fn decode_everything(wire: Wire, body: &str) {
     };
     let message = codec::error_message(500, body);
     let redacted = redact::Redactor::new("admin", "emulator").redact(&message);
-    let _ = crate::text::printable(&crate::text::clip(&redacted, crate::text::MAX_MESSAGE_BYTES));
+    let _ = crate::text::printable(&crate::text::clip(
+        &redacted,
+        crate::text::MAX_MESSAGE_BYTES,
+    ));
 }
 
 /// The API's wire format.
