@@ -21,6 +21,7 @@ use crate::runner::snapshot::{self, Selection, SnapshotFormat, SnapshotReport};
 use crate::runner::{
     self, Pace, Reporter, RunError, RunRecord, RunReport, RunSettings, RunSpec, ScopeRebuild,
 };
+use crate::text;
 
 /// One command with its validated settings.
 #[derive(Debug)]
@@ -387,6 +388,13 @@ fn error_text(e: &AppError) -> String {
             errors.0.len(),
             if errors.0.len() == 1 { "" } else { "s" }
         ),
+        // Several lines by design (the rows a run cannot undo, a recorded plan's problems): each
+        // is escaped on its own, so that the list keeps its shape.
+        AppError::History(text) => text
+            .lines()
+            .map(|line| text::printable(line).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n"),
         other => {
             // Show the whole cause chain on one line: "connect to URL: logon refused: ...".
             let mut text = other.to_string();
@@ -399,7 +407,9 @@ fn error_text(e: &AppError) -> String {
                 }
                 source = s.source();
             }
-            text
+            // The chain may quote the server (an EM error's message), whose escape sequences
+            // and line breaks must not reach the terminal as they are.
+            text::printable(&text).into_owned()
         }
     }
 }
@@ -606,6 +616,7 @@ fn run_options(
         "rate": pace.rate,
         "burst": pace.burst.get(),
         "max_attempts": pace.max_attempts,
+        "max_retry_wait_secs": pace.max_retry_wait.as_secs_f64(),
         "max_failures": max_failures,
         "timeout_secs": connect.timeout.as_secs_f64(),
         "wire": wire.as_str(),
@@ -849,7 +860,10 @@ fn show(s: ShowSettings) -> Result<Exit, AppError> {
             r.account,
             r.action,
             r.target,
-            r.error.map(|e| format!("  ({e})")).unwrap_or_default()
+            // The server's words, kept raw in the log, escaped on the way to the terminal.
+            r.error
+                .map(|e| format!("  ({})", text::printable(&e)))
+                .unwrap_or_default()
         );
     }
     Ok(Exit::Success)

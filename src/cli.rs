@@ -355,6 +355,11 @@ pub struct PaceArgs {
     /// Attempts per request before its row fails (connection errors, timeouts, 429, 5xx).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
+
+    /// The longest pause a server's Retry-After (on 429 or 503) may impose, in seconds; all
+    /// requests wait it out together. A request whose answer asks for more fails at once.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub max_retry_wait: u64,
 }
 
 /// `embatch check`.
@@ -756,6 +761,7 @@ impl ConnectArgs {
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             return Err(usage("--timeout must be a positive number of seconds"));
         }
+        let timeout = seconds("timeout", self.timeout)?;
         let password = match self.password_file {
             Some(path) => PasswordSource::File(path),
             None => PasswordSource::EnvOrPrompt,
@@ -769,7 +775,7 @@ impl ConnectArgs {
                 insecure: self.insecure,
             },
             wire: self.wire.map(Into::into),
-            timeout: Duration::from_secs_f64(self.timeout),
+            timeout,
         })
     }
 }
@@ -781,14 +787,24 @@ impl PaceArgs {
                 "--rate must be a positive number of requests per second",
             ));
         }
+        // The limiter waits 1/rate seconds between requests, which must be a duration.
+        seconds("rate", 1.0 / self.rate)?;
         Ok(Pace {
             concurrency: self.concurrency as usize,
             rate: self.rate,
             burst: NonZeroU32::new(self.burst).expect("clap keeps --burst at 1 or more"),
             max_attempts: self.max_attempts,
+            max_retry_wait: Duration::from_secs(self.max_retry_wait),
             ..Pace::default()
         })
     }
+}
+
+/// `value` seconds as a duration, or a usage error naming `--name` when no duration is that long
+/// (`Duration::from_secs_f64` would panic).
+fn seconds(name: &str, value: f64) -> Result<Duration, UsageError> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| usage(format!("--{name} is out of range: {value}")))
 }
 
 fn fraction(name: &str, value: f64) -> Result<f64, UsageError> {
@@ -828,11 +844,12 @@ impl EmulatorArgs {
             ),
             None => None,
         };
+        let session_idle_timeout = seconds("session-timeout", self.session_timeout * 60.0)?;
         let config = EmulatorConfig {
             listen: Some(self.listen),
             accounts: self.accounts,
             seed,
-            session_idle_timeout: Duration::from_secs_f64(self.session_timeout * 60.0),
+            session_idle_timeout,
             duplicate_role_ok: self.duplicate_role_ok,
             scope_post_status: if self.scope_accepted { 202 } else { 201 },
             tls: self.tls,
@@ -883,6 +900,32 @@ mod tests {
         assert_eq!(parse_hash(&format!(" {upper}\n")).unwrap(), "ab".repeat(32));
         assert!(parse_hash(&"ab".repeat(31)).is_err());
         assert!(parse_hash(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn durations_too_long_for_the_clock_are_usage_errors() {
+        let connect = ["--url", "http://h/api", "--user", "u"];
+        for (flag, value) in [("--timeout", "1e30"), ("--rate", "1e-30")] {
+            let mut args = vec!["embatch", "check", "plan.csv", "--online", flag, value];
+            args.extend(connect);
+            let cli = Cli::try_parse_from(args).unwrap();
+            let e = cli.into_command().unwrap_err();
+            assert!(e.0.contains("out of range"), "{flag}: {e}");
+        }
+        let cli =
+            Cli::try_parse_from(["embatch", "emulator", "--session-timeout", "1e30"]).unwrap();
+        assert!(cli.into_command().is_err());
+        let mut args = vec!["embatch", "apply", "p.csv", "--max-retry-wait", "5"];
+        args.extend(connect);
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Apply(s) = cli
+            .into_command()
+            .map_err(|e| e.0)
+            .unwrap_or_else(|e| panic!("{e}"))
+        else {
+            panic!("not apply");
+        };
+        assert_eq!(s.pace.max_retry_wait, Duration::from_secs(5));
     }
 
     #[test]

@@ -200,6 +200,7 @@ impl Args {
             burst: self.burst,
             max_attempts: 5,
             backoff: Duration::from_millis(200),
+            ..Pace::default()
         }
     }
 

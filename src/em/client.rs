@@ -10,7 +10,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
 
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER, SET_COOKIE};
@@ -18,11 +20,13 @@ use uuid::Uuid;
 
 use super::codec::{self, Codec, DecodeError};
 use super::error::{classify_transport, parse_retry_after};
+use super::redact::Redactor;
 use super::{
     Account, AccountCreateSpec, AccountRole, AttemptOutcome, ClientConfig, EmError, EntityRef,
     EntryPoint, LogonSession, RebuildMode, RequestObserver, RequestTag, Retry, Scope, ScopeItem,
     Task,
 };
+use crate::text;
 
 /// The session token header, sent on every request but the logon.
 const SESSION_HEADER: &str = "X-RestSvcSessionId";
@@ -34,6 +38,24 @@ const MAX_RELOGONS: u32 = 3;
 
 /// The statuses EM answers success with.
 const SUCCESS: [u16; 4] = [200, 201, 202, 204];
+
+/// The most bytes read of the answer that lists every account (`GET /security/accounts`), the
+/// largest answer EM gives. An account takes about 500 bytes there (its reference and one link,
+/// the server's host name in three URLs), so 256 MiB holds some 500,000 accounts: twice the
+/// largest installation embatch is measured with (BENCHMARKS.md), far more than an EM
+/// installation grants access to, and still a bound on what a hostile server can make the
+/// client hold.
+pub const MAX_LIST_ANSWER_BYTES: usize = 256 << 20;
+
+/// The most bytes read of any other success answer: one account, role or scope, the roles of
+/// an account (seven at most), its scopes (at some 600 bytes each, 32 MiB holds 50,000 of them),
+/// or the logon sessions.
+pub const MAX_ANSWER_BYTES: usize = 32 << 20;
+
+/// The most bytes read of the body of an error answer: an `Error` document, stack trace
+/// included, is a few KiB, and only its message is kept, clipped to
+/// [`text::MAX_MESSAGE_BYTES`].
+pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 
 /// A live session. Its token is a credential and never shows in `Debug` output.
 struct Session {
@@ -84,6 +106,34 @@ struct Request {
     /// Whether to send the request again after a 401 and a fresh logon; false only for the
     /// toggle, which is never sent twice by the client.
     resend_after_relogon: bool,
+    /// The most bytes of a success answer read ([`MAX_ANSWER_BYTES`] but for the account list).
+    limit: usize,
+}
+
+impl Request {
+    /// A request of `method` to `path`, answered by an ordinary (not a list of every account)
+    /// answer, sent again after a re-logon.
+    fn new(method: Method, path: String, body: Option<String>) -> Request {
+        Request {
+            method,
+            path,
+            body,
+            resend_after_relogon: true,
+            limit: MAX_ANSWER_BYTES,
+        }
+    }
+}
+
+/// How reading an answer's body ended.
+enum BodyEnd {
+    /// All of it was read.
+    Whole,
+    /// It is longer than the limit; the rest was left unread.
+    TooLarge,
+    /// The request's time ran out first.
+    TimedOut,
+    /// The connection failed.
+    Failed(reqwest::Error),
 }
 
 /// An EM client. Cheap to share behind an `Arc`; all callers share one session.
@@ -92,6 +142,8 @@ pub struct Client {
     observer: Arc<dyn RequestObserver>,
     http: reqwest::Client,
     codec: &'static dyn Codec,
+    /// Takes the password and the session tokens out of whatever the server sends back.
+    redactor: Redactor,
     session: Mutex<SessionSlot>,
     /// Held while logging on or out, so concurrent callers that need a session share one logon.
     logon_gate: tokio::sync::Mutex<()>,
@@ -134,6 +186,7 @@ impl Client {
             .map_err(|e| EmError::Setup(format!("build the http client: {e}")))?;
         Ok(Client {
             codec: codec::for_wire(config.wire),
+            redactor: Redactor::new(&config.user, config.password.expose()),
             config,
             observer,
             http,
@@ -180,6 +233,7 @@ impl Client {
                 &url,
                 Auth::Token(&session.token),
                 None,
+                MAX_ANSWER_BYTES,
             )
             .await?;
         // A session that already expired or vanished is as logged out as it gets.
@@ -187,8 +241,7 @@ impl Client {
             tracing::debug!("the session had already ended (HTTP {})", answer.status);
             return Ok(());
         }
-        self.check(&Method::DELETE, &url, answer, Some(&session.token))
-            .map(|_| ())
+        self.check(&Method::DELETE, &url, answer).map(|_| ())
     }
 
     /// The endpoint methods, with `tag` recorded on every attempt they make.
@@ -253,15 +306,19 @@ impl Client {
     async fn logon_locked(&self, tag: RequestTag) -> Result<LogonSession, EmError> {
         let method = Method::POST;
         let url = self.url("/sessionMngr/?v=latest");
-        let answer = self.attempt(tag, &method, &url, Auth::Basic, None).await?;
-        let answer = self.check(&method, &url, answer, None)?;
+        let answer = self
+            .attempt(tag, &method, &url, Auth::Basic, None, MAX_ANSWER_BYTES)
+            .await?;
+        let answer = self.check(&method, &url, answer)?;
         let decode = |message: String| EmError::Decode {
             method: method.to_string(),
             path: path_and_query(&url),
-            message,
+            message: self.outside(&message),
         };
         let token = session_token(&answer.headers)
             .ok_or_else(|| decode(format!("the logon answer has no {SESSION_HEADER} header")))?;
+        // From here on, an echo of the token is redacted like one of the password.
+        self.redactor.add_token(&token);
         let parsed = if answer.body.trim().is_empty() {
             Err("empty body".to_string())
         } else {
@@ -285,6 +342,15 @@ impl Client {
                 return Err(decode(format!("no session id in the logon answer: {e}")));
             }
         };
+        // The id becomes a path segment of the logout: anything but a plain segment would send
+        // that DELETE to some other resource.
+        if !is_session_id(&session.session_id) {
+            return Err(decode(format!(
+                "the logon answer names its session '{}', which is no session id (EM's are \
+                 GUIDs); a session that cannot be logged out safely is not used",
+                session.session_id
+            )));
+        }
         let session = LogonSession {
             user_name: if session.user_name.is_empty() {
                 self.config.user.clone()
@@ -299,7 +365,11 @@ impl Client {
             id: session.session_id.clone(),
         }));
         slot.generation += 1;
-        tracing::debug!(session = %session.session_id, "logged on as {}", session.user_name);
+        tracing::debug!(
+            session = %session.session_id,
+            "logged on as {}",
+            self.redactor.redact(&session.user_name)
+        );
         Ok(session)
     }
 
@@ -316,21 +386,25 @@ impl Client {
                     &url,
                     Auth::Token(&session.token),
                     request.body.as_deref(),
+                    request.limit,
                 )
                 .await?;
             if answer.status != 401 || relogons == MAX_RELOGONS {
-                return self.check(&request.method, &url, answer, Some(&session.token));
+                return self.check(&request.method, &url, answer);
             }
             relogons += 1;
             self.relogon(tag, generation).await?;
             if !request.resend_after_relogon {
                 // The fresh session is ready for the caller's own retry.
-                return self.check(&request.method, &url, answer, Some(&session.token));
+                return self.check(&request.method, &url, answer);
             }
         }
     }
 
     /// One HTTP attempt, between the observer's calls. Any status is an `Ok` answer here.
+    ///
+    /// At most `limit` bytes of a success answer are read, and [`MAX_ERROR_BODY_BYTES`] of an
+    /// error answer's body; the body must end within the request's timeout like the rest.
     async fn attempt(
         &self,
         tag: RequestTag,
@@ -338,6 +412,7 @@ impl Client {
         url: &url::Url,
         auth: Auth<'_>,
         body: Option<&str>,
+        limit: usize,
     ) -> Result<Answer, EmError> {
         let shown = path_and_query(url);
         self.observer.before_send().await;
@@ -380,10 +455,9 @@ impl Client {
             None => builder,
         };
 
-        // Ends the attempt as a transport failure: recorded with the observer, then returned.
-        let failed = |error: &reqwest::Error, status: Option<u16>, retry: Option<Retry>| {
-            let (classified, message) = classify_transport(error);
-            let message = self.scrub(&message, None);
+        // Ends the attempt as a failure: recorded with the observer, then returned.
+        let failed = |status: Option<u16>, retry: Retry, message: &str| {
+            let message = self.outside(message);
             let outcome = AttemptOutcome {
                 status,
                 error: Some(message.clone()),
@@ -394,30 +468,76 @@ impl Client {
                 method: method.to_string(),
                 path: shown.clone(),
                 message,
-                retry: retry.unwrap_or(classified),
+                retry,
             }
+        };
+        let transport = |error: &reqwest::Error, status: Option<u16>, retry: Option<Retry>| {
+            let (classified, message) = classify_transport(error);
+            failed(status, retry.unwrap_or(classified), &message)
         };
 
         let mut response = match builder.send().await {
             Ok(response) => response,
-            Err(e) => return Err(failed(&e, None, None)),
+            Err(e) => return Err(transport(&e, None, None)),
         };
         let status = response.status().as_u16();
         // Taken rather than cloned: the body is read next, and nothing else needs them.
         let headers = std::mem::take(response.headers_mut());
-        let body = match response.bytes().await {
-            // Valid UTF-8 (every answer EM sends) is taken as it is; only other bytes pay for
-            // the lossy conversion.
-            Ok(bytes) => String::from_utf8(Vec::from(bytes))
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            // An error status is answer enough without its body.
-            Err(e) if !SUCCESS.contains(&status) => {
-                tracing::debug!("the body of an HTTP {status} answer was lost: {e}");
-                String::new()
+        let success = SUCCESS.contains(&status);
+        let limit = if success { limit } else { MAX_ERROR_BODY_BYTES };
+        let mut bytes = Vec::new();
+        // reqwest's timeout covers the body too; this deadline makes sure of it, whatever the
+        // server's pace, since nothing here may wait on a server for longer than asked.
+        let deadline = started.checked_add(self.config.timeout);
+        let end = match deadline {
+            // A success answer announced as too long is not read at all.
+            _ if success
+                && response
+                    .content_length()
+                    .is_some_and(|length| length > limit as u64) =>
+            {
+                BodyEnd::TooLarge
+            }
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline, read_body(&mut response, limit, &mut bytes))
+                    .await
+                    .unwrap_or(BodyEnd::TimedOut)
+            }
+            None => read_body(&mut response, limit, &mut bytes).await,
+        };
+        drop(response);
+        match end {
+            BodyEnd::Whole => {}
+            // An error status is answer enough without the rest of its body.
+            _ if !success => tracing::debug!("the body of an HTTP {status} answer was cut short"),
+            // EM answered success, so it acted; a GET read again answers the same.
+            BodyEnd::TooLarge => {
+                let retry = if *method == Method::GET {
+                    Retry::Never
+                } else {
+                    Retry::CheckFirst
+                };
+                let message = format!(
+                    "HTTP {status}: the answer is larger than {} MiB, more than EM sends; the \
+                     rest was not read",
+                    limit >> 20
+                );
+                return Err(failed(Some(status), retry, &message));
+            }
+            BodyEnd::TimedOut => {
+                let message = format!(
+                    "HTTP {status}: the answer did not end within the {:.1} s timeout",
+                    self.config.timeout.as_secs_f64()
+                );
+                return Err(failed(Some(status), Retry::CheckFirst, &message));
             }
             // EM answered success, so it acted; only the body went missing.
-            Err(e) => return Err(failed(&e, Some(status), Some(Retry::CheckFirst))),
-        };
+            BodyEnd::Failed(e) => return Err(transport(&e, Some(status), Some(Retry::CheckFirst))),
+        }
+        // Valid UTF-8 (every answer EM sends) is taken as it is; only other bytes pay for the
+        // lossy conversion.
+        let body = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let elapsed = started.elapsed();
         in_flight.end(
             &AttemptOutcome {
@@ -435,13 +555,7 @@ impl Client {
     }
 
     /// The answer when its status is a success, else the error it describes.
-    fn check(
-        &self,
-        method: &Method,
-        url: &url::Url,
-        answer: Answer,
-        token: Option<&str>,
-    ) -> Result<Answer, EmError> {
+    fn check(&self, method: &Method, url: &url::Url, answer: Answer) -> Result<Answer, EmError> {
         if SUCCESS.contains(&answer.status) {
             return Ok(answer);
         }
@@ -457,26 +571,18 @@ impl Client {
             method: method.to_string(),
             path: path_and_query(url),
             status: answer.status,
-            message: self.scrub(&codec::error_message(answer.status, &answer.body), token),
+            message: self.outside(&codec::error_message(answer.status, &answer.body)),
             retry_after,
         })
     }
 
-    /// `text` without the password or `token`, in case a server or a library echoes them.
-    fn scrub(&self, text: &str, token: Option<&str>) -> String {
-        let mut text = text.to_string();
-        let current = self.current().map(|(s, _)| s);
-        let tokens = [token, current.as_deref().map(|s| s.token.as_str())];
-        for secret in tokens
-            .into_iter()
-            .flatten()
-            .chain([self.config.password.expose()])
-        {
-            if !secret.is_empty() {
-                text = text.replace(secret, "***");
-            }
-        }
-        text
+    /// Text that came from the server (an error body, a transport error quoting a header, a
+    /// decode error quoting the answer), made fit to print and to store: without the password
+    /// or any session token, in case the server or a library echoes them, and clipped to
+    /// [`text::MAX_MESSAGE_BYTES`]. Redacted before it is clipped, so that no cut can leave
+    /// half a secret behind.
+    fn outside(&self, text: &str) -> String {
+        text::clip(&self.redactor.redact(text), text::MAX_MESSAGE_BYTES).into_owned()
     }
 
     /// `GET`s `path` with the session and reads the answer with `parse`.
@@ -486,11 +592,21 @@ impl Client {
         path: String,
         parse: impl FnOnce(&dyn Codec, &str) -> Result<T, DecodeError>,
     ) -> Result<T, EmError> {
+        self.read_within(tag, path, MAX_ANSWER_BYTES, parse).await
+    }
+
+    /// `GET`s `path` with the session, reading at most `limit` bytes of the answer, and reads
+    /// the answer with `parse`.
+    async fn read_within<T>(
+        &self,
+        tag: RequestTag,
+        path: String,
+        limit: usize,
+        parse: impl FnOnce(&dyn Codec, &str) -> Result<T, DecodeError>,
+    ) -> Result<T, EmError> {
         let request = Request {
-            method: Method::GET,
-            path,
-            body: None,
-            resend_after_relogon: true,
+            limit,
+            ..Request::new(Method::GET, path, None)
         };
         let answer = self.exchange(tag, &request).await?;
         self.decode(&request, &answer, parse)
@@ -504,13 +620,7 @@ impl Client {
         path: String,
         body: Option<String>,
     ) -> Result<Answer, EmError> {
-        let request = Request {
-            method,
-            path,
-            body,
-            resend_after_relogon: true,
-        };
-        self.exchange(tag, &request).await
+        self.exchange(tag, &Request::new(method, path, body)).await
     }
 
     fn decode<T>(
@@ -522,7 +632,7 @@ impl Client {
         parse(self.codec, &answer.body).map_err(|message| EmError::Decode {
             method: request.method.to_string(),
             path: path_and_query(&self.url(&request.path)),
-            message: codec::truncate(&self.scrub(&message, None), 500),
+            message: self.outside(&message),
         })
     }
 }
@@ -562,6 +672,36 @@ fn path_and_query(url: &url::Url) -> String {
     }
 }
 
+/// Reads `response`'s body into `body`, `limit` bytes at most: the rest of a longer body is
+/// left unread.
+async fn read_body(response: &mut reqwest::Response, limit: usize, body: &mut Vec<u8>) -> BodyEnd {
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    return BodyEnd::TooLarge;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return BodyEnd::Whole,
+            Err(e) => return BodyEnd::Failed(e),
+        }
+    }
+}
+
+/// Whether `id` may stand in a URL path as the one segment naming a session. EM's session ids
+/// are GUIDs; the check is looser, letters, digits and `-`, `_`, `~` (the unreserved characters
+/// but the dot), so that it takes any id a server in EM's place plausibly sends and nothing that
+/// leaves the segment: no `/`, no dot segment, no `?`, `#` or `%`, no space or control character.
+pub(crate) fn is_session_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~'))
+}
+
 /// The session token from a logon answer: the header, or else the cookie EM also sets.
 fn session_token(headers: &HeaderMap) -> Option<String> {
     if let Some(token) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
@@ -595,15 +735,10 @@ impl Call<'_> {
         let method = Method::GET;
         let url = client.url("/");
         let answer = client
-            .attempt(self.tag, &method, &url, Auth::None, None)
+            .attempt(self.tag, &method, &url, Auth::None, None, MAX_ANSWER_BYTES)
             .await?;
-        let answer = client.check(&method, &url, answer, None)?;
-        let request = Request {
-            method,
-            path: "/".into(),
-            body: None,
-            resend_after_relogon: true,
-        };
+        let answer = client.check(&method, &url, answer)?;
+        let request = Request::new(method, "/".into(), None);
         client.decode(&request, &answer, |c, body| c.entry_point(body))
     }
     /// `GET /logonSessions`.
@@ -636,12 +771,15 @@ impl Call<'_> {
             })
             .await
     }
-    /// `GET /security/accounts`.
+    /// `GET /security/accounts`, the one answer allowed [`MAX_LIST_ANSWER_BYTES`].
     pub async fn accounts(&self) -> Result<Vec<EntityRef>, EmError> {
         self.client
-            .read(self.tag, "/security/accounts".into(), |c, body| {
-                c.entity_refs(body)
-            })
+            .read_within(
+                self.tag,
+                "/security/accounts".into(),
+                MAX_LIST_ANSWER_BYTES,
+                |c, body| c.entity_refs(body),
+            )
             .await
     }
     /// `GET /security/accounts/{id}` (the reference form).
@@ -700,21 +838,18 @@ impl Call<'_> {
     /// not act on it).
     pub async fn toggle_restore_all_vms(&self, id: Uuid) -> Result<(), EmError> {
         let request = Request {
-            method: Method::POST,
-            path: format!("/security/accounts/{id}"),
-            body: None,
             resend_after_relogon: false,
+            ..Request::new(Method::POST, format!("/security/accounts/{id}"), None)
         };
         self.client.exchange(self.tag, &request).await.map(|_| ())
     }
     /// `POST /security/accounts?action=rebuildScope`.
     pub async fn rebuild_scopes(&self, mode: RebuildMode) -> Result<Task, EmError> {
-        let request = Request {
-            method: Method::POST,
-            path: "/security/accounts?action=rebuildScope".into(),
-            body: Some(self.client.codec.rebuild_spec(mode)),
-            resend_after_relogon: true,
-        };
+        let request = Request::new(
+            Method::POST,
+            "/security/accounts?action=rebuildScope".into(),
+            Some(self.client.codec.rebuild_spec(mode)),
+        );
         let answer = self.client.exchange(self.tag, &request).await?;
         self.client
             .decode(&request, &answer, |c, body| c.task(body))

@@ -45,6 +45,10 @@ struct Fake {
     always_401: AtomicBool,
     /// The status `GET /security/accounts` answers with.
     accounts_status: AtomicU64,
+    /// Refused logons quote the `Authorization` header as it came, not decoded.
+    echo_authorization: AtomicBool,
+    /// The `SessionId` logon answers give, instead of `sid-N`.
+    session_id: Mutex<Option<String>>,
 }
 
 impl Fake {
@@ -129,6 +133,9 @@ async fn handle(
         if fake.refuse_logons.load(Ordering::SeqCst) {
             // A careless server echoing the credentials it refused.
             let sent = authorization.unwrap_or_default();
+            if fake.echo_authorization.load(Ordering::SeqCst) {
+                return error_reply(401, &format!("no logon with Authorization: {sent}"), json);
+            }
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(sent.trim_start_matches("Basic "))
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -138,7 +145,12 @@ async fn handle(
         let n = fake.logons.fetch_add(1, Ordering::SeqCst) + 1;
         let token = format!("token-{n}-{}", Uuid::new_v4());
         fake.valid.lock().unwrap().insert(token.clone());
-        let sid = format!("sid-{n}");
+        let sid = fake
+            .session_id
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| format!("sid-{n}"));
         let body = if json {
             format!(r#"{{"UserName":"TECH\\admin","SessionId":"{sid}","Links":null}}"#)
         } else {
@@ -199,11 +211,54 @@ async fn handle(
     if method == Method::POST && lower.starts_with("/api/security/accounts/") {
         return reply(204, &[], String::new());
     }
+    if let Some(answer) = oversized(&method, &lower) {
+        return answer;
+    }
     if method == Method::GET && lower == "/api/slow" {
         tokio::time::sleep(Duration::from_secs(5)).await;
         return reply(200, &[], String::new());
     }
     error_reply(404, "not found", json)
+}
+
+/// The answers of `/api/big/N` (N bytes, streamed without a length), `/api/declared/N` (the
+/// same with its length announced), `/api/bigerror/N` (a 500 with an N-byte body) and
+/// `/api/trickle` (a success whose body never ends, one byte every 50 ms); `None` for other paths.
+fn oversized(method: &Method, path: &str) -> Option<Response> {
+    use futures_util::StreamExt;
+    let (kind, n) = path
+        .strip_prefix("/api/")?
+        .split_once('/')
+        .unwrap_or((path, "0"));
+    let n: usize = n.parse().unwrap_or(0);
+    let chunks = |n: usize| {
+        let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+        futures_util::stream::iter((0..n.div_ceil(chunk.len())).map(move |i| {
+            let len = chunk.len().min(n - i * chunk.len());
+            Ok::<_, std::io::Error>(chunk.slice(..len))
+        }))
+    };
+    let status = if *method == Method::GET { 200 } else { 201 };
+    let response = match kind {
+        "big" => Response::builder()
+            .status(status)
+            .body(Body::from_stream(chunks(n))),
+        "declared" => Response::builder()
+            .status(status)
+            .header("content-length", n)
+            .body(Body::from_stream(chunks(n))),
+        "bigerror" => Response::builder()
+            .status(500)
+            .body(Body::from_stream(chunks(n))),
+        "/api/trickle" => Response::builder().status(200).body(Body::from_stream(
+            futures_util::stream::repeat(()).then(|()| async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"x"))
+            }),
+        )),
+        _ => return None,
+    };
+    Some(response.unwrap())
 }
 
 fn router(fake: Arc<Fake>) -> Router {
@@ -794,4 +849,151 @@ async fn certificate_errors_are_found_in_the_source_chain() {
             .any(|e| e.downcast_ref::<rustls::Error>().is_some()),
         "{chain:?}"
     );
+}
+
+#[tokio::test]
+async fn a_success_answer_past_its_limit_is_not_read() {
+    use super::{MAX_ANSWER_BYTES, Method as HttpMethod};
+    let (_fake, base) = serve().await;
+    let recorder = Arc::new(Recorder::default());
+    let client = Client::new(config(&base, Wire::Xml), recorder.clone()).unwrap();
+    client.logon().await.unwrap();
+    let tag = RequestTag::default();
+    // Just at the limit, the answer is read; one byte more, announced or not, it is not.
+    let size = client
+        .read(tag, format!("/big/{MAX_ANSWER_BYTES}"), |_, body| {
+            Ok(body.len())
+        })
+        .await
+        .unwrap();
+    assert_eq!(size, MAX_ANSWER_BYTES);
+    for kind in ["big", "declared"] {
+        let e = client
+            .read(tag, format!("/{kind}/{}", MAX_ANSWER_BYTES + 1), |_, _| {
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        // A read answers the same again: no retry.
+        assert_eq!((e.status(), e.retry()), (None, Retry::Never), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "GET /api/{kind}/{}: HTTP 200: the answer is larger than 32 MiB, more than EM \
+                 sends; the rest was not read",
+                MAX_ANSWER_BYTES + 1
+            )
+        );
+    }
+    // A write answered 2xx was acted on: a re-read tells whether the change is in place.
+    let Err(e) = client
+        .write(
+            tag,
+            HttpMethod::POST,
+            format!("/big/{}", MAX_ANSWER_BYTES + 1),
+            None,
+        )
+        .await
+    else {
+        panic!("an answer too large was read");
+    };
+    assert_eq!(e.retry(), Retry::CheckFirst, "{e}");
+    // The attempt is recorded with its status and why it failed.
+    let finished = recorder.finished.lock().unwrap().clone();
+    let last = &finished.last().unwrap().1;
+    assert_eq!(last.status, Some(201));
+    assert!(
+        last.error
+            .as_deref()
+            .unwrap()
+            .contains("larger than 32 MiB")
+    );
+}
+
+#[tokio::test]
+async fn a_long_error_body_is_read_in_part_and_its_message_clipped() {
+    let (_fake, base) = serve().await;
+    let client = client(&base, Wire::Xml);
+    let e = failed_read(&client, "/bigerror/300000000", Duration::from_secs(10)).await;
+    assert_eq!((e.status(), e.retry()), (Some(500), Retry::CheckFirst));
+    let text = e.to_string();
+    assert!(text.len() < 1024, "{} bytes", text.len());
+    assert!(text.ends_with("… [cut: 65536 bytes in all]"), "{text}");
+}
+
+#[tokio::test]
+async fn an_answer_that_never_ends_is_bounded_by_the_timeout() {
+    let (_fake, base) = serve().await;
+    let mut config = config(&base, Wire::Xml);
+    config.timeout = Duration::from_millis(500);
+    let client = Client::new(config, Arc::new(NoopObserver)).unwrap();
+    let e = failed_read(&client, "/trickle", Duration::from_secs(3)).await;
+    assert_eq!(e.retry(), Retry::CheckFirst, "{e}");
+}
+
+/// The error of a read of `path` (after a logon), which must fail within `limit`.
+async fn failed_read(client: &Client, path: &str, limit: Duration) -> EmError {
+    client.logon().await.unwrap();
+    let started = std::time::Instant::now();
+    let e = client
+        .read(RequestTag::default(), path.into(), |_, _| Ok(()))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+    e
+}
+
+#[tokio::test]
+async fn an_echoed_authorization_header_is_redacted() {
+    for wire in [Wire::Xml, Wire::Json] {
+        let (fake, base) = serve().await;
+        fake.refuse_logons.store(true, Ordering::SeqCst);
+        fake.echo_authorization.store(true, Ordering::SeqCst);
+        let e = client(&base, wire).logon().await.unwrap_err();
+        let text = format!("{e} {e:?}");
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("TECH\\admin:{PASSWORD}"));
+        assert!(!text.contains(&basic), "{text}");
+        assert!(!text.contains(&basic[..16]), "{text}");
+        assert!(
+            text.contains("no logon with Authorization: Basic ***"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_session_id_that_is_no_path_segment_is_refused() {
+    for bad in [
+        "../../security/accounts/d6701c3d-15f4-421d-b376-c0e2634bc1f4",
+        "a/b",
+        "..",
+        "x?y",
+        "x#y",
+        "%2e%2e",
+        "a b",
+    ] {
+        let (fake, base) = serve().await;
+        *fake.session_id.lock().unwrap() = Some(bad.to_string());
+        let client = client(&base, Wire::Json);
+        let e = client.logon().await.unwrap_err();
+        assert!(matches!(e, EmError::Decode { .. }), "{bad}: {e}");
+        assert!(e.to_string().contains("no session id"), "{e}");
+        // Nothing is logged out, so no DELETE goes anywhere.
+        client.logout().await.unwrap();
+        assert_eq!(fake.count("DELETE", "/"), 0, "{bad}");
+    }
+    for bad in ["", "a\u{1b}b", "a\tb", "\u{202e}", ".", "a.b"] {
+        assert!(!super::is_session_id(bad), "{bad:?}");
+    }
+    assert!(super::is_session_id("sid-1"));
+    // A GUID, as EM sends, is used as it is.
+    let (fake, base) = serve().await;
+    let id = Uuid::new_v4().to_string();
+    *fake.session_id.lock().unwrap() = Some(id.clone());
+    let client = client(&base, Wire::Xml);
+    client.logon().await.unwrap();
+    client.logout().await.unwrap();
+    let last = fake.seen().pop().unwrap();
+    assert_eq!(last.path, format!("/api/logonSessions/{id}"));
 }

@@ -12,6 +12,12 @@ use super::{
 /// Why a body could not be read; becomes [`super::EmError::Decode`].
 pub(crate) type DecodeError = String;
 
+/// The deepest nesting either decoder reads: elements in XML, arrays and objects in JSON.
+/// EM's answers are five levels deep at most (`EnterpriseManager/SupportedVersions/
+/// SupportedVersion/Links/Link`); a deeper document is no EM answer, and one nested tens of
+/// thousands deep would overflow the stack of the code that walks or drops its tree.
+pub(crate) const MAX_DEPTH: usize = 64;
+
 /// Reads and writes the bodies of one wire format.
 pub(crate) trait Codec: Send + Sync {
     /// The `Accept` header value.
@@ -186,11 +192,12 @@ pub(crate) fn parse_error_body(body: &str) -> Option<ErrorBody> {
     parsed.filter(|e| !e.message.trim().is_empty())
 }
 
-/// The longest raw body text an error message quotes.
+/// The most bytes of raw body text an error message quotes: a proxy's HTML page or a stack
+/// dump says what it is in its first lines.
 const RAW_BODY_LIMIT: usize = 300;
 
 /// The message for an error answer: the `Error` body's message, else the raw body (whitespace
-/// collapsed, truncated), else the status's reason phrase.
+/// collapsed, clipped), else the status's reason phrase.
 pub(crate) fn error_message(status: u16, body: &str) -> String {
     if let Some(parsed) = parse_error_body(body) {
         return parsed.message.trim().to_string();
@@ -203,15 +210,7 @@ pub(crate) fn error_message(status: u16, body: &str) -> String {
             .unwrap_or("no message")
             .to_lowercase();
     }
-    truncate(&collapsed, RAW_BODY_LIMIT)
-}
-
-/// `text` cut to at most `limit` characters, marked when cut.
-pub(crate) fn truncate(text: &str, limit: usize) -> String {
-    match text.char_indices().nth(limit) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_string(),
-    }
+    crate::text::clip(&collapsed, RAW_BODY_LIMIT).into_owned()
 }
 
 #[cfg(test)]
@@ -306,17 +305,13 @@ mod tests {
         );
         let long = "x".repeat(1000);
         let message = error_message(500, &long);
-        assert_eq!(message.len(), RAW_BODY_LIMIT + 3);
-        assert!(message.ends_with("..."));
+        assert_eq!(
+            message,
+            format!("{}… [cut: 1000 bytes in all]", "x".repeat(RAW_BODY_LIMIT))
+        );
         assert_eq!(error_message(404, ""), "not found");
         assert_eq!(error_message(400, r#"{"Message":"Bad role"}"#), "Bad role");
         // A document that is not an Error is quoted raw.
         assert_eq!(error_message(500, "{\"Other\":1}"), "{\"Other\":1}");
-    }
-
-    #[test]
-    fn truncation_respects_characters() {
-        assert_eq!(truncate("ääää", 2), "ää...");
-        assert_eq!(truncate("ab", 2), "ab");
     }
 }

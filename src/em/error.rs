@@ -31,7 +31,8 @@ pub enum EmError {
         /// The `Retry-After` delay, for 429 and 503.
         retry_after: Option<Duration>,
     },
-    /// The request failed below HTTP: connection, timeout, TLS.
+    /// The request failed below HTTP (connection, timeout, TLS), or its answer could not be
+    /// taken whole (a body lost, too slow, or past the size an answer may have).
     #[error("{method} {path}: {message}")]
     Transport {
         /// The method.
@@ -64,6 +65,21 @@ pub enum EmError {
         /// Why the record could not be kept.
         message: String,
     },
+    /// EM asked for a longer pause before a retry (`Retry-After`) than the caller waits: the
+    /// request is not sent again.
+    #[error(
+        "{error}; the server asked to wait {} before a retry, longer than the {} --max-retry-wait allows",
+        seconds(*asked),
+        seconds(*max)
+    )]
+    WaitTooLong {
+        /// The answer that asked for the pause.
+        error: Box<EmError>,
+        /// The pause asked for.
+        asked: Duration,
+        /// The longest pause the caller waits.
+        max: Duration,
+    },
     /// The client could not be built (bad CA file, ...).
     #[error("client setup: {0}")]
     Setup(String),
@@ -74,6 +90,7 @@ impl EmError {
     pub fn status(&self) -> Option<u16> {
         match self {
             EmError::Api { status, .. } => Some(*status),
+            EmError::WaitTooLong { error, .. } => error.status(),
             _ => None,
         }
     }
@@ -88,6 +105,9 @@ impl EmError {
             EmError::Decode { .. } => Retry::Never,
             // Sending it again would go unrecorded again: the caller must stop.
             EmError::NotRecorded { .. } | EmError::Setup(_) => Retry::Never,
+            // Retrying sooner than asked would be refused again; waiting is what the caller
+            // declined.
+            EmError::WaitTooLong { .. } => Retry::Never,
         }
     }
 
@@ -97,6 +117,30 @@ impl EmError {
             EmError::Api { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+
+    /// The error itself, or, when it asks for a pause longer than `max` before a retry,
+    /// [`EmError::WaitTooLong`], which is never retried: a server-given delay is bounded
+    /// before anything waits on it.
+    pub fn limit_wait(self, max: Duration) -> EmError {
+        match self.retry_after() {
+            Some(asked) if asked > max => EmError::WaitTooLong {
+                error: Box::new(self),
+                asked,
+                max,
+            },
+            _ => self,
+        }
+    }
+}
+
+/// A delay in seconds, as messages give it: whole seconds as they are, anything else to the
+/// tenth.
+fn seconds(delay: Duration) -> String {
+    if delay.subsec_nanos() == 0 {
+        format!("{} s", delay.as_secs())
+    } else {
+        format!("{:.1} s", delay.as_secs_f64())
     }
 }
 
@@ -123,11 +167,16 @@ pub(crate) fn retry_for_status(status: u16, path: &str) -> Retry {
 }
 
 /// Parses a `Retry-After` value: delay seconds, or an HTTP date (a date in the past means no
-/// wait).
+/// wait). The delay is the server's, unbounded: a number of seconds too large for a `u64` is
+/// [`Duration::MAX`], and the caller caps what it waits ([`EmError::limit_wait`]).
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(
+            value
+                .parse::<u64>()
+                .map_or(Duration::MAX, Duration::from_secs),
+        );
     }
     let date = time::PrimitiveDateTime::parse(value, HTTP_DATE)
         .ok()?
@@ -296,5 +345,44 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("+5", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+        // Delays no client should wait are still read as what they are.
+        assert_eq!(
+            parse_retry_after("18446744073709551615", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(Duration::MAX)
+        );
+        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).unwrap();
+        assert!(far > Duration::from_secs(250_000_000_000), "{far:?}");
+    }
+
+    #[test]
+    fn a_wait_beyond_the_limit_is_never_retried() {
+        let throttled = |secs: u64| EmError::Api {
+            method: "GET".into(),
+            path: "/api/security/roles".into(),
+            status: 429,
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        let max = Duration::from_secs(120);
+        let kept = throttled(120).limit_wait(max);
+        assert_eq!((kept.retry(), kept.retry_after()), (Retry::Safe, Some(max)));
+        let refused = throttled(u64::MAX).limit_wait(max);
+        assert_eq!(
+            (refused.status(), refused.retry(), refused.retry_after()),
+            (Some(429), Retry::Never, None)
+        );
+        assert_eq!(
+            refused.to_string(),
+            "GET /api/security/roles: HTTP 429: slow down; the server asked to wait \
+             18446744073709551615 s before a retry, longer than the 120 s --max-retry-wait allows"
+        );
+        let other = api(500, "/x").limit_wait(Duration::ZERO);
+        assert!(matches!(other, EmError::Api { .. }));
     }
 }

@@ -37,7 +37,44 @@ const LIST_METADATA: &[&str] = &["Links", "Href", "Type", "Name", "UID"];
 
 fn parse(body: &str) -> Result<Value, DecodeError> {
     let body = body.trim_start_matches('\u{feff}');
+    within_depth(body)?;
     serde_json::from_str(body).map_err(|e| format!("malformed json: {e}"))
+}
+
+/// Refuses a document whose arrays and objects nest deeper than [`codec::MAX_DEPTH`], before
+/// it is parsed: serde_json's own limit (128) keeps its parser off the end of the stack, but
+/// the tree it builds is walked by recursive code here (`list`, and `Value`'s drop and
+/// display), and no EM answer comes near either depth.
+fn within_depth(body: &str) -> Result<(), DecodeError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in body.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > codec::MAX_DEPTH {
+                    return Err(format!(
+                        "json nested deeper than {} levels, which no EM answer is",
+                        codec::MAX_DEPTH
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn object(value: &Value) -> Result<&Map<String, Value>, DecodeError> {
@@ -700,6 +737,26 @@ mod tests {
             JsonCodec.rebuild_spec(RebuildMode::ForCurrentUser),
             r#"{"RebuildForCurrentUser":{}}"#
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        let refused = "json nested deeper than 64 levels, which no EM answer is";
+        // Deeper than serde_json's own limit, and between the two limits.
+        for levels in [1_000_000, 100] {
+            let body = format!(r#"{{"Refs":{}}}"#, nested(levels));
+            assert_eq!(JsonCodec.entity_refs(&body).unwrap_err(), refused);
+            assert_eq!(
+                error_body(&format!(r#"{{"Message":"x","A":{body}}}"#)),
+                None
+            );
+        }
+        assert!(parse(&nested(codec::MAX_DEPTH)).is_ok());
+        assert!(parse(&nested(codec::MAX_DEPTH + 1)).is_err());
+        // Brackets inside strings, escaped quotes included, are text, not nesting.
+        let text = format!(r#"{{"Refs":[],"Name":"\"{}"}}"#, "[".repeat(500));
+        assert!(JsonCodec.entity_refs(&text).is_ok());
     }
 
     #[test]

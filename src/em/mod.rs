@@ -10,6 +10,7 @@ mod codec;
 mod error;
 mod json;
 mod model;
+mod redact;
 mod tls;
 mod xml;
 
@@ -18,9 +19,41 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-pub use client::{Call, Client};
+pub use client::{Call, Client, MAX_ANSWER_BYTES, MAX_ERROR_BODY_BYTES, MAX_LIST_ANSWER_BYTES};
 pub use error::{EmError, Retry};
 pub use model::*;
+
+/// Runs `body` through every decoder of `wire`'s codec (each document the client reads, the
+/// `Error` body and the message quoted from it), through the check of a session id, and
+/// through the redaction and clipping every server text gets, discarding what they answer.
+/// The fuzz targets' way in (`crate::fuzzing`): the codecs themselves stay private.
+pub(crate) fn decode_everything(wire: Wire, body: &str) {
+    let codec = codec::for_wire(wire);
+    let _ = codec.entry_point(body);
+    if let Ok(session) = codec.logon_session(body) {
+        let _ = client::is_session_id(&session.session_id);
+    }
+    let _ = codec.logon_sessions(body);
+    let _ = codec.security(body);
+    let _ = codec.entity_refs(body);
+    let _ = codec.entity_ref(body);
+    let _ = codec.account(body);
+    let _ = codec.account_roles(body);
+    let _ = codec.account_role(body);
+    let _ = codec.scopes(body);
+    let _ = codec.scope(body);
+    let _ = codec.task(body);
+    let _ = match wire {
+        Wire::Xml => xml::error_body(body),
+        Wire::Json => json::error_body(body),
+    };
+    let message = codec::error_message(500, body);
+    let redacted = redact::Redactor::new("admin", "emulator").redact(&message);
+    let _ = crate::text::printable(&crate::text::clip(
+        &redacted,
+        crate::text::MAX_MESSAGE_BYTES,
+    ));
+}
 
 /// The API's wire format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -83,8 +83,14 @@ pub(crate) fn parse_document(body: &str) -> Result<Element, DecodeError> {
             .read_event()
             .map_err(|e| format!("malformed xml at byte {}: {e}", reader.error_position()))?;
         match event {
-            Event::Start(start) => stack.push(element(&start)?),
-            Event::Empty(start) => attach(&mut stack, &mut root, element(&start)?)?,
+            Event::Start(start) => {
+                room_below(&stack)?;
+                stack.push(element(&start)?);
+            }
+            Event::Empty(start) => {
+                room_below(&stack)?;
+                attach(&mut stack, &mut root, element(&start)?)?;
+            }
             Event::End(_) => {
                 let done = stack.pop().ok_or("malformed xml: unbalanced end tag")?;
                 attach(&mut stack, &mut root, done)?;
@@ -124,6 +130,18 @@ pub(crate) fn parse_document(body: &str) -> Result<Element, DecodeError> {
         return Err("malformed xml: the document ends inside an element".into());
     }
     root.ok_or_else(|| "empty xml document".into())
+}
+
+/// Refuses an element nested below [`codec::MAX_DEPTH`] open ones. The tree is built without
+/// recursion, but dropping, comparing or printing it recurses once per level.
+fn room_below(open: &[Element]) -> Result<(), DecodeError> {
+    if open.len() >= codec::MAX_DEPTH {
+        return Err(format!(
+            "xml nested deeper than {} elements, which no EM answer is",
+            codec::MAX_DEPTH
+        ));
+    }
+    Ok(())
 }
 
 fn element(start: &BytesStart<'_>) -> Result<Element, DecodeError> {
@@ -548,6 +566,37 @@ mod tests {
             guid("d19a3d33-cb77-4ffe-94e6-001432483a4e")
         );
         assert_eq!(roles[1].role_name, "Portal User");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        // Parsed on a thread with a small stack, as a worker's, so that an unbounded tree
+        // would overflow it when dropped.
+        let deep = |levels: usize| format!("{}{}", "<a>".repeat(levels), "</a>".repeat(levels));
+        let outcome = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let refused = parse_document(&deep(50_000)).unwrap_err();
+                let empty = format!("{}<a/>{}", "<a>".repeat(64), "</a>".repeat(64));
+                (
+                    refused,
+                    parse_document(&deep(codec::MAX_DEPTH)).is_ok(),
+                    parse_document(&empty).is_err(),
+                    error_body(&format!("<Error Message=\"x\">{}</Error>", deep(100))),
+                )
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(
+            outcome,
+            (
+                "xml nested deeper than 64 elements, which no EM answer is".to_string(),
+                true,
+                true,
+                None
+            )
+        );
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Executor {
                         .map_err(|e| format!("created, but its id could not be read: {e}"))?
                         .ok_or_else(|| "EM said created, but the account is not listed".into());
                 }
-                Err(e) => e,
+                Err(e) => self.within_wait(e),
             };
             let retry = error.retry();
             if retry == Retry::Never {

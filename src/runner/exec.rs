@@ -113,24 +113,30 @@ impl Executor {
     {
         let mut attempt = 1;
         loop {
-            match read(RequestTag { row, attempt }).await {
+            let e = match read(RequestTag { row, attempt }).await {
                 Ok(value) => return Ok(value),
-                Err(e) if e.retry() == Retry::Never || attempt >= self.pace.max_attempts => {
-                    return Err(e);
-                }
-                Err(e) => {
-                    self.wait_before_retry(attempt, &e).await;
-                    attempt += 1;
-                }
+                Err(e) => self.within_wait(e),
+            };
+            if e.retry() == Retry::Never || attempt >= self.pace.max_attempts {
+                return Err(e);
             }
+            self.wait_before_retry(attempt, &e).await;
+            attempt += 1;
         }
     }
 
+    /// `error`, made final ([`Retry::Never`]) when it asks for a longer pause than
+    /// [`Pace::max_retry_wait`]: such a request fails at once instead of waiting. Every retry
+    /// loop passes its errors through here before deciding to retry.
+    pub fn within_wait(&self, error: EmError) -> EmError {
+        error.limit_wait(self.pace.max_retry_wait)
+    }
+
     /// Waits before attempt `attempt + 1`: the server's `Retry-After` (which pauses the whole
-    /// pool), or exponential backoff with jitter.
+    /// pool, never longer than [`Pace::max_retry_wait`]), or exponential backoff with jitter.
     pub async fn wait_before_retry(&self, attempt: u32, error: &EmError) {
-        if let Some(delay) = error.retry_after() {
-            self.pacer.pause_for(delay);
+        if let Some(asked) = error.retry_after() {
+            let delay = self.pacer.pause_for(asked, error.status());
             tokio::time::sleep(delay).await;
             return;
         }
@@ -247,7 +253,7 @@ impl Executor {
             };
             let error = match self.write(state.id, change, tag).await {
                 Ok(()) => return self.after_success(state, row_no, change, None).await,
-                Err(e) => e,
+                Err(e) => self.within_wait(e),
             };
             let retry = error.retry();
             if retry == Retry::Never {

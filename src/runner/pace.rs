@@ -63,6 +63,9 @@ pub struct Pace {
     pub max_attempts: u32,
     /// The first retry's backoff; each later one doubles it (with jitter), up to 10 s.
     pub backoff: Duration,
+    /// The longest pause a `Retry-After` answer may impose; a request whose answer asks for
+    /// more fails at once instead of waiting (`--max-retry-wait`).
+    pub max_retry_wait: Duration,
 }
 
 impl Default for Pace {
@@ -73,9 +76,14 @@ impl Default for Pace {
             burst: NonZeroU32::new(5).expect("5 is not zero"),
             max_attempts: 5,
             backoff: Duration::from_millis(200),
+            max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
         }
     }
 }
+
+/// The default of [`Pace::max_retry_wait`]: two minutes, longer than the few seconds a server
+/// that sheds load asks for, and short enough that a run never looks hung while it waits.
+pub const DEFAULT_MAX_RETRY_WAIT: Duration = Duration::from_secs(120);
 
 impl Pace {
     /// The workers a run needs to keep [`Pace::concurrency`] requests in flight: each worker
@@ -117,6 +125,8 @@ pub struct Pacer {
     /// carries only the attempt's id from one call to the next.
     in_flight: tokio::sync::Semaphore,
     pause_until: Mutex<Option<Instant>>,
+    /// The longest pause [`Pacer::pause_for`] imposes, whatever it is asked.
+    max_pause: Duration,
     log: Option<AttemptLog>,
     events: Option<mpsc::UnboundedSender<RunEvent>>,
     next_local_id: AtomicU64,
@@ -138,6 +148,7 @@ impl Pacer {
             wire_line: tokio::sync::Mutex::new(()),
             in_flight: tokio::sync::Semaphore::new(pace.concurrency.max(1)),
             pause_until: Mutex::new(None),
+            max_pause: pace.max_retry_wait,
             log,
             events,
             next_local_id: AtomicU64::new(1),
@@ -145,17 +156,39 @@ impl Pacer {
         }
     }
 
-    /// Holds every request of the pool back for `delay`, as a `Retry-After` answer asks. A
-    /// later, longer pause extends an earlier one; a shorter one never shortens it.
-    pub fn pause_for(&self, delay: Duration) {
-        let until = Instant::now() + delay;
+    /// Holds every request of the pool back for `delay` (at most [`Pace::max_retry_wait`]), as
+    /// a `Retry-After` answer of `status` asks. A later, longer pause extends an earlier one; a
+    /// shorter one never shortens it. Answers the pause actually imposed.
+    ///
+    /// A pause that begins, or that moves the end of one under way by a second or more, is
+    /// said once on stderr: the workers that got the same answer together extend it by a few
+    /// milliseconds each, and stay silent.
+    pub fn pause_for(&self, delay: Duration, status: Option<u16>) -> Duration {
+        let delay = delay.min(self.max_pause);
+        if delay.is_zero() {
+            return delay;
+        }
+        let now = Instant::now();
+        // The delay is the server's: bounded above, and still added without overflow.
+        let Some(until) = now.checked_add(delay) else {
+            return Duration::ZERO;
+        };
         let mut guard = self
             .pause_until
             .lock()
             .expect("pause lock is never poisoned");
-        if guard.is_none_or(|current| current < until) {
+        let current = guard.filter(|t| *t > now);
+        if current.is_none_or(|t| t < until) {
             *guard = Some(until);
+            if current.is_none_or(|t| until.duration_since(t) >= Duration::from_secs(1)) {
+                let status = status.map_or(String::new(), |s| format!(" (HTTP {s})"));
+                tracing::warn!(
+                    "the server asked to wait {:.1} s{status}; pausing all requests",
+                    delay.as_secs_f64()
+                );
+            }
         }
+        delay
     }
 
     /// Requests sent so far.
@@ -296,12 +329,30 @@ mod tests {
     #[tokio::test]
     async fn pause_only_extends() {
         let pacer = Pacer::new(&Pace::default(), None, None);
-        pacer.pause_for(Duration::from_millis(200));
+        pacer.pause_for(Duration::from_millis(200), None);
         let first = pacer.pause_until.lock().unwrap().unwrap();
-        pacer.pause_for(Duration::from_millis(10));
+        pacer.pause_for(Duration::from_millis(10), None);
         assert_eq!(pacer.pause_until.lock().unwrap().unwrap(), first);
-        pacer.pause_for(Duration::from_millis(400));
+        pacer.pause_for(Duration::from_millis(400), None);
         assert!(pacer.pause_until.lock().unwrap().unwrap() > first);
+    }
+
+    #[tokio::test]
+    async fn a_pause_is_bounded_whatever_the_server_asks() {
+        let pace = Pace {
+            max_retry_wait: Duration::from_secs(3),
+            ..Pace::default()
+        };
+        let pacer = Pacer::new(&pace, None, None);
+        let before = Instant::now();
+        // Neither overflows the clock nor holds the pool longer than the limit.
+        for asked in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+            assert_eq!(pacer.pause_for(asked, Some(429)), Duration::from_secs(3));
+            let until = pacer.pause_until.lock().unwrap().unwrap();
+            assert!(until <= Instant::now() + Duration::from_secs(3));
+            assert!(until >= before + Duration::from_secs(3));
+        }
+        assert_eq!(pacer.pause_for(Duration::ZERO, Some(503)), Duration::ZERO);
     }
 
     #[tokio::test]
@@ -403,7 +454,7 @@ mod tests {
         let pacer = Pacer::new(&pace, None, None);
         let tag = RequestTag::default();
         // Held up by a pause after taking its place, then dropped: the place comes back.
-        pacer.pause_for(Duration::from_millis(300));
+        pacer.pause_for(Duration::from_millis(300), None);
         let mut held = pacer.sending(tag, "GET", "/a");
         assert!(still_waiting(&mut held).await);
         drop(held);
@@ -422,7 +473,7 @@ mod tests {
             ..Pace::default()
         };
         let pacer = Pacer::new(&pace, None, None);
-        pacer.pause_for(Duration::from_millis(150));
+        pacer.pause_for(Duration::from_millis(150), None);
         let t0 = std::time::Instant::now();
         pacer.before_send().await;
         assert!(t0.elapsed() >= Duration::from_millis(140));

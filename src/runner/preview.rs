@@ -70,10 +70,16 @@ impl Preview {
                 Prediction::Noop(d) => ("no-op ", d),
                 Prediction::Fail(d) => ("FAIL  ", d),
             };
+            // A failure's detail may quote the server, whose escape sequences must not reach
+            // the terminal.
             let _ = writeln!(
                 out,
-                "{file}:{}: {word} {} {} {}: {detail}",
-                r.line, r.account, r.action, r.target
+                "{file}:{}: {word} {} {} {}: {}",
+                r.line,
+                r.account,
+                r.action,
+                r.target,
+                crate::text::printable(detail)
             );
         }
         let _ = writeln!(

@@ -9,6 +9,7 @@ mod emulator;
 mod export;
 mod fuzz_corpus;
 mod history;
+mod hostile;
 mod logfail;
 mod report;
 mod secrets;

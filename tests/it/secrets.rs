@@ -3,7 +3,8 @@
 //! `--insecure`, neither the password nor any session token the servers handed out is in
 //! anything embatch wrote: the audit log and its WAL, the log output at trace level, or a report.
 //! The audit log and the reports are private (mode 0600), and the insecure run says so in
-//! `run_summary` and in its report.
+//! `run_summary` and in its report. A server that echoes the credentials and the token it was
+//! sent, in every form, gets them redacted from stderr and from every text of the audit log.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use embatch::emulator::{EmulatorConfig, Faults, RunningEmulator};
 
+use crate::hostile::{self, Act, Hostile};
 use crate::support::{self, FAST};
 
 /// A password no other text contains, so a hit is a leak and not a coincidence.
@@ -90,6 +92,95 @@ fn files(dir: &Path) -> Vec<Written> {
         }
     }
     found
+}
+
+/// Every text value in every table of the audit log, read through SQLite: a long value spans
+/// pages of the file, where a search of its bytes could miss it.
+fn texts_in_db(db: &Path) -> Vec<Written> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut found = Vec::new();
+    for table in tables {
+        let columns: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        for column in columns {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT \"{column}\" FROM \"{table}\" WHERE typeof(\"{column}\") = 'text'"
+                ))
+                .unwrap();
+            for value in stmt.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+                found.push(Written {
+                    what: format!("{table}.{column} in the audit log"),
+                    bytes: value.unwrap().into_bytes(),
+                });
+            }
+        }
+    }
+    found
+}
+
+/// The secrets to look for, by name: the password, the Basic credentials and the password
+/// alone in base64 of either alphabet, padded or not, and each session token (unpadded too, in
+/// case something trims it).
+fn needles(tokens: &[String]) -> Vec<(String, String)> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut needles = vec![("the password".to_string(), PASSWORD.to_string())];
+    for (alphabet, engine) in [
+        ("standard", STANDARD),
+        ("standard unpadded", STANDARD_NO_PAD),
+        ("url-safe", URL_SAFE),
+        ("url-safe unpadded", URL_SAFE_NO_PAD),
+    ] {
+        needles.push((
+            format!("the Basic credentials ({alphabet})"),
+            engine.encode(format!("admin:{PASSWORD}")),
+        ));
+        needles.push((
+            format!("the password in base64 ({alphabet})"),
+            engine.encode(PASSWORD),
+        ));
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        needles.push((format!("session token {i}"), token.clone()));
+        needles.push((
+            format!("session token {i} unpadded"),
+            token.trim_end_matches('=').to_string(),
+        ));
+    }
+    needles
+}
+
+/// Fails the test with every needle found in anything written.
+fn assert_no_leak(written: &[Written], needles: &[(String, String)]) {
+    let mut leaks = Vec::new();
+    for w in written {
+        // The needles are ASCII, which a lossy conversion keeps as it is.
+        let text = String::from_utf8_lossy(&w.bytes);
+        for (name, needle) in needles {
+            if text.contains(needle.as_str()) {
+                leaks.push(format!("{name} in {}", w.what));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "secrets written down:\n{}",
+        leaks.join("\n")
+    );
 }
 
 fn attempts(db: &Path, run: i64) -> i64 {
@@ -295,8 +386,9 @@ async fn no_password_or_session_token_is_written_anywhere() {
     assert_eq!(mode(&db), 0o600, "the audit log is private");
 
     // Everything on disk: the log (and its WAL and shared-memory files, if any are left),
-    // the reports, the plans.
+    // the reports, the plans; and every text in the log.
     written.extend(files(dir.path()));
+    written.extend(texts_in_db(&db));
 
     let mut tokens = emu.sessions_tokens();
     tokens.extend(tls.sessions_tokens());
@@ -305,33 +397,89 @@ async fn no_password_or_session_token_is_written_anywhere() {
         "expired sessions made re-logons: {} tokens",
         tokens.len()
     );
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{PASSWORD}"));
-    let mut needles = vec![
-        ("the password".to_string(), PASSWORD.to_string()),
-        ("the Basic credentials".to_string(), basic),
-    ];
-    for (i, token) in tokens.iter().enumerate() {
-        needles.push((format!("session token {i}"), token.clone()));
-        // Without its base64 padding too, in case something trims it.
-        needles.push((
-            format!("session token {i} unpadded"),
-            token.trim_end_matches('=').to_string(),
-        ));
-    }
-    let mut leaks = Vec::new();
-    for w in &written {
-        // The needles are ASCII, which a lossy conversion keeps as it is.
-        let text = String::from_utf8_lossy(&w.bytes);
-        for (name, needle) in &needles {
-            if text.contains(needle.as_str()) {
-                leaks.push(format!("{name} in {}", w.what));
-            }
-        }
-    }
-    assert!(
-        leaks.is_empty(),
-        "secrets written down:\n{}",
-        leaks.join("\n")
-    );
+    assert_no_leak(&written, &needles(&tokens));
     assert!(written.len() >= 15, "searched {} things", written.len());
+}
+
+/// What a careless server's 401 says: the headers it was sent, as they came and in other
+/// forms a log line or a library might give them.
+fn echo(seen: &hostile::Seen) -> String {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let authorization = seen.authorization.clone().unwrap_or_default();
+    let decoded = STANDARD
+        .decode(authorization.trim_start_matches("Basic "))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    format!(
+        "refused: Authorization: {authorization}; as text: {decoded}; url-safe: {}; the \
+         password alone: {}; X-RestSvcSessionId: {}",
+        URL_SAFE_NO_PAD.encode(&decoded),
+        STANDARD.encode(decoded.split_once(':').map_or("", |(_, p)| p)),
+        seen.token.clone().unwrap_or_default()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_a_server_echoes_are_redacted_everywhere() {
+    let emu = support::emulator(emulator_config(false, Faults::default())).await;
+    // The first logon goes through; then a read is refused as if its session had expired,
+    // quoting the token, and every logon after that is refused, quoting the credentials.
+    let logons = std::sync::atomic::AtomicU64::new(0);
+    let refused_read = std::sync::atomic::AtomicBool::new(false);
+    let proxy = Hostile::start(&emu, move |seen| {
+        use std::sync::atomic::Ordering::SeqCst;
+        if seen.is_logon() {
+            if logons.fetch_add(1, SeqCst) == 0 {
+                return Act::Forward;
+            }
+            return Act::Answer(hostile::json_error(401, &echo(seen)));
+        }
+        if seen.path.contains("/security/accounts/") && !refused_read.swap(true, SeqCst) {
+            return Act::Answer(hostile::error(401, &[], &echo(seen)));
+        }
+        Act::Forward
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let plan = plan(dir.path(), "plan.csv", 1, 4);
+    let mut written = Vec::new();
+
+    let mut cmd = embatch(&emu, &db, &["apply", plan.to_str().unwrap()]);
+    cmd.env("EMBATCH_URL", proxy.base_url()).args(FAST);
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
+    written.extend(outputs("apply", &out));
+    // The re-logon's refusal is the failed rows' error, redacted.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let error: String = conn
+        .query_row(
+            "SELECT error FROM change_log WHERE error LIKE '%sessionMngr%' LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        error.contains("refused: Authorization: Basic ***; as text: admin:***"),
+        "{error}"
+    );
+    drop(conn);
+
+    // A first logon refused the same way ends `check --online` with its error on stderr.
+    let mut cmd = embatch(&emu, &db, &["check", "--online", plan.to_str().unwrap()]);
+    cmd.env("EMBATCH_URL", proxy.base_url());
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(3), "{}", support::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Authorization: Basic ***"),
+        "{}",
+        support::text(&out)
+    );
+    written.extend(outputs("check --online", &out));
+
+    written.extend(files(dir.path()));
+    written.extend(texts_in_db(&db));
+    let tokens = emu.sessions_tokens();
+    assert!(!tokens.is_empty());
+    assert_no_leak(&written, &needles(&tokens));
 }

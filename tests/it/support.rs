@@ -44,6 +44,7 @@ pub fn fast_pace() -> embatch::runner::Pace {
         burst: std::num::NonZeroU32::new(50).unwrap(),
         max_attempts: 5,
         backoff: std::time::Duration::from_millis(10),
+        ..embatch::runner::Pace::default()
     }
 }
 
