@@ -409,19 +409,7 @@ fn load_plan(path: &Path) -> Result<Plan, AppError> {
 
 fn read_password(source: &PasswordSource) -> Result<Secret, AppError> {
     match source {
-        PasswordSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                AppError::Usage(format!("cannot read password file {}: {e}", path.display()))
-            })?;
-            let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-            if line.is_empty() {
-                return Err(AppError::Usage(format!(
-                    "password file {} is empty",
-                    path.display()
-                )));
-            }
-            Ok(Secret::new(line.to_string()))
-        }
+        PasswordSource::File(path) => read_password_file(path),
         PasswordSource::EnvOrPrompt => {
             if let Ok(p) = std::env::var("EMBATCH_PASSWORD")
                 && !p.is_empty()
@@ -438,6 +426,57 @@ fn read_password(source: &PasswordSource) -> Result<Secret, AppError> {
             ))
         }
     }
+}
+
+/// The most bytes a password file may hold. A password is one line; a file larger than this is
+/// not a password file, and one that never ends (`/dev/zero`) must not be read forever.
+pub const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
+
+/// The password on the first line of the file at `path`. The file may be a pipe
+/// (`--password-file <(pass show em)`); a regular file that others may read or write gets a
+/// warning, as ssh gives for a private key, since the password is then not only the
+/// operator's.
+fn read_password_file(path: &Path) -> Result<Secret, AppError> {
+    use std::io::Read as _;
+    let shown = || text::printable(&path.display().to_string()).into_owned();
+    let cannot =
+        |e: std::io::Error| AppError::Usage(format!("cannot read password file {}: {e}", shown()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        // Asked of the file opened, so that what is warned about is what is read.
+        let meta = file.metadata().map_err(cannot)?;
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            errln!(
+                "embatch: warning: password file {} is open to others (mode {mode:04o}); \
+                 restrict it with `chmod 600`",
+                shown()
+            );
+        }
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PASSWORD_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_PASSWORD_FILE_BYTES {
+        return Err(AppError::Usage(format!(
+            "password file {} holds more than {MAX_PASSWORD_FILE_BYTES} bytes; it must hold the \
+             password on its first line and little else",
+            shown()
+        )));
+    }
+    let content = String::from_utf8(bytes)
+        .map_err(|_| AppError::Usage(format!("password file {} is not UTF-8 text", shown())))?;
+    let line = content.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(AppError::Usage(format!(
+            "password file {} is empty",
+            shown()
+        )));
+    }
+    Ok(Secret::new(line.to_string()))
 }
 
 /// The client configuration; the server, user and wire format come from `run` when the

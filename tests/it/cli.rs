@@ -337,3 +337,75 @@ async fn text_from_plans_reaches_the_terminal_escaped() {
     assert_eq!(file, plan.display().to_string());
     assert_eq!(account, "TECH\\\u{202E}txt.exe");
 }
+
+/// `check --online` of the onboarding sample against a port nobody listens on, with the
+/// password from `file`: the password is read before the connection fails.
+fn check_online_with_password_file(file: &Path) -> std::process::Output {
+    embatch()
+        .args(["check", "samples/onboarding.csv", "--online"])
+        .args(["--url", "http://127.0.0.1:9/api", "--user", "TECH\\admin"])
+        .args(["--max-attempts", "1"])
+        .arg("--password-file")
+        .arg(file)
+        .current_dir(repo())
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_password_file_is_read_up_to_4_kib_and_warned_about_when_others_may_read_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    let set_mode = |mode: u32| {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let warning = "is open to others";
+
+    // A private file of one line: read, no warning, and the connection is what fails.
+    std::fs::write(&file, "secret\n").unwrap();
+    set_mode(0o600);
+    let out = check_online_with_password_file(&file);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(warning), "{}", stderr(&out));
+
+    // Readable by the group or by anyone: warned about, and still used.
+    for mode in [0o640, 0o604, 0o620] {
+        set_mode(mode);
+        let out = check_online_with_password_file(&file);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "embatch: warning: password file {} is open to others (mode {mode:04o}); \
+                 restrict it with `chmod 600`",
+                file.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    // A password file is a line, not a file of any size: refused past 4 KiB, before anything
+    // is sent, and a device that never ends is not read forever.
+    set_mode(0o600);
+    std::fs::write(&file, format!("secret\n{}", "#".repeat(4096))).unwrap();
+    for file in [file.as_path(), Path::new("/dev/zero")] {
+        let out = check_online_with_password_file(file);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "embatch: password file {} holds more than 4096 bytes",
+                file.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // 4 KiB exactly is still a password file.
+    std::fs::write(&file, format!("secret\n{}", "#".repeat(4089))).unwrap();
+    let out = check_online_with_password_file(&file);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
