@@ -295,25 +295,30 @@ impl PlanFile {
     /// Only the checks of single rows are made again: the checks across rows need tables as
     /// large as the plan, and the hash shows that the rows are the ones [`check`] compared.
     pub fn rows(&self) -> Result<PlanRows, PlanErrors> {
-        let reader = open(&self.path, &self.file)?;
-        Ok(PlanRows {
+        Ok(self.rows_from(open(&self.path, &self.file)?))
+    }
+
+    /// The rows read again from `reader` instead of the file, as [`rows`](Self::rows) reads
+    /// them; for the fuzz target, which has bytes and no file.
+    pub(crate) fn rows_from<R: BufRead>(&self, reader: R) -> PlanRows<R> {
+        PlanRows {
             scanner: Scanner::new(&self.file, reader, None, true),
             sha256: self.sha256.clone(),
             done: false,
-        })
+        }
     }
 }
 
 /// The rows of a checked plan, read again from its file; see [`PlanFile::rows`]. Holds a read
 /// buffer and the current record, whatever the size of the plan.
-pub struct PlanRows {
-    scanner: Scanner<BufReader<File>>,
+pub struct PlanRows<R = BufReader<File>> {
+    scanner: Scanner<R>,
     /// The hash the file had when it was checked.
     sha256: String,
     done: bool,
 }
 
-impl Iterator for PlanRows {
+impl<R: BufRead> Iterator for PlanRows<R> {
     type Item = Result<PlanRow, PlanErrors>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -342,7 +347,7 @@ impl Iterator for PlanRows {
     }
 }
 
-impl std::iter::FusedIterator for PlanRows {}
+impl<R: BufRead> std::iter::FusedIterator for PlanRows<R> {}
 
 /// Validates the plan at `path` in one streaming pass, holding no rows: only the tables of
 /// the checks across rows and the problems found. The result says what the plan holds;
@@ -350,6 +355,16 @@ impl std::iter::FusedIterator for PlanRows {}
 pub fn check(path: &Path) -> Result<PlanFile, PlanErrors> {
     let file = path.display().to_string();
     let reader = open(path, &file)?;
+    check_reader(file, path, reader)
+}
+
+/// [`check`] of the plan `reader` reads, naming it `file` and recording `path` as where it
+/// is read again from.
+pub(crate) fn check_reader<R: BufRead>(
+    file: String,
+    path: &Path,
+    reader: R,
+) -> Result<PlanFile, PlanErrors> {
     let mut scanner = Scanner::new(&file, reader, Some(Tracker::default()), false);
     let mut rows = 0;
     let mut actions = Actions::default();
@@ -386,7 +401,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Plan, PlanErrors> {
 }
 
 /// Reads a whole plan from `reader`, keeping its rows.
-fn read_plan<R: BufRead>(file: &str, reader: R) -> Result<Plan, PlanErrors> {
+pub(crate) fn read_plan<R: BufRead>(file: &str, reader: R) -> Result<Plan, PlanErrors> {
     let mut scanner = Scanner::new(file, reader, Some(Tracker::default()), false);
     let mut rows = Vec::new();
     while let Some(row) = scanner.next_row() {
@@ -1065,7 +1080,9 @@ impl Header {
                     .iter()
                     .enumerate()
                     .find_map(|(i, c)| match c {
-                        Column::Annotation(h) if cells::edit_distance(&fold_name(h), name) <= 2 => {
+                        Column::Annotation(h)
+                            if cells::distance_within(&fold_name(h), name, 2).is_some() =>
+                        {
                             Some(format!(
                                 " (column {} is {}; did you mean '{name}'?)",
                                 i + 1,
