@@ -409,3 +409,21 @@ fn a_password_file_is_read_up_to_4_kib_and_warned_about_when_others_may_read_it(
     let out = check_online_with_password_file(&file);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
+
+#[cfg(unix)]
+#[test]
+fn a_device_is_no_plan_and_is_not_read_forever() {
+    for device in ["/dev/zero", "/dev/urandom"] {
+        let out = embatch()
+            .args(["check", device])
+            .timeout(std::time::Duration::from_secs(20))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{device}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{device}: not a regular file")),
+            "{device}: {stderr}"
+        );
+    }
+}
