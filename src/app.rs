@@ -12,6 +12,7 @@ use crate::audit::{
     AuditError, AuditReader, AuditWriter, ExportError, ExportFilter, ExportFormat, PrivateOutput,
     RowFilter, RunInfo, RunSelector, TimeWindow, Verification,
 };
+use crate::console::{self, err, errln, out, outln};
 use crate::em::{ClientConfig, Secret, TlsOptions, Wire};
 use crate::emulator::{self, EmulatorConfig};
 use crate::exit::Exit;
@@ -360,7 +361,7 @@ pub async fn run(command: Command) -> Exit {
     match result {
         Ok(exit) => exit,
         Err(e) => {
-            eprintln!("embatch: {}", error_text(&e));
+            errln!("embatch: {}", console::printable_lines(&error_text(&e)));
             match e {
                 // `From<RunError>` makes a plan problem `AppError::Plan`; the second pattern
                 // only keeps the match whole.
@@ -420,19 +421,7 @@ fn load_plan(path: &Path) -> Result<Plan, AppError> {
 
 fn read_password(source: &PasswordSource) -> Result<Secret, AppError> {
     match source {
-        PasswordSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                AppError::Usage(format!("cannot read password file {}: {e}", path.display()))
-            })?;
-            let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-            if line.is_empty() {
-                return Err(AppError::Usage(format!(
-                    "password file {} is empty",
-                    path.display()
-                )));
-            }
-            Ok(Secret::new(line.to_string()))
-        }
+        PasswordSource::File(path) => read_password_file(path),
         PasswordSource::EnvOrPrompt => {
             if let Ok(p) = std::env::var("EMBATCH_PASSWORD")
                 && !p.is_empty()
@@ -449,6 +438,57 @@ fn read_password(source: &PasswordSource) -> Result<Secret, AppError> {
             ))
         }
     }
+}
+
+/// The most bytes a password file may hold. A password is one line; a file larger than this is
+/// not a password file, and one that never ends (`/dev/zero`) must not be read forever.
+pub const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
+
+/// The password on the first line of the file at `path`. The file may be a pipe
+/// (`--password-file <(pass show em)`); a regular file that others may read or write gets a
+/// warning, as ssh gives for a private key, since the password is then not only the
+/// operator's.
+fn read_password_file(path: &Path) -> Result<Secret, AppError> {
+    use std::io::Read as _;
+    let shown = || text::printable(&path.display().to_string()).into_owned();
+    let cannot =
+        |e: std::io::Error| AppError::Usage(format!("cannot read password file {}: {e}", shown()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        // Asked of the file opened, so that what is warned about is what is read.
+        let meta = file.metadata().map_err(cannot)?;
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            errln!(
+                "embatch: warning: password file {} is open to others (mode {mode:04o}); \
+                 restrict it with `chmod 600`",
+                shown()
+            );
+        }
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PASSWORD_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_PASSWORD_FILE_BYTES {
+        return Err(AppError::Usage(format!(
+            "password file {} holds more than {MAX_PASSWORD_FILE_BYTES} bytes; it must hold the \
+             password on its first line and little else",
+            shown()
+        )));
+    }
+    let content = String::from_utf8(bytes)
+        .map_err(|_| AppError::Usage(format!("password file {} is not UTF-8 text", shown())))?;
+    let line = content.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(AppError::Usage(format!(
+            "password file {} is empty",
+            shown()
+        )));
+    }
+    Ok(Secret::new(line.to_string()))
 }
 
 /// The client configuration; the server, user and wire format come from `run` when the
@@ -486,7 +526,7 @@ fn client_config(c: &ConnectSettings, run: Option<&RunInfo>) -> Result<ClientCon
     });
     let password = read_password(&c.password)?;
     if c.tls.insecure {
-        eprintln!(
+        errln!(
             "embatch: warning: --insecure: the server's certificate is not checked; this run is recorded as insecure"
         );
     }
@@ -501,11 +541,13 @@ async fn check(s: CheckSettings) -> Result<Exit, AppError> {
         // The offline check needs only the summary, so the plan is streamed, not held.
         let plan = plan::check(&s.plan)?;
         match s.output {
-            OutputFormat::Json => println!(
+            OutputFormat::Json => outln!(
                 "{}",
                 serde_json::json!({"file": plan.file, "rows": plan.rows, "sha256": plan.sha256, "valid": true})
-            ),
-            OutputFormat::Text => println!("{}: {} rows, valid", plan.file, plan.rows),
+            )?,
+            OutputFormat::Text => {
+                outln!("{}: {} rows, valid", text::printable(&plan.file), plan.rows)?
+            }
         }
         return Ok(Exit::Success);
     };
@@ -513,11 +555,11 @@ async fn check(s: CheckSettings) -> Result<Exit, AppError> {
     let config = client_config(&connect, None)?;
     let preview = runner::preview(&plan, config, pace).await?;
     match s.output {
-        OutputFormat::Json => println!(
+        OutputFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&preview).expect("a preview always serializes")
-        ),
-        OutputFormat::Text => print!("{}", preview.text(&plan.file)),
+        )?,
+        OutputFormat::Text => out!("{}", preview.text(&plan.file))?,
     }
     Ok(if preview.failures > 0 {
         Exit::RowsFailed
@@ -533,12 +575,12 @@ fn ctrl_c_token() -> CancellationToken {
     let t = token.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
+            errln!(
                 "\nembatch: interrupted: finishing the requests in flight (Ctrl-C again to quit at once)"
             );
             t.cancel();
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("embatch: quitting now; `embatch resume` can finish the run");
+                errln!("embatch: quitting now; `embatch resume` can finish the run");
                 std::process::exit(Exit::Interrupted.code().into());
             }
         }
@@ -582,15 +624,15 @@ fn guard_blast_radius(plan: &PlanFile, s: &ApplySettings) -> Result<(), AppError
             blast.total()
         )));
     }
-    eprintln!(
+    errln!(
         "embatch: {} rows may change something: {}",
         blast.total(),
         blast_text(blast)
     );
     if !s.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        eprint!(
+        err!(
             "Apply {} to {}? [y/N] ",
-            plan.file,
+            text::printable(&plan.file),
             s.connect.url.as_ref().map(Url::as_str).unwrap_or("?")
         );
         let mut answer = String::new();
@@ -691,7 +733,7 @@ fn exit_for(report: &RunReport) -> Exit {
 }
 
 fn print_report(report: &RunReport, db: &Path, output: OutputFormat) -> Result<(), AppError> {
-    let mut out = std::io::stdout().lock();
+    let mut out = console::stdout();
     match output {
         OutputFormat::Json => {
             let mut value = serde_json::to_value(report).expect("a report always serializes");
@@ -739,33 +781,42 @@ fn runs(db: &Path) -> Result<Exit, AppError> {
     let reader = open_reader(db)?;
     let runs = reader.runs()?;
     if runs.is_empty() {
-        println!("no runs in {}", db.display());
+        outln!("no runs in {}", db.display())?;
         return Ok(Exit::Success);
     }
-    println!(
+    outln!(
         "{:>5}  {:<8} {:<12} {:<24} {:>6} {:>7} {:>6} {:>6}  plan",
-        "run", "kind", "status", "started (UTC)", "rows", "applied", "no-op", "failed"
-    );
+        "run",
+        "kind",
+        "status",
+        "started (UTC)",
+        "rows",
+        "applied",
+        "no-op",
+        "failed"
+    )?;
     let mut resumable = Vec::new();
     for r in runs {
         if resume_hint(&r).is_some() {
             resumable.push(r.run_id);
         }
-        println!(
+        // What the log holds came from plans, the server and the operator's files: shown,
+        // never acted on by the terminal.
+        outln!(
             "{:>5}  {:<8} {:<12} {:<24} {:>6} {:>7} {:>6} {:>6}  {}",
             r.run_id,
-            r.kind,
-            r.status,
-            r.started_at,
+            text::printable(&r.kind),
+            text::printable(&r.status),
+            text::printable(&r.started_at),
             r.rows,
             r.applied,
             r.noop,
             r.failed,
-            r.plan_file.as_deref().unwrap_or("-")
-        );
+            text::printable(r.plan_file.as_deref().unwrap_or("-"))
+        )?;
     }
     if let Some(newest) = resumable.first() {
-        println!(
+        outln!(
             "\nnot finished: run{} {}; finish with `embatch resume {newest}`",
             if resumable.len() == 1 { "" } else { "s" },
             resumable
@@ -773,7 +824,7 @@ fn runs(db: &Path) -> Result<Exit, AppError> {
                 .map(|id| id.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )?;
     }
     Ok(Exit::Success)
 }
@@ -815,24 +866,33 @@ fn show(s: ShowSettings) -> Result<Exit, AppError> {
         },
     )?;
     if s.output == OutputFormat::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({"run": run, "rows": rows}))
                 .expect("run info always serializes")
-        );
+        )?;
         return Ok(Exit::Success);
     }
-    println!(
+    // What the log holds came from plans, the server and the operator's files: shown, never
+    // acted on by the terminal.
+    let shown = |t: &str| text::printable(t).into_owned();
+    outln!(
         "run {} ({}, {}) started {} by {} on {}",
-        run.run_id, run.kind, run.status, run.started_at, run.operator, run.server_url
-    );
+        run.run_id,
+        shown(&run.kind),
+        shown(&run.status),
+        shown(&run.started_at),
+        shown(&run.operator),
+        shown(&run.server_url)
+    )?;
     if let Some(file) = &run.plan_file {
-        println!(
-            "plan {file} sha256 {}",
-            run.plan_sha256.as_deref().unwrap_or("-")
-        );
+        outln!(
+            "plan {} sha256 {}",
+            shown(file),
+            shown(run.plan_sha256.as_deref().unwrap_or("-"))
+        )?;
     }
-    println!(
+    outln!(
         "rows {}: applied {}, no-op {}, failed {}, skipped {}, in doubt {}, pending {}; {} requests",
         run.rows,
         run.applied,
@@ -842,29 +902,28 @@ fn show(s: ShowSettings) -> Result<Exit, AppError> {
         run.in_doubt,
         run.pending,
         run.requests
-    );
+    )?;
     if run.conflict > 0 {
-        println!(
+        outln!(
             "{} rows left alone because the account changed since (conflict)",
             run.conflict
-        );
+        )?;
     }
     if let Some(hint) = resume_hint(&run) {
-        println!("{hint}");
+        outln!("{}", shown(&hint))?;
     }
     for r in rows {
-        println!(
+        outln!(
             "{:>6}  {:<9} {} {} {}{}",
             r.line,
-            r.outcome,
-            r.account,
-            r.action,
-            r.target,
-            // The server's words, kept raw in the log, escaped on the way to the terminal.
+            shown(&r.outcome),
+            shown(&r.account),
+            shown(&r.action),
+            shown(&r.target),
             r.error
-                .map(|e| format!("  ({})", text::printable(&e)))
+                .map(|e| format!("  ({})", shown(&e)))
                 .unwrap_or_default()
-        );
+        )?;
     }
     Ok(Exit::Success)
 }
@@ -887,13 +946,13 @@ async fn run_emulator(s: EmulatorSettings) -> Result<Exit, AppError> {
     }
     let scheme = if config.tls { "https" } else { "http" };
     let base = format!("{scheme}://{listen}/api");
-    println!("{}", emulator::banner(&base, &config));
+    outln!("{}", emulator::banner(&base, &config))?;
     if let Some(path) = &s.cert_out {
-        println!(
+        outln!(
             "certificate written to {} (use --ca-cert {})",
             path.display(),
             path.display()
-        );
+        )?;
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -920,11 +979,11 @@ async fn demo(s: DemoSettings) -> Result<Exit, AppError> {
         .await
         .map_err(|e| AppError::Emulator(format!("cannot start: {e}")))?;
     let url = Url::parse(&emu.base_url()).expect("the emulator's URL is valid");
-    println!("embatch demo: an Enterprise Manager emulator is running at {url}");
-    println!("plan: samples/onboarding.csv\n");
+    outln!("embatch demo: an Enterprise Manager emulator is running at {url}")?;
+    outln!("plan: samples/onboarding.csv\n")?;
 
     let plan = plan::parse("samples/onboarding.csv", DEMO_PLAN.as_bytes())?;
-    println!("== embatch check samples/onboarding.csv --online");
+    outln!("== embatch check samples/onboarding.csv --online")?;
     let config = ClientConfig::new(
         url.clone(),
         user.clone(),
@@ -938,9 +997,9 @@ async fn demo(s: DemoSettings) -> Result<Exit, AppError> {
         ..Pace::default()
     };
     let preview = runner::preview(&plan, config.clone(), pace.clone()).await?;
-    print!("{}", preview.text(&plan.file));
+    out!("{}", preview.text(&plan.file))?;
 
-    println!("\n== embatch apply samples/onboarding.csv");
+    outln!("\n== embatch apply samples/onboarding.csv")?;
     let settings = RunSettings {
         client: config,
         pace,
@@ -951,15 +1010,15 @@ async fn demo(s: DemoSettings) -> Result<Exit, AppError> {
     let exit = run_spec(spec, settings, &s.db, Reporter::Stderr, OutputFormat::Text).await?;
     emu.shutdown().await;
     let db = s.db.display();
-    println!("\nThe audit log is {db}. Try next:");
-    println!("  cargo run --release -- runs --db {db}");
-    println!("  cargo run --release -- show last --db {db}");
-    println!(
+    outln!("\nThe audit log is {db}. Try next:")?;
+    outln!("  cargo run --release -- runs --db {db}")?;
+    outln!("  cargo run --release -- show last --db {db}")?;
+    outln!(
         "  sqlite3 {db} 'select * from change_log'      (views: run_summary, change_log, request_log)"
-    );
-    println!(
+    )?;
+    outln!(
         "  cargo run --release -- emulator --accounts 100   (then apply your own plan against it)"
-    );
+    )?;
     // The demo plan deliberately holds a row EM refuses, to show a failure being recorded; the
     // demo itself succeeded if the run went as expected.
     Ok(match exit {
@@ -1026,14 +1085,14 @@ async fn replay(s: FollowUpSettings, failed_only: bool) -> Result<Exit, AppError
 async fn resume(s: FollowUpSettings) -> Result<Exit, AppError> {
     let (reader, run) = recorded_run(&s)?;
     if run.status == "completed" {
-        println!("run {} completed; there is nothing to resume", run.run_id);
+        outln!("run {} completed; there is nothing to resume", run.run_id)?;
         return Ok(Exit::Success);
     }
     let spec = history::resume(&reader, &run)?;
     drop(reader);
     let in_doubt = spec.jobs.iter().filter(|j| j.maybe_sent).count();
     if s.output == OutputFormat::Text {
-        eprintln!(
+        errln!(
             "embatch: resuming run {} ({}): {} rows to run, {in_doubt} of them checked against the server first",
             run.run_id,
             run.status,
@@ -1057,7 +1116,7 @@ async fn undo(
         let list: Vec<String> = plan
             .irreversible
             .iter()
-            .map(|i| format!("  line {}: {}", i.line, i.reason))
+            .map(|i| format!("  line {}: {}", i.line, text::printable(&i.reason)))
             .collect();
         if !allow_partial && !dry_run && emit_plan.is_none() {
             return Err(AppError::History(format!(
@@ -1067,7 +1126,7 @@ async fn undo(
                 list.join("\n")
             )));
         }
-        eprintln!(
+        errln!(
             "embatch: rows of run {} that cannot be undone:\n{}",
             run.run_id,
             list.join("\n")
@@ -1076,33 +1135,33 @@ async fn undo(
     if let Some(path) = &emit_plan {
         std::fs::write(path, &plan.csv)
             .map_err(|e| AppError::Usage(format!("cannot write {}: {e}", path.display())))?;
-        println!(
+        outln!(
             "wrote the inverse of run {} ({} rows) to {}; check it with `embatch check {}`",
             run.run_id,
             plan.spec.jobs.len(),
             path.display(),
             path.display()
-        );
+        )?;
     }
     if dry_run {
-        println!("inverse of run {}, newest change first:", run.run_id);
+        outln!("inverse of run {}, newest change first:", run.run_id)?;
         for (job, guard) in plan.spec.jobs.iter().zip(&plan.guards) {
-            println!(
+            outln!(
                 "  line {:>5}: {} {} {}  (only if {})",
                 job.row.line,
-                runner::account_text(&job.row.account),
+                text::printable(&runner::account_text(&job.row.account)),
                 job.row.action.name(),
-                job.row.action.target_text(),
+                text::printable(&job.row.action.target_text()),
                 serde_json::to_string(guard).expect("a guard always serializes")
-            );
+            )?;
         }
-        println!("{} rows; nothing was sent", plan.spec.jobs.len());
+        outln!("{} rows; nothing was sent", plan.spec.jobs.len())?;
     }
     if dry_run || emit_plan.is_some() {
         return Ok(Exit::Success);
     }
     if plan.spec.jobs.is_empty() {
-        println!("run {} changed nothing that can be undone", run.run_id);
+        outln!("run {} changed nothing that can be undone", run.run_id)?;
         return Ok(Exit::Success);
     }
     plan.spec.force = force;
@@ -1142,12 +1201,17 @@ fn report_new_ids(db: &Path, undone: i64, output: OutputFormat) -> Result<(), Ap
     for row in rows {
         let (name, old, new) = row.map_err(AuditError::from)?;
         if let (Some(old), Some(new)) = (old, new) {
-            let note = format!("account {name} was re-created with a new id: {old} -> {new}");
+            let note = format!(
+                "account {} was re-created with a new id: {} -> {}",
+                text::printable(&name),
+                text::printable(&old),
+                text::printable(&new)
+            );
             // With `--output json` stdout carries the summary alone, so scripts can parse it;
             // the note goes with the other human messages (the ids are in `change_log` too).
             match output {
-                OutputFormat::Json => eprintln!("embatch: {note}"),
-                OutputFormat::Text => println!("{note}"),
+                OutputFormat::Json => errln!("embatch: {note}"),
+                OutputFormat::Text => outln!("{note}")?,
             }
         }
     }
@@ -1197,13 +1261,13 @@ fn report(s: ReportSettings) -> Result<Exit, AppError> {
             // Like a plan that cannot be emitted: the user named a place that cannot be written.
             other => AppError::Usage(other.to_string()),
         })?;
-    println!(
+    outln!(
         "wrote the report of run {} ({} rows, {} requests) to {}",
         written.run_id,
         written.rows,
         written.requests,
         written.path.display()
-    );
+    )?;
     Ok(Exit::Success)
 }
 
@@ -1271,7 +1335,7 @@ fn export(s: ExportSettings) -> Result<Exit, AppError> {
     let rows = finish_output(out, result.map_err(AppError::from))?;
     // On stdout the rows themselves are the output; a file gets a line saying where they went.
     if let (Some(rows), Some(path)) = (rows, &s.out) {
-        println!("exported {rows} rows to {}", path.display());
+        outln!("exported {rows} rows to {}", path.display())?;
     }
     Ok(Exit::Success)
 }
@@ -1335,9 +1399,9 @@ async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
     finish_output(out, written.map_err(AppError::from))?;
     // Stdout may carry the snapshot itself, so the account of the run goes to stderr.
     for failure in &report.failures {
-        eprintln!("embatch: {}", failure.error);
+        errln!("embatch: {}", text::printable(&failure.error));
     }
-    eprintln!(
+    errln!(
         "embatch: snapshot run {}: {} accounts read, {} could not be read; {} requests",
         report.run_id,
         report.accounts.len(),
@@ -1345,7 +1409,7 @@ async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
         report.requests
     );
     if report.interrupted {
-        eprintln!("embatch: interrupted: accounts not read are marked skipped");
+        errln!("embatch: interrupted: accounts not read are marked skipped");
     }
     Ok(if report.interrupted {
         Exit::Interrupted
@@ -1363,7 +1427,7 @@ fn verify(s: VerifySettings) -> Result<Exit, AppError> {
     let reader = open_reader(&s.db)?;
     let run = s.run.map(RunSelector::from);
     let v = reader.verify(run, s.expect.as_deref())?;
-    let mut out = std::io::stdout().lock();
+    let mut out = console::stdout();
     match s.output {
         OutputFormat::Json => {
             let mut value = serde_json::to_value(&v).expect("a verification always serializes");
@@ -1375,7 +1439,7 @@ fn verify(s: VerifySettings) -> Result<Exit, AppError> {
             )?;
         }
         OutputFormat::Text if v.holds() && s.anchor => writeln!(out, "{}", v.head)?,
-        OutputFormat::Text => write!(out, "{}", verification_text(&v))?,
+        OutputFormat::Text => write!(out, "{}", console::printable_lines(&verification_text(&v)))?,
     }
     Ok(if v.holds() {
         Exit::Success

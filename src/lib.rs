@@ -6,6 +6,7 @@
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod console;
 pub mod em;
 pub mod emulator;
 pub mod exit;

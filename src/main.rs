@@ -1,5 +1,7 @@
 //! The `embatch` binary: flags → settings → run → exit status. Everything else is in the library.
 
+use std::io::Write as _;
+
 use clap::Parser;
 use embatch::cli::Cli;
 use embatch::exit::Exit;
@@ -10,7 +12,8 @@ fn main() -> std::process::ExitCode {
     let command = match cli.into_command() {
         Ok(command) => command,
         Err(e) => {
-            eprintln!("embatch: {e}");
+            // A closed stderr leaves nowhere to say anything, and is no reason to panic.
+            let _ = writeln!(std::io::stderr(), "embatch: {e}");
             return Exit::Usage.into();
         }
     };
@@ -20,7 +23,10 @@ fn main() -> std::process::ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("embatch: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "embatch: cannot start the async runtime: {e}"
+            );
             return Exit::Usage.into();
         }
     };

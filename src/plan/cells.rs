@@ -295,10 +295,12 @@ pub(super) fn suggest<'c>(input: &str, candidates: &[&'c str]) -> Option<&'c str
             c => c.to_ascii_lowercase(),
         })
         .collect();
+    // No candidate is suggested beyond 3 edits, so farther ones need not be measured.
     let mut best: Option<(usize, &'c str)> = None;
     for &c in candidates {
-        let d = edit_distance(&folded, c);
-        if best.is_none_or(|(bd, _)| d < bd) {
+        if let Some(d) = distance_within(&folded, c, 3)
+            && best.is_none_or(|(bd, _)| d < bd)
+        {
             best = Some((d, c));
         }
     }
@@ -317,7 +319,21 @@ pub(super) fn suggest<'c>(input: &str, candidates: &[&'c str]) -> Option<&'c str
 }
 
 /// The Levenshtein distance between `a` and `b`, counted in characters.
-pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+/// The edit distance between `a` and `b` when it is at most `max`, `None` when it is more.
+///
+/// A cell may be 64 KiB long and the names it is compared with are short: the difference of
+/// their lengths, which no fewer edits can bridge, is looked at first, so that a long cell costs
+/// a count of its characters and not a table of them times the name.
+pub(super) fn distance_within(a: &str, b: &str, max: usize) -> Option<usize> {
+    let (la, lb) = (a.chars().count(), b.chars().count());
+    if la.abs_diff(lb) > max {
+        return None;
+    }
+    Some(edit_distance(a, b)).filter(|&d| d <= max)
+}
+
+/// The Levenshtein distance between `a` and `b`, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     let mut cur = vec![0; b.len() + 1];
@@ -584,5 +600,24 @@ mod tests {
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(distance_within("kitten", "sitting", 3), Some(3));
+        assert_eq!(distance_within("kitten", "sitting", 2), None);
+        assert_eq!(distance_within("é", "e", 1), Some(1));
+    }
+
+    #[test]
+    fn a_long_cell_is_not_measured_against_every_name() {
+        // 64 KiB of text against each action name would take a table of a million cells a
+        // row; the lengths alone rule it out.
+        let long = "assign-role".repeat(6000);
+        let started = std::time::Instant::now();
+        for _ in 0..100 {
+            assert!(parse_kind(&long).is_err());
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(
+            parse_kind("asign-role"),
+            Err("unknown action 'asign-role' (did you mean 'assign-role'?)".into())
+        );
     }
 }

@@ -29,12 +29,41 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use crate::em::AccountType;
+use crate::text;
 
 use cells::{Kind, quoted};
 use checks::Tracker;
-use records::{DelimiterDetector, LineReader, QuoteState, RecordInfo, Records};
+use records::{DelimiterDetector, Line, LineReader, QuoteState, RecordInfo, Records};
 
 pub use recorded::{RecordedColumns, recorded_row};
+
+/// The most bytes one record may take in the file: its physical lines, line breaks included.
+///
+/// A plan row is a few hundred bytes, and a long comment a few KiB, so no honest plan comes
+/// near 64 KiB. The record being read is the one thing a streamed reading holds whatever the
+/// plan's size, so this bounds it: a file that is not a plan (a binary, `/dev/zero`) or a
+/// quote never closed is refused at 64 KiB instead of filling the memory, and nothing after
+/// it is read.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+/// The most physical lines one record may span (line breaks inside quoted cells).
+///
+/// Excel allows 253 line breaks in one cell, and a plan's comments hold a few; a quote that is
+/// never closed swallows every line after it, and is found here at the latest.
+pub const MAX_RECORD_LINES: u64 = 1000;
+
+/// The most columns a header may have, counted up to its last named one.
+///
+/// A plan has six known columns; every other one is an annotation, copied into each row and
+/// its record in the audit log, so the width multiplies with the rows. 64 leaves room for any
+/// real set of annotations and refuses a file that is not a plan at its first line.
+pub const MAX_COLUMNS: usize = 64;
+
+/// The most problems one reading reports; after that it stops reading.
+///
+/// A file that is not a plan has a problem on nearly every line; past this many, more of them
+/// help nobody, and keeping them all would let a large file fill the memory with messages.
+pub const MAX_PROBLEMS: usize = 1000;
 
 /// How a row names its account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -162,11 +191,15 @@ pub struct PlanError {
 }
 
 impl std::fmt::Display for PlanError {
+    /// `FILE:LINE: message`, with control characters escaped: messages quote cells, and a
+    /// cell (or a file name) may hold a terminal escape sequence.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = text::printable(&self.file);
+        let message = text::printable(&self.message);
         if self.line == 0 {
-            write!(f, "{}: {}", self.file, self.message)
+            write!(f, "{file}: {message}")
         } else {
-            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+            write!(f, "{file}:{}: {message}", self.line)
         }
     }
 }
@@ -262,25 +295,30 @@ impl PlanFile {
     /// Only the checks of single rows are made again: the checks across rows need tables as
     /// large as the plan, and the hash shows that the rows are the ones [`check`] compared.
     pub fn rows(&self) -> Result<PlanRows, PlanErrors> {
-        let reader = open(&self.path, &self.file)?;
-        Ok(PlanRows {
+        Ok(self.rows_from(open(&self.path, &self.file)?))
+    }
+
+    /// The rows read again from `reader` instead of the file, as [`rows`](Self::rows) reads
+    /// them; for the fuzz target, which has bytes and no file.
+    pub(crate) fn rows_from<R: BufRead>(&self, reader: R) -> PlanRows<R> {
+        PlanRows {
             scanner: Scanner::new(&self.file, reader, None, true),
             sha256: self.sha256.clone(),
             done: false,
-        })
+        }
     }
 }
 
 /// The rows of a checked plan, read again from its file; see [`PlanFile::rows`]. Holds a read
 /// buffer and the current record, whatever the size of the plan.
-pub struct PlanRows {
-    scanner: Scanner<BufReader<File>>,
+pub struct PlanRows<R = BufReader<File>> {
+    scanner: Scanner<R>,
     /// The hash the file had when it was checked.
     sha256: String,
     done: bool,
 }
 
-impl Iterator for PlanRows {
+impl<R: BufRead> Iterator for PlanRows<R> {
     type Item = Result<PlanRow, PlanErrors>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -309,7 +347,7 @@ impl Iterator for PlanRows {
     }
 }
 
-impl std::iter::FusedIterator for PlanRows {}
+impl<R: BufRead> std::iter::FusedIterator for PlanRows<R> {}
 
 /// Validates the plan at `path` in one streaming pass, holding no rows: only the tables of
 /// the checks across rows and the problems found. The result says what the plan holds;
@@ -317,6 +355,16 @@ impl std::iter::FusedIterator for PlanRows {}
 pub fn check(path: &Path) -> Result<PlanFile, PlanErrors> {
     let file = path.display().to_string();
     let reader = open(path, &file)?;
+    check_reader(file, path, reader)
+}
+
+/// [`check`] of the plan `reader` reads, naming it `file` and recording `path` as where it
+/// is read again from.
+pub(crate) fn check_reader<R: BufRead>(
+    file: String,
+    path: &Path,
+    reader: R,
+) -> Result<PlanFile, PlanErrors> {
     let mut scanner = Scanner::new(&file, reader, Some(Tracker::default()), false);
     let mut rows = 0;
     let mut actions = Actions::default();
@@ -353,7 +401,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Plan, PlanErrors> {
 }
 
 /// Reads a whole plan from `reader`, keeping its rows.
-fn read_plan<R: BufRead>(file: &str, reader: R) -> Result<Plan, PlanErrors> {
+pub(crate) fn read_plan<R: BufRead>(file: &str, reader: R) -> Result<Plan, PlanErrors> {
     let mut scanner = Scanner::new(file, reader, Some(Tracker::default()), false);
     let mut rows = Vec::new();
     while let Some(row) = scanner.next_row() {
@@ -368,19 +416,32 @@ fn read_plan<R: BufRead>(file: &str, reader: R) -> Result<Plan, PlanErrors> {
     })
 }
 
-/// The plan file at `path`, buffered for reading line by line.
+/// The plan file at `path`, buffered for reading line by line. Only a regular file is a plan:
+/// a plan is read twice (checked, then its rows read again and compared by hash), which a pipe
+/// cannot be, and a device such as `/dev/zero` or `/dev/urandom` never ends.
 fn open(path: &Path, file: &str) -> Result<BufReader<File>, PlanErrors> {
+    let refuse = |message: String| {
+        PlanErrors(vec![PlanError {
+            file: file.to_string(),
+            line: 0,
+            message,
+        }])
+    };
+    let handle = File::open(path).map_err(|e| refuse(format!("cannot read the plan: {e}")))?;
+    // The type is asked of the file opened, so that it cannot be swapped in between.
+    let meta = handle
+        .metadata()
+        .map_err(|e| refuse(format!("cannot read the plan: {e}")))?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file: a plan is a file that can be read twice, not a device, pipe \
+             or directory"
+                .into(),
+        ));
+    }
     // A larger buffer than the default 8 KiB halves the read calls on a large plan and costs
     // nothing that matters.
-    File::open(path)
-        .map(|f| BufReader::with_capacity(64 * 1024, f))
-        .map_err(|e| {
-            PlanErrors(vec![PlanError {
-                file: file.to_string(),
-                line: 0,
-                message: format!("cannot read the plan: {e}"),
-            }])
-        })
+    Ok(BufReader::with_capacity(64 * 1024, handle))
 }
 
 /// The problems found so far.
@@ -421,16 +482,33 @@ enum Stage {
     Done,
 }
 
+/// Why a [`Scanner`] stopped before the end of the file.
+enum Halt {
+    /// The file could not be read.
+    Io(io::Error),
+    /// The file passed one of the limits; the problem is already reported.
+    Limit,
+}
+
+impl From<io::Error> for Halt {
+    fn from(e: io::Error) -> Halt {
+        Halt::Io(e)
+    }
+}
+
 /// A physical line read ahead of the record it belongs to (while looking for the delimiter).
 struct PendingLine {
     line: u64,
     /// The line's text, its terminator included.
     text: String,
+    /// The line's length in the file, in bytes.
+    raw_len: usize,
     /// Whether the line held bytes that are not UTF-8.
     bad: bool,
 }
 
 /// The lines of one record, gathered into [`Scanner::record`].
+#[derive(Clone, Copy)]
 struct Gathered {
     /// The record's first physical line.
     first: u64,
@@ -442,8 +520,9 @@ struct Gathered {
 /// Reads a plan one record at a time and validates each row as it comes: the one validation
 /// core behind [`check`], [`load`], [`parse`] and [`PlanRows`].
 ///
-/// It holds the header, the current record and, when it makes the checks across rows, their
-/// tables; every problem goes to `problems`.
+/// It holds the header, the current record (at most [`MAX_RECORD_BYTES`] of the file) and,
+/// when it makes the checks across rows, their tables; every problem goes to `problems`, up to
+/// [`MAX_PROBLEMS`].
 struct Scanner<R> {
     lines: LineReader<R>,
     problems: Problems,
@@ -488,6 +567,18 @@ impl<R: BufRead> Scanner<R> {
             if self.stop_at_problem && !self.problems.list.is_empty() {
                 self.stage = Stage::Done;
             }
+            if self.stage != Stage::Done && self.problems.list.len() >= MAX_PROBLEMS {
+                // A file that is not a plan at all (a binary, random bytes) has a problem on
+                // every line; past this many, more of them help nobody and only take memory.
+                let line = self.lines.line();
+                self.problems.add(
+                    line,
+                    format!(
+                        "more than {MAX_PROBLEMS} problems: reading stopped here; fix these first"
+                    ),
+                );
+                self.stage = Stage::Done;
+            }
             let step = match self.stage {
                 Stage::Start => self.read_header().map(|()| None),
                 Stage::Rows => self.read_row(),
@@ -499,18 +590,19 @@ impl<R: BufRead> Scanner<R> {
                     drop(row);
                 }
                 Ok(Some(row)) => return Some(row),
-                Err(e) => {
+                Err(Halt::Io(e)) => {
                     self.problems.add(0, format!("cannot read the plan: {e}"));
                     self.stage = Stage::Done;
                 }
+                Err(Halt::Limit) => self.stage = Stage::Done,
             }
         }
     }
 
     /// Reads up to the header and the header itself: the encoding, the delimiter, the columns.
-    fn read_header(&mut self) -> io::Result<()> {
+    fn read_header(&mut self) -> Result<(), Halt> {
         self.stage = Stage::Done;
-        let Some(mut line) = self.next_physical()? else {
+        let Some(mut line) = self.next_physical(MAX_RECORD_BYTES)? else {
             self.problems
                 .add(0, "the plan has no rows: the file is empty".into());
             return Ok(());
@@ -527,17 +619,71 @@ impl<R: BufRead> Scanner<R> {
         }
 
         // The delimiter decides where records end, so the lines up to the header are read
-        // ahead and kept until it is known.
+        // ahead and kept until it is known. They are held in memory, so together they get the
+        // budget of one record: blank lines before the header count against it.
         let mut detector = DelimiterDetector::default();
+        let mut held = 0;
+        let mut header_start = None;
         loop {
+            let number = match line {
+                Line::Whole(number) => number,
+                Line::TooLong(number) => {
+                    // The start of the line that went past the limit may start the header,
+                    // and with the header's lines before it says whether a quote is open.
+                    let mut raw = self.lines.raw();
+                    if number == 1 {
+                        raw = raw.strip_prefix(records::BOM).unwrap_or(raw);
+                    }
+                    let cut = String::from_utf8_lossy(raw).into_owned();
+                    detector.feed(cut.as_bytes());
+                    if detector.in_header() {
+                        header_start.get_or_insert(number);
+                    }
+                    let Some(first) = header_start else {
+                        self.problems.add(
+                            number,
+                            format!(
+                                "no header within the first {}: only blank lines so far; is \
+                                 this a CSV plan? reading stopped here",
+                                bytes_limit()
+                            ),
+                        );
+                        return Err(Halt::Limit);
+                    };
+                    self.delimiter = detector.delimiter();
+                    self.record.clear();
+                    for p in self.pending.iter().filter(|p| p.line >= first) {
+                        self.record.push_str(&p.text);
+                    }
+                    self.record.push_str(&cut);
+                    return Err(self.overlong(first, &bytes_limit()));
+                }
+            };
             let mut text = String::new();
-            let bad = self.decode(line, &mut text);
+            let bad = self.decode(number, &mut text);
             let done = detector.feed(text.as_bytes());
-            self.pending.push_back(PendingLine { line, text, bad });
+            held += self.lines.raw().len();
+            self.pending.push_back(PendingLine {
+                line: number,
+                text,
+                raw_len: self.lines.raw().len(),
+                bad,
+            });
+            if detector.in_header() {
+                let first = *header_start.get_or_insert(number);
+                if !done && number - first + 1 >= MAX_RECORD_LINES {
+                    self.delimiter = detector.delimiter();
+                    self.record.clear();
+                    for p in self.pending.iter().filter(|p| p.line >= first) {
+                        self.record.push_str(&p.text);
+                    }
+                    return Err(self.overlong(first, &lines_limit()));
+                }
+            }
             if done {
                 break;
             }
-            match self.next_physical()? {
+            match self.next_physical(MAX_RECORD_BYTES - held)? {
                 Some(next) => line = next,
                 None => break,
             }
@@ -546,12 +692,18 @@ impl<R: BufRead> Scanner<R> {
 
         loop {
             let Some(gathered) = self.gather()? else {
-                self.problems
-                    .add(0, "the plan has no rows: the file is empty".into());
+                self.problems.add(
+                    0,
+                    "the plan has no rows: the file holds nothing but blank lines".into(),
+                );
                 return Ok(());
             };
             let mut fields = Vec::new();
-            let info = first_record(&self.record, self.delimiter, gathered.first, &mut fields);
+            let Some(info) =
+                first_record(&self.record, self.delimiter, gathered.first, &mut fields)
+            else {
+                continue;
+            };
             if info.unterminated.is_none() && records::is_blank(&fields) {
                 continue;
             }
@@ -560,6 +712,19 @@ impl<R: BufRead> Scanner<R> {
                 // read.
                 self.problems.add(at, UNTERMINATED.into());
                 return Ok(());
+            }
+            let width = header_width(&fields);
+            if width > MAX_COLUMNS {
+                // Every annotation column is copied into each row's record, so a header this
+                // wide would multiply the work and the log with every row.
+                self.problems.add(
+                    info.line,
+                    format!(
+                        "the header has {width} columns, more than the {MAX_COLUMNS} a plan may \
+                         have; is this a plan? reading stopped here"
+                    ),
+                );
+                return Err(Halt::Limit);
             }
             self.header = Some(Header::read(
                 &fields,
@@ -573,7 +738,7 @@ impl<R: BufRead> Scanner<R> {
     }
 
     /// Reads the next record after the header; the row when it is a valid one.
-    fn read_row(&mut self) -> io::Result<Option<PlanRow>> {
+    fn read_row(&mut self) -> Result<Option<PlanRow>, Halt> {
         let Some(gathered) = self.gather()? else {
             if self.records_seen == 0 {
                 self.problems.add(0, "the plan has no rows".into());
@@ -586,7 +751,10 @@ impl<R: BufRead> Scanner<R> {
             return Ok(None);
         };
         let mut fields = Vec::new();
-        let info = first_record(&self.record, self.delimiter, gathered.first, &mut fields);
+        let Some(info) = first_record(&self.record, self.delimiter, gathered.first, &mut fields)
+        else {
+            return Ok(None);
+        };
         if info.unterminated.is_none() && records::is_blank(&fields) {
             return Ok(None);
         }
@@ -611,24 +779,38 @@ impl<R: BufRead> Scanner<R> {
     }
 
     /// Gathers the lines of the next record into `record`: one line, or more while a quoted
-    /// field goes on. `None` at the end of the file.
-    fn gather(&mut self) -> io::Result<Option<Gathered>> {
+    /// field goes on, up to [`MAX_RECORD_BYTES`] and [`MAX_RECORD_LINES`]. `None` at the end of
+    /// the file.
+    fn gather(&mut self) -> Result<Option<Gathered>, Halt> {
         self.record.clear();
         let mut state = QuoteState::FieldStart;
         let mut gathered: Option<Gathered> = None;
+        // The record's bytes in the file, which the limit counts (the text may differ: no BOM,
+        // bad bytes replaced).
+        let mut held = 0;
         loop {
             let start = self.record.len();
             let next = match self.pending.pop_front() {
                 Some(p) => {
                     self.record.push_str(&p.text);
+                    held += p.raw_len;
                     Some((p.line, p.bad))
                 }
-                None => match self.next_physical()? {
-                    Some(line) => {
+                None => match self.next_physical(MAX_RECORD_BYTES - held)? {
+                    Some(Line::Whole(line)) => {
                         let mut record = std::mem::take(&mut self.record);
                         let bad = self.decode(line, &mut record);
                         self.record = record;
+                        held += self.lines.raw().len();
                         Some((line, bad))
+                    }
+                    Some(Line::TooLong(line)) => {
+                        let first = gathered.map_or(line, |g| g.first);
+                        // The start of the line says whether a quote is left open; its bad
+                        // bytes, if any, are beside the point now.
+                        let cut = String::from_utf8_lossy(self.lines.raw()).into_owned();
+                        self.record.push_str(&cut);
+                        return Err(self.overlong(first, &bytes_limit()));
                     }
                     None => None,
                 },
@@ -638,23 +820,61 @@ impl<R: BufRead> Scanner<R> {
             };
             let g = gathered.get_or_insert(Gathered { first: line, bad });
             g.bad |= bad;
+            let first = g.first;
             state = state.feed(&self.record.as_bytes()[start..], self.delimiter);
             if state != QuoteState::Quoted {
                 break;
+            }
+            if line - first + 1 >= MAX_RECORD_LINES {
+                return Err(self.overlong(first, &lines_limit()));
             }
         }
         Ok(gathered)
     }
 
-    /// Reads the next physical line from the file; its number, or `None` at the end.
-    fn next_physical(&mut self) -> io::Result<Option<u64>> {
-        let line = self.lines.next_line()?;
-        if line.is_some_and(|l| l > u64::from(u32::MAX)) {
+    /// Reports a record (starting on line `first`, its text so far in `record`) that passed
+    /// `limit`, at the quote it leaves open if there is one, and stops the reading: where such a
+    /// record ends cannot be known without reading on, possibly forever.
+    fn overlong(&mut self, first: u64, limit: &str) -> Halt {
+        let mut fields = Vec::new();
+        let open = first_record(&self.record, self.delimiter, first, &mut fields)
+            .and_then(|info| info.unterminated);
+        match open {
+            Some(at) => self.problems.add(
+                at,
+                format!(
+                    "the quoted field opened on this line is still open after {limit}, more \
+                     than any plan row needs: is its closing quote missing? reading stopped here"
+                ),
+            ),
+            None => self.problems.add(
+                first,
+                format!(
+                    "record longer than {limit}, more than any plan row needs: is this a CSV \
+                     plan? reading stopped here"
+                ),
+            ),
+        }
+        self.record.clear();
+        Halt::Limit
+    }
+
+    /// Reads the next physical line from the file, keeping at most `max` bytes of it; `None`
+    /// at the end.
+    fn next_physical(&mut self, max: usize) -> Result<Option<Line>, Halt> {
+        let line = self.lines.next_line(max)?;
+        if let Some(Line::Whole(n) | Line::TooLong(n)) = line
+            && n > u64::from(u32::MAX)
+        {
             // The tables of the checks across rows store lines in four bytes.
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("the plan has more than {} lines", u32::MAX),
-            ));
+            self.problems.add(
+                n,
+                format!(
+                    "the plan has more than {} lines; reading stopped here",
+                    u32::MAX
+                ),
+            );
+            return Err(Halt::Limit);
         }
         Ok(line)
     }
@@ -694,21 +914,31 @@ impl<R: BufRead> Scanner<R> {
 }
 
 /// Splits the gathered text of one record (starting on physical line `line`) into `fields`.
+/// `None` when the text is empty, as the first line is when it holds nothing but the BOM:
+/// such a line is blank.
 fn first_record<'t>(
     text: &'t str,
     delimiter: u8,
     line: u64,
     fields: &mut Vec<Cow<'t, str>>,
-) -> RecordInfo {
+) -> Option<RecordInfo> {
     let mut records = Records::starting_at(text, delimiter, line);
-    let info = records
-        .next_into(fields)
-        .expect("a gathered record holds at least one line");
+    let info = records.next_into(fields)?;
     debug_assert!(
         records.next_into(&mut Vec::new()).is_none(),
         "the lines gathered for one record are one record to the tokenizer"
     );
-    info
+    Some(info)
+}
+
+/// [`MAX_RECORD_BYTES`] as messages say it.
+fn bytes_limit() -> String {
+    format!("{} KiB", MAX_RECORD_BYTES / 1024)
+}
+
+/// [`MAX_RECORD_LINES`] as messages say it.
+fn lines_limit() -> String {
+    format!("{MAX_RECORD_LINES} lines")
 }
 
 const UNTERMINATED: &str =
@@ -748,6 +978,15 @@ enum Column {
     Unnamed,
 }
 
+/// The number of columns a header's `fields` make: up to the last named one, since
+/// spreadsheets export empty cells after it.
+fn header_width(fields: &[Cow<'_, str>]) -> usize {
+    fields
+        .iter()
+        .rposition(|f| !f.trim().is_empty())
+        .map_or(0, |i| i + 1)
+}
+
 /// The header: which column is which.
 struct Header {
     /// The columns up to the last named one; empty header cells after it are ignored.
@@ -773,10 +1012,7 @@ fn fold_name(name: &str) -> String {
 impl Header {
     /// Reads the header record on `line`, reporting every problem with it.
     fn read(fields: &[Cow<'_, str>], line: u64, delimiter: u8, problems: &mut Problems) -> Header {
-        let width = fields
-            .iter()
-            .rposition(|f| !f.trim().is_empty())
-            .map_or(0, |i| i + 1);
+        let width = header_width(fields);
         let mut header = Header {
             columns: Vec::with_capacity(width),
             index: [None; 6],
@@ -844,7 +1080,9 @@ impl Header {
                     .iter()
                     .enumerate()
                     .find_map(|(i, c)| match c {
-                        Column::Annotation(h) if cells::edit_distance(&fold_name(h), name) <= 2 => {
+                        Column::Annotation(h)
+                            if cells::distance_within(&fold_name(h), name, 2).is_some() =>
+                        {
                             Some(format!(
                                 " (column {} is {}; did you mean '{name}'?)",
                                 i + 1,
@@ -1569,7 +1807,7 @@ mod tests {
         );
         assert_eq!(
             problems(b"\xEF\xBB\xBF\r\n\r\n"),
-            ["0: the plan has no rows: the file is empty"]
+            ["0: the plan has no rows: the file holds nothing but blank lines"]
         );
         assert_eq!(
             problems_of("account,action,target\n"),
@@ -1579,6 +1817,313 @@ mod tests {
             problems_of("account,action,target\r\n\r\n,,\r\n"),
             ["0: the plan has no rows"]
         );
+    }
+
+    #[test]
+    fn files_with_next_to_nothing_in_them_are_refused_with_a_clear_problem() {
+        let blank = "0: the plan has no rows: the file holds nothing but blank lines";
+        let no_rows = "0: the plan has no rows";
+        let no_header = "1: missing required columns account, action and target: the first line \
+                         must be a header such as account,action,target";
+        let cases: [(&[u8], &[&str]); 13] = [
+            (b"", &["0: the plan has no rows: the file is empty"]),
+            // A BOM and nothing else: its line holds no text at all once the BOM is taken off.
+            (b"\xEF\xBB\xBF", &[blank]),
+            (b"\xEF\xBB\xBF\n", &[blank]),
+            (b"\xEF\xBB\xBF\r", &[blank]),
+            (b"\xEF\xBB\xBF\xEF\xBB\xBF", &[no_rows, no_header]),
+            (b"\n\n\n", &[blank]),
+            (b"\r", &[blank]),
+            (b" \t \r\n,,,\n", &[blank]),
+            (b"account,action,target", &[no_rows]),
+            (b"\xEF\xBB\xBFaccount,action,target\r\n\r\n", &[no_rows]),
+            (b"\0\0\0", &[no_rows, no_header]),
+            (
+                b"\xFF",
+                &[
+                    no_rows,
+                    "1: not valid UTF-8 (byte 0xFF at column 1); save the plan as UTF-8 \
+                     (\"CSV UTF-8\" in Excel)",
+                    no_header,
+                ],
+            ),
+            (
+                b"account,action,target\nTECH\\a\0,restore-all-vms,on\n",
+                &["2: account name 'TECH\\\\a\\0' holds a line break or another control character"],
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(problems(bytes), want, "{}", bytes.escape_ascii());
+            assert_eq!(parse_chunked(bytes, 1), outcome(parse("plan.csv", bytes)));
+            let (_dir, _path, checked) = checked(bytes);
+            assert_eq!(checked.unwrap_err().0.len(), want.len());
+        }
+    }
+
+    /// A reader of `len` bytes of `byte` (endless when `None`) that counts what was read
+    /// from it.
+    struct Endless {
+        byte: u8,
+        left: Option<u64>,
+        read: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+
+    impl io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = match self.left {
+                Some(left) => buf.len().min(usize::try_from(left).unwrap_or(usize::MAX)),
+                None => buf.len(),
+            };
+            buf[..n].fill(self.byte);
+            if let Some(left) = &mut self.left {
+                *left -= n as u64;
+            }
+            self.read.set(self.read.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    /// The problems of a plan made of `head` and then `byte` repeated (forever when `len` is
+    /// `None`), and how many bytes were read to find them.
+    fn problems_of_endless(head: &[u8], byte: u8, len: Option<u64>) -> (Vec<String>, u64) {
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let tail = Endless {
+            byte,
+            left: len,
+            read: read.clone(),
+        };
+        let reader = BufReader::with_capacity(8 * 1024, io::Read::chain(head, tail));
+        let got = match read_plan("plan.csv", reader) {
+            Ok(plan) => panic!("accepted: {:?}", plan.rows),
+            Err(e) => {
+                e.0.iter()
+                    .map(|p| format!("{}: {}", p.line, p.message))
+                    .collect()
+            }
+        };
+        (got, read.get())
+    }
+
+    /// The most a reading may take beyond the limit of one record: a read buffer or two.
+    const SLACK: u64 = 16 * 1024;
+
+    #[test]
+    fn a_file_without_line_breaks_is_refused_after_one_record() {
+        let too_long = "record longer than 64 KiB, more than any plan row needs: is this a CSV \
+                        plan? reading stopped here";
+        // 64 MiB of zeros, as `/dev/zero` gives, and an endless run of text: both are refused
+        // at the first line once 64 KiB are read, and nothing much after that is read.
+        for (byte, len) in [(0u8, Some(64 << 20)), (b'x', None), (0xff, None)] {
+            let (got, read) = problems_of_endless(b"", byte, len);
+            assert_eq!(got, [format!("1: {too_long}")], "byte {byte}");
+            assert!(
+                read <= (MAX_RECORD_BYTES as u64) + SLACK,
+                "{read} bytes read"
+            );
+        }
+        // A row after the header.
+        let (got, read) =
+            problems_of_endless(b"account,action,target\na,restore-all-vms,", b'n', None);
+        assert_eq!(got, [format!("2: {too_long}")]);
+        assert!(
+            read <= (MAX_RECORD_BYTES as u64) + SLACK,
+            "{read} bytes read"
+        );
+        // A long row before the limit is read as any other.
+        let comment = "c".repeat(MAX_RECORD_BYTES - 100);
+        let plan = ok(&format!(
+            "account,action,target,comment\na,restore-all-vms,on,{comment}\nb,restore-all-vms,on,\n"
+        ));
+        assert_eq!(plan.rows[0].comment.as_deref(), Some(comment.as_str()));
+        // One byte over is refused, counted in bytes of the file, line break included.
+        let row = format!("a,restore-all-vms,on,{comment}");
+        let row = format!("{row}{}\r\n", "c".repeat(MAX_RECORD_BYTES - row.len() - 1));
+        assert_eq!(
+            problems_of(&format!("account,action,target,comment\n{row}")),
+            [format!("2: {too_long}")]
+        );
+        let row = format!("{}\n", row.trim_end());
+        assert!(
+            parse(
+                "p.csv",
+                format!("account,action,target,comment\n{row}").as_bytes()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_quote_never_closed_is_refused_at_its_line_after_one_record() {
+        let open = |limit: &str| {
+            format!(
+                "the quoted field opened on this line is still open after {limit}, more than any \
+                 plan row needs: is its closing quote missing? reading stopped here"
+            )
+        };
+        let head = b"account,action,target,comment\na,restore-all-vms,on,\n\nb,restore-all-vms,on,\"oops\n";
+        // Short lines: the lines run out first.
+        let (got, read) = problems_of_endless(head, b'\n', None);
+        assert_eq!(got, [format!("4: {}", open("1000 lines"))]);
+        assert!(read <= SLACK, "{read} bytes read");
+        // Long lines: the bytes run out first.
+        let (got, read) = problems_of_endless(head, b'x', None);
+        assert_eq!(got, [format!("4: {}", open("64 KiB"))]);
+        assert!(
+            read <= (MAX_RECORD_BYTES as u64) + SLACK,
+            "{read} bytes read"
+        );
+        // In the header too, where the lines are read ahead to find the delimiter.
+        let (got, _) = problems_of_endless(b"\n\naccount,\"action,target\n", b'\n', None);
+        assert_eq!(got, [format!("3: {}", open("1000 lines"))]);
+        let (got, _) = problems_of_endless(b"\n\naccount,\"action,target\n", b'x', None);
+        assert_eq!(got, [format!("3: {}", open("64 KiB"))]);
+        // A quoted cell over many lines, as long as the limit allows, is a cell like any other.
+        let lines = "x\n".repeat(MAX_RECORD_LINES as usize);
+        let plan = ok(&format!(
+            "account,action,target,comment\na,restore-all-vms,on,\"{}\"\nb,restore-all-vms,on,\n",
+            lines.trim_end()
+        ));
+        assert_eq!(plan.rows[1].line, MAX_RECORD_LINES + 2);
+        assert_eq!(
+            problems_of(&format!(
+                "account,action,target,comment\na,restore-all-vms,on,\"{lines}\"\n"
+            )),
+            [format!("2: {}", open("1000 lines"))]
+        );
+    }
+
+    #[test]
+    fn blank_lines_before_the_header_are_bounded_too() {
+        let (got, read) = problems_of_endless(b"", b'\n', None);
+        assert_eq!(
+            got,
+            [
+                "65537: no header within the first 64 KiB: only blank lines so far; is this a CSV \
+              plan? reading stopped here"
+            ]
+        );
+        assert!(
+            read <= (MAX_RECORD_BYTES as u64) + SLACK,
+            "{read} bytes read"
+        );
+        // A header after a few blank lines is found where it is.
+        let plan = ok("\n\r\n ,,\naccount,action,target\na,restore-all-vms,on\n");
+        assert_eq!(plan.rows[0].line, 5);
+    }
+
+    #[test]
+    fn a_header_wider_than_the_limit_is_refused() {
+        let header = |columns: usize| {
+            let mut names = vec!["account".to_string(), "action".into(), "target".into()];
+            names.extend((names.len()..columns).map(|i| format!("note{i}")));
+            names.join(",")
+        };
+        let plan = ok(&format!("{}\na,restore-all-vms,on\n", header(MAX_COLUMNS)));
+        assert_eq!(plan.rows.len(), 1);
+        // Empty cells after the last name are not columns (spreadsheets export them).
+        ok(&format!(
+            "{}{}\na,restore-all-vms,on\n",
+            header(MAX_COLUMNS),
+            ",".repeat(1000)
+        ));
+        assert_eq!(
+            problems_of(&format!(
+                "{}\na,restore-all-vms,on\n",
+                header(MAX_COLUMNS + 1)
+            )),
+            [
+                "1: the header has 65 columns, more than the 64 a plan may have; is this a plan? \
+              reading stopped here"
+            ]
+        );
+        // Refused alone, before its duplicate names are reported one by one.
+        assert_eq!(
+            problems_of(&"c,".repeat(5000)),
+            [
+                "1: the header has 5000 columns, more than the 64 a plan may have; is this a plan? \
+              reading stopped here"
+            ]
+        );
+    }
+
+    #[test]
+    fn reading_stops_after_so_many_problems() {
+        let mut text = String::from("account,action,target\n");
+        for i in 0..3 * MAX_PROBLEMS {
+            text.push_str(&format!("TECH\\u{i},frobnicate,x\n"));
+        }
+        let got = problems_of(&text);
+        assert_eq!(got.len(), MAX_PROBLEMS + 1);
+        assert_eq!(
+            got.last().unwrap(),
+            &format!(
+                "{}: more than {MAX_PROBLEMS} problems: reading stopped here; fix these first",
+                MAX_PROBLEMS + 1
+            )
+        );
+        // Random bytes stop there too, whatever their size.
+        let mut noise = Vec::new();
+        let mut x: u32 = 2463534242;
+        for _ in 0..(4 << 20) {
+            // xorshift: noise without a dependency, the same on every run.
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            noise.push(x as u8);
+        }
+        let got = problems(&noise);
+        assert!(got.len() <= MAX_PROBLEMS + 8, "{} problems", got.len());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_a_regular_file_is_a_plan() {
+        for device in ["/dev/zero", "/dev/urandom", "/dev/null"] {
+            let path = Path::new(device);
+            for err in [check(path).unwrap_err(), load(path).unwrap_err()] {
+                assert_eq!(
+                    err.to_string(),
+                    format!(
+                        "{device}: not a regular file: a plan is a file that can be read twice, \
+                         not a device, pipe or directory"
+                    )
+                );
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            check(dir.path())
+                .unwrap_err()
+                .to_string()
+                .ends_with(": not a regular file: a plan is a file that can be read twice, not a device, pipe or directory")
+        );
+        // A regular file of zeros is read up to the limit.
+        let path = dir.path().join("zeros.csv");
+        std::fs::write(&path, vec![0u8; 8 << 20]).unwrap();
+        let err = check(&path).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].line, 1);
+        assert!(err.0[0].message.starts_with("record longer than 64 KiB"));
+    }
+
+    #[test]
+    fn escape_sequences_in_cells_and_file_names_are_escaped_in_messages() {
+        let text = "account,action,target\n\
+                    TECH\\a,\x1b]0;pwned\x07,on\n\
+                    TECH\\b\x1b[2J,restore-all-vms,maybe\x1b[2J\n";
+        let err = parse("plan\x1b[31m.csv", text.as_bytes()).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            !shown.contains('\x1b') && !shown.contains('\x07'),
+            "{shown:?}"
+        );
+        assert!(
+            shown.contains("plan\\u{1b}[31m.csv:2: unknown action '\\u{1b}]0;pwned\\u{7}'"),
+            "{shown}"
+        );
+        assert!(shown.contains("'maybe\\u{1b}[2J'"), "{shown}");
+        // What the error holds is what the plan held: escaping is for showing it.
+        assert!(err.0.iter().any(|e| e.message.contains("\x1b]0;pwned\x07")));
     }
 
     #[test]
@@ -1748,6 +2293,18 @@ mod tests {
         plans.push(b"\xEF\xBB\xBFaccount;action;target\r\na;restore-all-vms;on\r\n".to_vec());
         plans.push(b"\xFF\xFEa\x00,\x00b\x00\n\x00".to_vec());
         plans.push(b"\xEF\xBB\xBF\xFF\n".to_vec());
+        plans.push(b"\xEF\xBB\xBF".to_vec());
+        plans.push(b"\r".to_vec());
+        // Past the limits: a long line, a quote open over too many lines, in the header too.
+        let mut long = b"account,action,target\r\na,restore-all-vms,on\r\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES));
+        plans.push(long);
+        let mut open = b"account,action,target\r\na,\"restore-all-vms\r\n".to_vec();
+        open.extend(b"\r\n".repeat(MAX_RECORD_LINES as usize));
+        plans.push(open);
+        let mut header = b"\r\naccount;action;\"target\r".to_vec();
+        header.extend(b"\r\n".repeat(MAX_RECORD_LINES as usize));
+        plans.push(header);
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
         for dir in [root.clone(), root.join("bad")] {
             for entry in std::fs::read_dir(dir).unwrap() {

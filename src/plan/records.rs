@@ -50,10 +50,23 @@ pub(super) fn bad_utf8(raw: &[u8], line: u64) -> Option<BadLine> {
 pub(super) fn invalid_utf8_lines(bytes: &[u8]) -> Vec<BadLine> {
     let mut lines = LineReader::new(bytes);
     let mut bad = Vec::new();
-    while let Some(line) = lines.next_line().expect("reading a byte slice cannot fail") {
+    while let Some(Line::Whole(line)) = lines
+        .next_line(usize::MAX)
+        .expect("reading a byte slice cannot fail")
+    {
         bad.extend(bad_utf8(lines.raw(), line));
     }
     bad
+}
+
+/// What [`LineReader::next_line`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Line {
+    /// A whole physical line: its number (1-based).
+    Whole(u64),
+    /// A line longer than the most that was asked for: its number; only its first bytes were
+    /// read.
+    TooLong(u64),
 }
 
 /// Reads a plan's bytes one physical line at a time (`\n`, `\r\n` and a lone `\r` each end a
@@ -79,11 +92,16 @@ impl<R: BufRead> LineReader<R> {
         }
     }
 
-    /// Reads the next physical line into [`raw`](Self::raw) and returns its number (1-based);
-    /// `None` at the end of the input. A final line without a terminator is still a line; the
-    /// empty text after a final terminator is not.
-    pub(super) fn next_line(&mut self) -> io::Result<Option<u64>> {
+    /// Reads the next physical line into [`raw`](Self::raw), keeping at most `max` bytes of
+    /// it; `None` at the end of the input. A final line without a terminator is still a line;
+    /// the empty text after a final terminator is not.
+    ///
+    /// A line longer than `max` bytes (its terminator included) is read no further: it comes
+    /// back as [`Line::TooLong`] with its first `max` bytes, so that a file without line
+    /// breaks (`/dev/zero`, a binary) never makes the line grow without bound.
+    pub(super) fn next_line(&mut self, max: usize) -> io::Result<Option<Line>> {
         self.raw.clear();
+        let mut too_long = false;
         loop {
             let buf = match self.inner.fill_buf() {
                 Ok(buf) => buf,
@@ -95,7 +113,7 @@ impl<R: BufRead> LineReader<R> {
             }
             // A `\r` that ended the previous buffer is a line break of its own unless a `\n`
             // follows, which then belongs to the same break.
-            let (take, done) = if self.raw.last() == Some(&b'\r') {
+            let (mut take, mut done) = if self.raw.last() == Some(&b'\r') {
                 (usize::from(buf[0] == b'\n'), true)
             } else {
                 match buf.iter().position(|&b| b == b'\n' || b == b'\r') {
@@ -109,6 +127,12 @@ impl<R: BufRead> LineReader<R> {
                     None => (buf.len(), false),
                 }
             };
+            let room = max.saturating_sub(self.raw.len());
+            if take > room {
+                take = room;
+                too_long = true;
+                done = true;
+            }
             self.raw.extend_from_slice(&buf[..take]);
             self.hasher.update(&buf[..take]);
             self.inner.consume(take);
@@ -116,11 +140,20 @@ impl<R: BufRead> LineReader<R> {
                 break;
             }
         }
-        if self.raw.is_empty() {
+        if self.raw.is_empty() && !too_long {
             return Ok(None);
         }
         self.line += 1;
-        Ok(Some(self.line))
+        Ok(Some(if too_long {
+            Line::TooLong(self.line)
+        } else {
+            Line::Whole(self.line)
+        }))
+    }
+
+    /// The number of the line read last (0 before the first).
+    pub(super) fn line(&self) -> u64 {
+        self.line
     }
 
     /// The bytes of the line read last, its terminator included.
@@ -177,6 +210,12 @@ impl DelimiterDetector {
             }
         }
         self.done
+    }
+
+    /// Whether the header has begun: something other than whitespace and delimiters was fed
+    /// (a quote included).
+    pub(super) fn in_header(&self) -> bool {
+        self.line_has_content
     }
 
     /// The delimiter, from what was fed so far.
@@ -545,7 +584,7 @@ mod tests {
             assert!(r.next_into(&mut fields).is_none(), "{record:?}");
             record.clear();
         };
-        while let Some(line) = lines.next_line().unwrap() {
+        while let Some(Line::Whole(line)) = lines.next_line(usize::MAX).unwrap() {
             if record.is_empty() {
                 first = line;
             }
@@ -585,7 +624,7 @@ mod tests {
         for chunk in 1..=bytes.len() {
             let mut lines = LineReader::new(io::BufReader::with_capacity(chunk, &bytes[..]));
             let mut got = Vec::new();
-            while let Some(n) = lines.next_line().unwrap() {
+            while let Some(Line::Whole(n)) = lines.next_line(usize::MAX).unwrap() {
                 got.push((n, String::from_utf8(lines.raw().to_vec()).unwrap()));
             }
             let want: Vec<(u64, String)> = ["a\r\n", "b\r", "c\n", "\r", "\r\n", "\n", "d\r"]
@@ -596,6 +635,27 @@ mod tests {
             assert_eq!(got, want, "chunk {chunk}");
             assert_eq!(lines.sha256(), hex::encode(Sha256::digest(bytes)));
         }
+    }
+
+    #[test]
+    fn the_line_reader_reads_no_more_of_a_line_than_it_is_asked_for() {
+        let bytes = b"abcd\r\nefg\rhi";
+        for chunk in 1..=bytes.len() {
+            let read = |max: usize| {
+                let mut lines = LineReader::new(io::BufReader::with_capacity(chunk, &bytes[..]));
+                let first = lines.next_line(max).unwrap();
+                (first, lines.raw().to_vec())
+            };
+            // The line with its terminator is six bytes: five are not enough.
+            assert_eq!(read(6), (Some(Line::Whole(1)), b"abcd\r\n".to_vec()));
+            assert_eq!(read(5), (Some(Line::TooLong(1)), b"abcd\r".to_vec()));
+            assert_eq!(read(2), (Some(Line::TooLong(1)), b"ab".to_vec()));
+            assert_eq!(read(0), (Some(Line::TooLong(1)), Vec::new()));
+        }
+        let mut lines = LineReader::new(&b"ab\rc"[..]);
+        assert_eq!(lines.next_line(3).unwrap(), Some(Line::Whole(1)));
+        assert_eq!(lines.next_line(1).unwrap(), Some(Line::Whole(2)));
+        assert_eq!(lines.next_line(0).unwrap(), None);
     }
 
     #[test]

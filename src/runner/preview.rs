@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::plan::{AccountRef, Action, Plan};
+use crate::text;
 
 use super::Job;
 use super::accounts;
@@ -61,7 +62,7 @@ pub struct Preview {
 }
 
 impl Preview {
-    /// The preview as text, one row a line.
+    /// The preview as text, one row a line, with control characters escaped.
     pub fn text(&self, file: &str) -> String {
         let mut out = String::new();
         for r in &self.rows {
@@ -70,16 +71,17 @@ impl Preview {
                 Prediction::Noop(d) => ("no-op ", d),
                 Prediction::Fail(d) => ("FAIL  ", d),
             };
-            // A failure's detail may quote the server, whose escape sequences must not reach
+            // Names come from the plan and details from the server: shown, never acted on by
             // the terminal.
             let _ = writeln!(
                 out,
-                "{file}:{}: {word} {} {} {}: {}",
+                "{}:{}: {word} {} {} {}: {}",
+                text::printable(file),
                 r.line,
-                r.account,
-                r.action,
-                r.target,
-                crate::text::printable(detail)
+                text::printable(&r.account),
+                text::printable(&r.action),
+                text::printable(&r.target),
+                text::printable(detail)
             );
         }
         let _ = writeln!(
@@ -300,4 +302,31 @@ async fn predict_account(
         out.push((i, p));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_escapes_what_came_from_the_plan_and_the_server() {
+        let preview = Preview {
+            rows: vec![PreviewRow {
+                line: 2,
+                account: "TECH\\\u{202E}a\u{1b}[2J".into(),
+                action: "assign-role".into(),
+                target: "Portal\u{1b}]0;pwned\u{7}".into(),
+                prediction: Prediction::Fail("unknown role 'Portal\u{1b}]0;pwned\u{7}'".into()),
+            }],
+            changes: 0,
+            noops: 0,
+            failures: 1,
+        };
+        assert_eq!(
+            preview.text("p\u{1b}.csv"),
+            "p\\u{1b}.csv:2: FAIL   TECH\\\\u{202e}a\\u{1b}[2J assign-role Portal\\u{1b}]0;pwned\\u{7}: \
+             unknown role 'Portal\\u{1b}]0;pwned\\u{7}'\n\
+             1 rows: 0 would change, 0 already in place, 1 would fail\n"
+        );
+    }
 }

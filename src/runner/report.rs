@@ -153,7 +153,7 @@ async fn consume(
         {
             last_line = Instant::now();
             let secs = started.elapsed().as_secs_f64();
-            eprintln!(
+            crate::console::errln!(
                 "progress: {}/{} rows (applied {}, no-op {}, failed {}), {} requests, {:.1} rows/s",
                 summary.done(),
                 rows,
