@@ -51,6 +51,12 @@ pub enum Act {
     Answer(Response),
     /// Forward it and pass the answer on with its body rewritten.
     Edit(Box<dyn FnOnce(String) -> String + Send>),
+    /// Answer this once the future is done (requests held to be answered together); the
+    /// emulator never sees the request.
+    AnswerWhen(
+        Response,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ),
 }
 
 type Script = dyn Fn(&Seen) -> Act + Send + Sync;
@@ -142,6 +148,10 @@ async fn handle(
     inner.seen.lock().unwrap().push(seen.clone());
     let edit = match (inner.script)(&seen) {
         Act::Answer(answer) => return answer,
+        Act::AnswerWhen(answer, ready) => {
+            ready.await;
+            return answer;
+        }
         Act::Forward => None,
         Act::Edit(edit) => Some(edit),
     };
@@ -421,21 +431,26 @@ async fn a_retry_after_no_one_should_wait_fails_the_request_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_the_server_asks_for_is_waited_out_and_said_once() {
     let emu = emulator().await;
-    // The reads of an account's roles that arrive within half a second of the first are refused:
-    // those in flight together, which all get the same answer at about the same moment.
-    let first_refusal: Mutex<Option<Instant>> = Mutex::new(None);
+    // The first two reads of an account's roles are refused together, as a busy server answers
+    // the workers in flight: each is held until the other has come, then both get a 503 at the
+    // same moment. (Held for 10 s at most, which fails the test below.)
+    let together = Arc::new(tokio::sync::Barrier::new(2));
     let refused = Arc::new(AtomicU64::new(0));
-    let count = refused.clone();
+    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (count, late) = (refused.clone(), timed_out.clone());
     let hostile = Hostile::start(&emu, move |s| {
         let account_roles = s.method == "GET"
             && s.path.contains("/security/accounts/")
             && s.path.ends_with("/roles");
-        let mut first = first_refusal.lock().unwrap();
-        if account_roles
-            && first.get_or_insert_with(Instant::now).elapsed() < Duration::from_millis(500)
-        {
-            count.fetch_add(1, Ordering::SeqCst);
-            Act::Answer(error(503, &[("retry-after", "1")], "busy"))
+        if account_roles && count.fetch_add(1, Ordering::SeqCst) < 2 {
+            let (together, late) = (together.clone(), late.clone());
+            let ready = async move {
+                let waited = tokio::time::timeout(Duration::from_secs(10), together.wait()).await;
+                if waited.is_err() {
+                    late.store(true, Ordering::SeqCst);
+                }
+            };
+            Act::AnswerWhen(error(503, &[("retry-after", "1")], "busy"), Box::pin(ready))
         } else {
             Act::Forward
         }
@@ -445,8 +460,12 @@ async fn a_pause_the_server_asks_for_is_waited_out_and_said_once() {
     let started = Instant::now();
     let out = run(&emu, &hostile, &db, &["apply", &plan], 0).await;
     assert!(started.elapsed() >= Duration::from_secs(1));
-    // Several workers were refused together, and the pause was said once, not by each.
-    assert!(refused.load(Ordering::SeqCst) > 1);
+    // Two workers were refused together, and the pause was said once, not by each.
+    assert!(refused.load(Ordering::SeqCst) >= 2);
+    assert!(
+        !timed_out.load(Ordering::SeqCst),
+        "no second read came while the first was held"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         stderr
