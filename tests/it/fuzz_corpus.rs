@@ -22,3 +22,18 @@ fn replay(name: &str, target: fn(&[u8])) {
         assert!(outcome.is_ok(), "{} panicked on {}", name, path.display());
     }
 }
+
+#[test]
+fn xml_corpus() {
+    replay("xml", embatch::fuzzing::xml)
+}
+
+#[test]
+fn json_corpus() {
+    replay("json", embatch::fuzzing::json)
+}
+
+#[test]
+fn plan_corpus() {
+    replay("plan", embatch::fuzzing::plan);
+}
