@@ -154,6 +154,10 @@ pub struct ApplyLike {
     pub db: PathBuf,
     /// Output format of the summary.
     pub output: OutputFormat,
+    /// Do not ask for confirmation.
+    pub yes: bool,
+    /// Wait for another run on the server to end instead of refusing to start.
+    pub wait: bool,
 }
 
 /// What `replay`, `undo` and `resume` share.
@@ -171,6 +175,10 @@ pub struct FollowUpSettings {
     pub max_failures: Option<u64>,
     /// Output format of the summary.
     pub output: OutputFormat,
+    /// Do not ask for confirmation.
+    pub yes: bool,
+    /// Wait for another run on the server to end instead of refusing to start.
+    pub wait: bool,
 }
 
 /// Text for people, or JSON for scripts.
@@ -241,6 +249,8 @@ pub struct ApplySettings {
     pub max_changes: Option<u64>,
     /// Do not ask for confirmation.
     pub yes: bool,
+    /// Wait for another run on the server to end instead of refusing to start.
+    pub wait: bool,
     /// Output format of the summary.
     pub output: OutputFormat,
 }
@@ -372,7 +382,9 @@ pub async fn run(command: Command) -> Exit {
                 AppError::Run(RunError::Connect { .. } | RunError::Resolve { .. }) => {
                     Exit::Connection
                 }
-                AppError::Run(RunError::Audit(_) | RunError::LogFailed { .. })
+                AppError::Run(
+                    RunError::Audit(_) | RunError::LogFailed { .. } | RunError::Locked(_),
+                )
                 | AppError::Audit(_) => Exit::Usage,
                 AppError::Emulator(_) | AppError::Io(_) | AppError::Run(RunError::Internal(_)) => {
                     Exit::RowsFailed
@@ -624,17 +636,28 @@ fn guard_blast_radius(plan: &PlanFile, s: &ApplySettings) -> Result<(), AppError
             blast.total()
         )));
     }
-    errln!(
-        "embatch: {} rows may change something: {}",
-        blast.total(),
-        blast_text(blast)
-    );
-    if !s.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        err!(
-            "Apply {} to {}? [y/N] ",
+    confirm(
+        &format!(
+            "{} rows may change something: {}",
+            blast.total(),
+            blast_text(blast)
+        ),
+        &format!(
+            "Apply {} to {}?",
             text::printable(&plan.file),
             s.connect.url.as_ref().map(Url::as_str).unwrap_or("?")
-        );
+        ),
+        s.yes,
+    )
+}
+
+/// Says on stderr what a command may change (`summary`), and on a terminal, unless `yes`, asks
+/// `question` and refuses anything but a yes. Every command that may change EM comes here
+/// before its first request.
+fn confirm(summary: &str, question: &str, yes: bool) -> Result<(), AppError> {
+    errln!("embatch: {summary}");
+    if !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        err!("{question} [y/N] ");
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
@@ -642,6 +665,19 @@ fn guard_blast_radius(plan: &PlanFile, s: &ApplySettings) -> Result<(), AppError
         }
     }
     Ok(())
+}
+
+/// What the jobs of a run derived from the log may change, counted by action.
+fn jobs_text(jobs: &[runner::Job]) -> String {
+    let mut actions = plan::Actions::default();
+    for job in jobs {
+        actions.count(&job.row.action);
+    }
+    format!(
+        "{} rows may change something: {}",
+        actions.total(),
+        blast_text(&actions)
+    )
 }
 
 /// The run's settings as recorded in `runs.options`: the pace and limits every run that talks
@@ -692,31 +728,76 @@ async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     } else {
         Reporter::Stderr
     };
-    let rows = plan.rows()?;
-    let mut spec = RunSpec::apply_stream(plan.file, plan.sha256, plan.rows, Box::new(rows));
-    if s.rebuild_scopes {
-        spec.rebuild_scopes = ScopeRebuild::IfScopesAdded;
-    }
-    run_spec(spec, settings, &s.db, reporter, s.output).await
+    // Read again for each try: a run that waited for the lock reads the plan when it starts.
+    let mut make = || -> Result<RunSpec, AppError> {
+        let rows = plan.rows()?;
+        let mut spec = RunSpec::apply_stream(
+            plan.file.clone(),
+            plan.sha256.clone(),
+            plan.rows,
+            Box::new(rows),
+        );
+        if s.rebuild_scopes {
+            spec.rebuild_scopes = ScopeRebuild::IfScopesAdded;
+        }
+        Ok(spec)
+    };
+    let how = RunHow {
+        db: &s.db,
+        reporter,
+        output: s.output,
+        wait: s.wait,
+    };
+    run_spec(&mut make, settings, how).await
 }
 
-/// Runs `spec` with a fresh audit writer and prints the summary.
-async fn run_spec(
-    spec: RunSpec,
-    settings: RunSettings,
-    db: &Path,
+/// Where and how a run goes: its log, its progress display and summary, and whether it waits
+/// for the lock of its server.
+struct RunHow<'a> {
+    db: &'a Path,
     reporter: Reporter,
     output: OutputFormat,
+    wait: bool,
+}
+
+/// Runs the spec `make` builds with a fresh audit writer and prints the summary. With `wait`, it
+/// first waits until no other live run holds the lock of the server, and waits again if another
+/// run took the lock first; the spec is built anew for each try, since what the run derives
+/// from the log or the plan may have changed meanwhile.
+async fn run_spec(
+    make: &mut dyn FnMut() -> Result<RunSpec, AppError>,
+    settings: RunSettings,
+    how: RunHow<'_>,
 ) -> Result<Exit, AppError> {
-    let writer = AuditWriter::spawn(db)?;
     let cancel = ctrl_c_token();
-    let result = runner::execute(spec, settings, writer.handle(), cancel, reporter).await;
-    // A run that failed says why first: when the log failed under it, closing fails the same way.
-    let closed = writer.close().await;
-    let report = result?;
-    closed?;
-    print_report(&report, db, output)?;
-    Ok(exit_for(&report))
+    loop {
+        if how.wait
+            && !runner::wait_for_lock(how.db, settings.client.base_url.as_str(), &cancel).await?
+        {
+            errln!("embatch: interrupted while waiting; nothing was sent");
+            return Ok(Exit::Interrupted);
+        }
+        let spec = make()?;
+        let writer = AuditWriter::spawn(how.db)?;
+        let result = runner::execute(
+            spec,
+            settings.clone(),
+            writer.handle(),
+            cancel.clone(),
+            how.reporter,
+        )
+        .await;
+        // A run that failed says why first: when the log failed under it, closing fails the
+        // same way.
+        let closed = writer.close().await;
+        let report = match result {
+            Err(RunError::Locked(_)) if how.wait => continue,
+            other => other?,
+        };
+        closed?;
+        print_report(&report, how.db, how.output)?;
+        return Ok(exit_for(&report));
+    }
 }
 
 fn exit_for(report: &RunReport) -> Exit {
@@ -813,6 +894,15 @@ fn runs(db: &Path) -> Result<Exit, AppError> {
             r.noop,
             r.failed,
             text::printable(r.plan_file.as_deref().unwrap_or("-"))
+        )?;
+    }
+    // The run lock, as Liquibase shows its lock table: who changes which server right now.
+    for holder in reader.lock_holders(None)? {
+        outln!(
+            "\nlock: {} is changing {}; other runs against that server wait for it (--wait) or \
+             are refused",
+            text::printable(&holder.to_string()),
+            text::printable(&holder.server_url)
         )?;
     }
     if let Some(newest) = resumable.first() {
@@ -1006,8 +1096,19 @@ async fn demo(s: DemoSettings) -> Result<Exit, AppError> {
         max_failures: None,
         options_json: serde_json::json!({"demo": true}).to_string(),
     };
-    let spec = RunSpec::apply(plan);
-    let exit = run_spec(spec, settings, &s.db, Reporter::Stderr, OutputFormat::Text).await?;
+    let mut spec = Some(RunSpec::apply(plan));
+    // The demo's log and emulator are its own: it never waits for a lock, so builds once.
+    let mut make = || {
+        spec.take()
+            .ok_or_else(|| AppError::Usage("the demo's run can start only once".into()))
+    };
+    let how = RunHow {
+        db: &s.db,
+        reporter: Reporter::Stderr,
+        output: OutputFormat::Text,
+        wait: false,
+    };
+    let exit = run_spec(&mut make, settings, how).await?;
     emu.shutdown().await;
     let db = s.db.display();
     outln!("\nThe audit log is {db}. Try next:")?;
@@ -1043,14 +1144,26 @@ fn recorded_run(s: &FollowUpSettings) -> Result<(AuditReader, RunInfo), AppError
     Ok((reader, run))
 }
 
-/// Runs a spec derived from `run`, with the follow-up command's settings.
+/// How a follow-up command derives its spec from the log again, when it waited for the lock and
+/// must start from what the log holds then.
+type Derive<'a> = &'a dyn Fn(&AuditReader, &RunInfo) -> Result<RunSpec, AppError>;
+
+/// Runs `spec`, derived from `run`, with the follow-up command's settings, once the operator
+/// confirmed what it may change (`verb` names the command in the question).
 async fn run_follow_up(
     s: &FollowUpSettings,
     run: &RunInfo,
     spec: RunSpec,
+    verb: &str,
+    derive: Derive<'_>,
     extra: serde_json::Value,
 ) -> Result<Exit, AppError> {
     let config = client_config(&s.connect, Some(run))?;
+    confirm(
+        &jobs_text(&spec.jobs),
+        &format!("{verb} run {} on {}?", run.run_id, config.base_url),
+        s.yes,
+    )?;
     let mut extra = extra;
     if let Some(extra) = extra.as_object_mut() {
         extra.insert("source_run".into(), run.run_id.into());
@@ -1066,17 +1179,32 @@ async fn run_follow_up(
     } else {
         Reporter::Stderr
     };
-    run_spec(spec, settings, &s.db, reporter, s.output).await
+    let mut first = Some(spec);
+    let mut make = || match first.take() {
+        Some(spec) => Ok(spec),
+        None => derive(&open_reader(&s.db)?, run),
+    };
+    let how = RunHow {
+        db: &s.db,
+        reporter,
+        output: s.output,
+        wait: s.wait,
+    };
+    run_spec(&mut make, settings, how).await
 }
 
 async fn replay(s: FollowUpSettings, failed_only: bool) -> Result<Exit, AppError> {
     let (reader, run) = recorded_run(&s)?;
-    let spec = history::replay(&reader, &run, failed_only)?;
+    let derive =
+        |reader: &AuditReader, run: &RunInfo| Ok(history::replay(reader, run, failed_only)?);
+    let spec = derive(&reader, &run)?;
     drop(reader);
     run_follow_up(
         &s,
         &run,
         spec,
+        "Replay",
+        &derive,
         serde_json::json!({ "failed_only": failed_only }),
     )
     .await
@@ -1099,7 +1227,27 @@ async fn resume(s: FollowUpSettings) -> Result<Exit, AppError> {
             spec.jobs.len()
         );
     }
-    run_follow_up(&s, &run, spec, serde_json::json!({ "resumed": true })).await
+    // After a wait, the run is read again: whoever held the lock may have finished it.
+    let derive = |reader: &AuditReader, run: &RunInfo| {
+        let now = reader.run(RunSelector::Id(run.run_id))?;
+        if now.status == "completed" {
+            return Err(AppError::History(format!(
+                "run {} was completed by another process while this one waited; there is \
+                 nothing to resume",
+                run.run_id
+            )));
+        }
+        Ok(history::resume(reader, &now)?)
+    };
+    run_follow_up(
+        &s,
+        &run,
+        spec,
+        "Resume",
+        &derive,
+        serde_json::json!({ "resumed": true }),
+    )
+    .await
 }
 
 async fn undo(
@@ -1165,10 +1313,17 @@ async fn undo(
         return Ok(Exit::Success);
     }
     plan.spec.force = force;
+    let derive = |reader: &AuditReader, run: &RunInfo| {
+        let mut spec = history::undo(reader, run)?.spec;
+        spec.force = force;
+        Ok(spec)
+    };
     let exit = run_follow_up(
         &s,
         &run,
         plan.spec,
+        "Undo",
+        &derive,
         serde_json::json!({ "force": force, "allow_partial": allow_partial }),
     )
     .await?;
@@ -1220,20 +1375,30 @@ fn report_new_ids(db: &Path, undone: i64, output: OutputFormat) -> Result<(), Ap
 
 async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
     let config = client_config(&s.connect, None)?;
-    let spec = RunSpec {
-        record: RunRecord::New {
-            kind: "rebuild-scopes".into(),
-            parent_run_id: None,
-            plan_file: None,
-            plan_sha256: None,
-            annotations: Vec::new(),
-        },
-        jobs: Vec::new(),
-        stream: None,
-        force: false,
-        known_refs: Default::default(),
-        earlier_failures: 0,
-        rebuild_scopes: ScopeRebuild::Always,
+    confirm(
+        &format!(
+            "starts one scope rebuild (RebuildUnprocessed) on {}",
+            config.base_url
+        ),
+        &format!("Start a scope rebuild on {}?", config.base_url),
+        s.yes,
+    )?;
+    let mut make = || {
+        Ok(RunSpec {
+            record: RunRecord::New {
+                kind: "rebuild-scopes".into(),
+                parent_run_id: None,
+                plan_file: None,
+                plan_sha256: None,
+                annotations: Vec::new(),
+            },
+            jobs: Vec::new(),
+            stream: None,
+            force: false,
+            known_refs: Default::default(),
+            earlier_failures: 0,
+            rebuild_scopes: ScopeRebuild::Always,
+        })
     };
     let settings = RunSettings {
         // The same settings as any run's, so the log shows the pace this one ran at too.
@@ -1248,7 +1413,13 @@ async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
         pace: s.pace,
         max_failures: None,
     };
-    run_spec(spec, settings, &s.db, Reporter::Quiet, s.output).await
+    let how = RunHow {
+        db: &s.db,
+        reporter: Reporter::Quiet,
+        output: s.output,
+        wait: s.wait,
+    };
+    run_spec(&mut make, settings, how).await
 }
 
 /// Writes the HTML report of one run.

@@ -212,6 +212,9 @@ pub struct RebuildArgs {
     #[command(flatten)]
     pub db: DbArgs,
 
+    #[command(flatten)]
+    pub changes: ChangeArgs,
+
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
@@ -232,6 +235,9 @@ pub struct FollowUpArgs {
     #[command(flatten)]
     pub db: DbArgs,
 
+    #[command(flatten)]
+    pub changes: ChangeArgs,
+
     /// Stop scheduling new rows after this many rows have failed.
     #[arg(long, value_name = "N")]
     pub max_failures: Option<u64>,
@@ -239,6 +245,20 @@ pub struct FollowUpArgs {
     /// Output format of the final summary.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
+}
+
+/// What every command that may change EM takes: the confirmation, and the wait for the lock.
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    /// Do not ask for confirmation on a terminal before changing anything. Without a terminal
+    /// nothing is asked; what may change is printed on stderr either way.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// If another live run is changing the same server from the same audit log, wait for it to
+    /// end instead of refusing to start (exit 2). One run at a time changes a server.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// `embatch replay`.
@@ -399,6 +419,9 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub db: DbArgs,
 
+    #[command(flatten)]
+    pub changes: ChangeArgs,
+
     /// Stop scheduling new rows after this many rows have failed.
     #[arg(long, value_name = "N")]
     pub max_failures: Option<u64>,
@@ -410,10 +433,6 @@ pub struct ApplyArgs {
     /// Refuse a plan with more than N rows that change something.
     #[arg(long, value_name = "N")]
     pub max_changes: Option<u64>,
-
-    /// Do not ask for confirmation on a terminal before changing anything.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
 
     /// After the rows, start one scope rebuild (RebuildUnprocessed) if the run added scopes,
     /// so they take effect now rather than at EM's daily rebuild.
@@ -611,7 +630,8 @@ impl Cli {
                 rebuild_scopes: a.rebuild_scopes,
                 allow_delete: a.allow_delete,
                 max_changes: a.max_changes,
-                yes: a.yes,
+                yes: a.changes.yes,
+                wait: a.changes.wait,
                 output: a.output.into(),
             }),
             CliCommand::RebuildScopes(a) => Command::RebuildScopes(ApplyLike {
@@ -619,6 +639,8 @@ impl Cli {
                 pace: a.pace.into_pace()?,
                 db: a.db.db,
                 output: a.output.into(),
+                yes: a.changes.yes,
+                wait: a.changes.wait,
             }),
             CliCommand::Runs(a) => Command::Runs { db: a.db },
             CliCommand::Show(a) => Command::Show(ShowSettings {
@@ -720,6 +742,8 @@ impl FollowUpArgs {
             db: self.db.db,
             max_failures: self.max_failures,
             output: self.output.into(),
+            yes: self.changes.yes,
+            wait: self.changes.wait,
         })
     }
 }

@@ -19,6 +19,15 @@ pub(crate) fn new_run() -> NewRun {
     }
 }
 
+/// A new apply run against another server than [`new_run`]'s: it does not wait for the lock
+/// that a run of `new_run` holds.
+pub(crate) fn new_run_on(port: u16) -> NewRun {
+    NewRun {
+        server_url: format!("https://127.0.0.1:{port}/api"),
+        ..new_run()
+    }
+}
+
 /// `n` rows, row `i` on line `i + 2` for account `acct<i>`.
 pub(crate) fn new_rows(n: u64) -> Vec<NewRow> {
     (0..n)

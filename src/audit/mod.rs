@@ -35,6 +35,7 @@ mod export;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod history;
+mod lock;
 mod process;
 mod read;
 mod rows;
@@ -47,10 +48,11 @@ pub use export::{
     WindowError, csv_safe,
 };
 pub use history::RecordedRow;
+pub use lock::LockHolder;
 pub use read::{AuditReader, RowFilter, RowInfo, RunInfo, RunSelector};
 pub use rows::{RowBatch, RunRows};
 pub use verify::{Anchor, Damage, MAX_PROBLEMS, Problem, Verification};
-pub use write::{AuditHandle, AuditWriter};
+pub use write::{AuditHandle, AuditWriter, without_password};
 
 /// A failure of the audit log.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,14 @@ pub enum AuditError {
     /// The run asked for does not exist.
     #[error("no run {0} in the audit log")]
     NoSuchRun(String),
+    /// Another live run changes the same server from this log; nothing was recorded.
+    #[error(
+        "{} is changing {} from this audit log; one run at a time changes a server. Wait for it \
+         to end, or pass --wait to wait for it",
+        .0,
+        .0.server_url
+    )]
+    Locked(Box<LockHolder>),
 }
 
 /// A run to record.

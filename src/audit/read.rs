@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::AuditError;
 use super::db;
+use super::lock::LockHolder;
 use super::process::WriterIdentity;
 
 /// Which run.
@@ -186,6 +187,12 @@ impl AuditReader {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// The live runs that hold the lock of `server_url` (of every server when `None`): those
+    /// `running` under a live process that change EM. See `lock.rs`.
+    pub fn lock_holders(&self, server_url: Option<&str>) -> Result<Vec<LockHolder>, AuditError> {
+        Ok(super::lock::holders(&self.conn, server_url)?)
     }
 
     /// SQLite's own check of the file: `ok`, or one problem per line.

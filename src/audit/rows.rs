@@ -200,7 +200,7 @@ mod tests {
         let kept = handle.begin_run(fixtures::new_run()).await.unwrap();
         let (rx, sender) = stream(fixtures::new_rows(10), 4, false);
         let answer = handle
-            .begin_run_streamed(fixtures::new_run(), rx)
+            .begin_run_streamed(fixtures::new_run_on(1), rx)
             .await
             .unwrap();
         sender.join().unwrap();

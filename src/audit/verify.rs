@@ -1245,13 +1245,13 @@ mod tests {
         ];
         let tasks: Vec<_> = writers
             .iter()
-            .map(|w| {
+            .enumerate()
+            .map(|(n, w)| {
                 let audit = w.handle();
+                // Two servers: runs of one server would wait for each other's lock.
+                let run = crate::audit::fixtures::new_run_on(n as u16 + 1);
                 tokio::spawn(async move {
-                    let run = audit
-                        .begin_run_with_rows(new_run(), new_rows(20))
-                        .await
-                        .unwrap();
+                    let run = audit.begin_run_with_rows(run, new_rows(20)).await.unwrap();
                     for n in 0..50 {
                         let id = audit
                             .attempt_started(attempt(run, Some(n % 20), n as u32 + 1))

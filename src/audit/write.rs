@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{ChainHead, Content, Kind};
 use super::db::{self, Durability, int};
+use super::lock::{self, LockHolder};
 use super::process::WriterIdentity;
 use super::{AttemptStart, AuditError, NewRow, NewRun, RowBatch, RowResult, RunStatus};
 
@@ -420,8 +421,9 @@ impl AuditHandle {
 }
 
 /// `url` without a password in its user info: a URL given as `https://user:secret@host/api`
-/// must not carry the secret into the log.
-fn without_password(url: &str) -> String {
+/// must not carry the secret into the log. Runs are recorded, and their server's lock looked
+/// up, by this form.
+pub fn without_password(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             // Only URLs that cannot have a password refuse this, and this one has one.
@@ -525,7 +527,7 @@ impl Writer {
             let mut chain =
                 ChainHead::read(&tx).map_err(context("read the head of the evidence chain"))?;
             for record in &records {
-                ids.push(apply(
+                ids.push(apply_unless_locked(
                     &tx,
                     &self.identity,
                     &mut chain,
@@ -643,8 +645,23 @@ impl Record {
 // A caller that stopped waiting (its task was dropped) needs no answer, hence the ignored send
 // results below.
 
-/// Answers a committed record's caller, if it waits; `id` is the rowid the record got.
-fn succeed(record: Record, id: i64) {
+/// Answers a committed record's caller, if it waits; `id` is the rowid the record got, or the
+/// run that holds the lock the record was refused for.
+fn succeed(record: Record, id: Applied) {
+    let id = match id {
+        Applied::Id(id) => id,
+        Applied::Held(holder) => {
+            let locked = || AuditError::Locked(Box::new(holder.clone()));
+            match record.into_waiter() {
+                Some(Waiter::RunId(reply)) => drop(reply.send(Err(locked()))),
+                Some(Waiter::StreamedRunId(reply)) => drop(reply.send(Err(locked()))),
+                Some(Waiter::Done(reply)) => drop(reply.send(Err(locked()))),
+                Some(Waiter::AttemptId(reply)) => drop(reply.send(Err(locked()))),
+                None => {}
+            }
+            return;
+        }
+    };
     match record.into_waiter() {
         Some(Waiter::RunId(reply)) => drop(reply.send(Ok(id))),
         // A streamed run that was abandoned was rolled back and answers with no rowid.
@@ -878,6 +895,55 @@ fn record_streamed_run(
         .map_err(context("take back an abandoned run"))?;
     *chain = ChainHead::read(conn).map_err(context("read the head of the evidence chain"))?;
     Ok(0)
+}
+
+/// What applying a record came to.
+enum Applied {
+    /// Written; the rowid to answer with (see [`apply`]).
+    Id(i64),
+    /// Not written: the run it starts or resumes would change a server whose lock this live
+    /// run holds.
+    Held(LockHolder),
+}
+
+/// Applies one record as [`apply`] does, unless it starts or resumes a run that changes EM while
+/// another live run holds the lock of its server (see `lock.rs`). Checked here, under the
+/// group's write lock, so that of two runs starting at once in two processes only one starts.
+fn apply_unless_locked(
+    conn: &Connection,
+    me: &WriterIdentity,
+    chain: &mut ChainHead,
+    accounts: &mut HashMap<(i64, i64), String>,
+    record: &Record,
+) -> Result<Applied, String> {
+    let ctx = context("check the run lock");
+    let server = match record {
+        Record::BeginRun { run, .. } | Record::BeginRunStreamed { run, .. }
+            if lock::takes_lock(&run.kind) =>
+        {
+            Some(run.server_url.clone())
+        }
+        Record::ResumeRun { run_id, .. } => {
+            let (kind, server): (String, String) = conn
+                .query_row(
+                    "SELECT kind, server_url FROM runs WHERE id = ?1",
+                    [run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(&ctx)?;
+            lock::takes_lock(&kind).then_some(server)
+        }
+        _ => None,
+    };
+    if let Some(server) = server
+        && let Some(holder) = lock::holders(conn, Some(&server))
+            .map_err(&ctx)?
+            .into_iter()
+            .next()
+    {
+        return Ok(Applied::Held(holder));
+    }
+    apply(conn, me, chain, accounts, record).map(Applied::Id)
 }
 
 /// Writes one record, and appends its evidence, inside the group's transaction; returns the
@@ -1118,7 +1184,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::audit::fixtures::{attempt, log_with_run, new_rows, new_run, outcome};
+    use crate::audit::fixtures::{attempt, log_with_run, new_rows, new_run, new_run_on, outcome};
 
     fn is_timestamp(s: &str) -> bool {
         let b = s.as_bytes();
@@ -1506,7 +1572,7 @@ mod tests {
     async fn the_end_of_an_attempt_told_under_another_run_stops_the_writer() {
         let (_dir, path, writer, first) = log_with_run(1).await;
         let audit = writer.handle();
-        let second = audit.begin_run(new_run()).await.unwrap();
+        let second = audit.begin_run(new_run_on(1)).await.unwrap();
         let id = audit
             .attempt_started(attempt(first, Some(0), 1))
             .await
@@ -1730,5 +1796,83 @@ mod tests {
                 verified.records as f64 / secs
             );
         }
+    }
+
+    fn runs_recorded(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_second_run_on_a_server_is_refused_while_the_first_runs() {
+        let (_dir, path, writer, first) = log_with_run(1).await;
+        let audit = writer.handle();
+        // Another writer, as a second process would have: the check is the file's, not the
+        // handle's.
+        let other = AuditWriter::spawn(&path).unwrap();
+        let err = other
+            .handle()
+            .begin_run_with_rows(new_run(), new_rows(2))
+            .await
+            .unwrap_err();
+        let AuditError::Locked(holder) = &err else {
+            panic!("not refused for the lock: {err}");
+        };
+        assert_eq!(holder.run_id, first);
+        assert_eq!(holder.pid, std::process::id());
+        assert_eq!(holder.operator, "TECH\\alice");
+        assert!(err.to_string().contains("--wait"), "{err}");
+        // Nothing of the refused run was kept, and the refusal is no failure of the log.
+        assert_eq!(runs_recorded(&path), 1);
+        assert!(other.handle().failure().is_none());
+        // Another server, and a run that only reads, do not wait for this lock.
+        other.handle().begin_run(new_run_on(1)).await.unwrap();
+        let snapshot = NewRun {
+            kind: "snapshot".into(),
+            ..new_run()
+        };
+        other.handle().begin_run(snapshot).await.unwrap();
+        // Once the first run ends, the server is free again.
+        audit.end_run(first, RunStatus::Completed).await.unwrap();
+        let (rx_tx, rx) = std::sync::mpsc::sync_channel(1);
+        rx_tx.send(RowBatch::End).unwrap();
+        let third = other
+            .handle()
+            .begin_run_streamed(new_run(), rx)
+            .await
+            .unwrap();
+        assert!(third.is_some());
+        other.close().await.unwrap();
+        writer.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_run_left_running_by_a_process_that_is_gone_holds_no_lock() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let (_dir, path, writer, first) = log_with_run(1).await;
+        // The run's writer is now a process that does not exist: a crash.
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE runs SET writer_pid = ?2, writer_start = 1 WHERE id = ?1",
+                params![first, i32::MAX],
+            )
+            .unwrap();
+        let audit = writer.handle();
+        let second = audit.begin_run(new_run()).await.unwrap();
+        // While the second runs, resuming the crashed first one is refused: the second holds
+        // the server.
+        let err = audit.resume_run(first).await.unwrap_err();
+        assert!(
+            matches!(&err, AuditError::Locked(h) if h.run_id == second),
+            "{err}"
+        );
+        audit.end_run(second, RunStatus::Completed).await.unwrap();
+        audit.resume_run(first).await.unwrap();
+        writer.close().await.unwrap();
     }
 }

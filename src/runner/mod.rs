@@ -12,6 +12,7 @@
 mod accounts;
 mod exec;
 pub mod history;
+mod lock;
 mod pace;
 mod preview;
 mod report;
@@ -30,13 +31,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::audit::{AuditError, AuditHandle, NewRow, NewRun, RowResult, RunRows, RunStatus};
+use crate::audit::{
+    AuditError, AuditHandle, LockHolder, NewRow, NewRun, RowResult, RunRows, RunStatus,
+};
 use crate::em::{Client, ClientConfig, EmError, EntityRef, RequestTag};
 use crate::plan::{AccountRef, Action, Plan, PlanErrors, PlanRow};
 
 use rows::{AccountGroup, AccountIndex, AccountQueue, JobSource};
 
 pub use exec::{Executor, RowReport};
+pub use lock::wait_for_lock;
 pub use pace::{AttemptLog, Pace, Pacer};
 pub use preview::{Prediction, Preview, PreviewRow, preview};
 pub use report::{Reporter, Summary};
@@ -143,7 +147,11 @@ pub enum RunError {
     },
     /// The audit log failed; the run stops because changes must not go unrecorded.
     #[error("write the audit log: {0}")]
-    Audit(#[from] AuditError),
+    Audit(AuditError),
+    /// Another live run changes the same server from the same log: nothing was recorded and
+    /// nothing was sent.
+    #[error("{}", AuditError::Locked(.0.clone()))]
+    Locked(Box<LockHolder>),
     /// The streamed plan yielded problems: nothing was recorded and nothing was sent.
     #[error("{0}")]
     Plan(PlanErrors),
@@ -169,6 +177,16 @@ pub enum RunError {
          finishes the rows left pending"
     )]
     Internal(String),
+}
+
+impl From<AuditError> for RunError {
+    fn from(e: AuditError) -> RunError {
+        match e {
+            // Refused before anything of the run was written: not a failure of the log.
+            AuditError::Locked(holder) => RunError::Locked(holder),
+            e => RunError::Audit(e),
+        }
+    }
 }
 
 /// The end of a run, for the summary and the exit status.
@@ -424,6 +442,7 @@ pub async fn execute(
     let status = match &outcome {
         Err(RunError::Internal(_) | RunError::LogFailed { .. }) => RunStatus::Aborted,
         Err(RunError::Audit(_))
+        | Err(RunError::Locked(_))
         | Err(RunError::Connect { .. })
         | Err(RunError::Resolve { .. })
         | Err(RunError::Plan(_)) => RunStatus::Aborted,

@@ -354,7 +354,7 @@ pub(super) async fn record_streamed(
     };
     match (recorded, fed) {
         (_, Err(Fed::Problems(errors))) => Err(RunError::Plan(errors)),
-        (Err(e), _) => Err(RunError::Audit(e)),
+        (Err(e), _) => Err(RunError::from(e)),
         (Ok(Some(run_id)), Ok(index)) => Ok((run_id, index)),
         // The writer stopped taking the rows without failing the record: only a writer that
         // was closed meanwhile does that.

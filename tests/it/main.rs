@@ -10,6 +10,7 @@ mod export;
 mod fuzz_corpus;
 mod history;
 mod hostile;
+mod lock;
 mod logfail;
 mod report;
 mod secrets;
