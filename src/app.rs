@@ -383,7 +383,10 @@ pub async fn run(command: Command) -> Exit {
                     Exit::Connection
                 }
                 AppError::Run(
-                    RunError::Audit(_) | RunError::LogFailed { .. } | RunError::Locked(_),
+                    RunError::Audit(_)
+                    | RunError::LogFailed { .. }
+                    | RunError::Locked(_)
+                    | RunError::Refused { .. },
                 )
                 | AppError::Audit(_) => Exit::Usage,
                 AppError::Emulator(_) | AppError::Io(_) | AppError::Run(RunError::Internal(_)) => {
@@ -401,8 +404,15 @@ fn error_text(e: &AppError) -> String {
             errors.0.len(),
             if errors.0.len() == 1 { "" } else { "s" }
         ),
-        // Several lines by design (the rows a run cannot undo, a recorded plan's problems): each
-        // is escaped on its own, so that the list keeps its shape.
+        // Several lines by design (the rows a run cannot undo, a recorded plan's problems, the
+        // rows refused before a run's first write): each is escaped on its own, so that the
+        // list keeps its shape.
+        AppError::Run(refused @ RunError::Refused { .. }) => refused
+            .to_string()
+            .lines()
+            .map(|line| text::printable(line).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n"),
         AppError::History(text) => text
             .lines()
             .map(|line| text::printable(line).into_owned())
@@ -573,7 +583,10 @@ async fn check(s: CheckSettings) -> Result<Exit, AppError> {
         )?,
         OutputFormat::Text => out!("{}", preview.text(&plan.file))?,
     }
-    Ok(if preview.failures > 0 {
+    // Apply would refuse such a plan as a whole, and send nothing: as a plan error does.
+    Ok(if !preview.refused.is_empty() {
+        Exit::Usage
+    } else if preview.failures > 0 {
         Exit::RowsFailed
     } else {
         Exit::Success

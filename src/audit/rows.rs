@@ -77,6 +77,22 @@ impl RunRows {
         result
     }
 
+    /// The rows whose action is one of `actions`, in row order: the few rows a check before
+    /// the run's first write needs, without reading the others.
+    pub fn with_actions(&self, actions: &[&str]) -> Result<Vec<RecordedRow>, AuditError> {
+        let conn = self.connect()?;
+        let list = serde_json::to_string(actions).expect("a list of names always serializes");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RECORDED_COLUMNS} FROM plan_rows
+             WHERE run_id = ?1 AND action IN (SELECT value FROM json_each(?2))
+             ORDER BY row_no"
+        ))?;
+        let rows = stmt
+            .query_map(rusqlite::params![self.run_id, list], RecordedRow::from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     fn fetch_with(
         &self,
         conn: &Connection,

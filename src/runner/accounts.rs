@@ -2,7 +2,7 @@
 //! request, and the guards that keep a bad spreadsheet from locking everyone out of EM (the
 //! last Portal Administrator, and the account embatch itself logs on with).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -178,6 +178,7 @@ impl Executor {
                 let Some(id) = a.id() else {
                     continue;
                 };
+                admins.by_name.insert(a.name.to_lowercase(), id);
                 if logon_matches(&self.logon_user, &a.name) {
                     admins.logon_account = Some(id);
                 }
@@ -206,14 +207,7 @@ impl Executor {
         state: &AccountState,
         commit: bool,
     ) -> Option<String> {
-        let deleting = matches!(action, Action::DeleteAccount);
-        let removing_admin = match action {
-            Action::RemoveRole(role) => self
-                .roles
-                .resolve(role)
-                .is_some_and(|(_, name)| name.eq_ignore_ascii_case(PORTAL_ADMINISTRATOR)),
-            _ => false,
-        };
+        let taking = self.takes_admin(action);
         let assigning_admin = match action {
             Action::AssignRole(role) => self
                 .roles
@@ -221,7 +215,7 @@ impl Executor {
                 .is_some_and(|(_, name)| name.eq_ignore_ascii_case(PORTAL_ADMINISTRATOR)),
             _ => false,
         };
-        if !deleting && !removing_admin && !assigning_admin {
+        if taking.is_none() && !assigning_admin {
             return None;
         }
         let mut guard = match self.admins().await {
@@ -239,37 +233,113 @@ impl Executor {
             }
             return None;
         }
-        let holds = admins.holders.contains(&state.id);
-        let verb = if deleting {
-            "delete"
-        } else {
-            "remove Portal Administrator from"
-        };
-        if admins.logon_account == Some(state.id) {
-            return Some(format!(
-                "refused: would {verb} {}, the account embatch logs on with ({})",
-                state.name, self.logon_user
-            ));
+        let verb = taking.expect("a row that does not assign the role takes it");
+        if let Some(why) = admins.judge(
+            &self.logon_user,
+            state.id,
+            &state.name,
+            state.account_type,
+            verb,
+        ) {
+            return Some(why);
         }
-        if admins.logon_account.is_none() && holds && state.account_type == Some(AccountType::Group)
-        {
-            return Some(format!(
-                "refused: would {verb} {}: embatch logs on as {}, which has no account of its own \
-                 in EM and may hold Portal Administrator through this group",
-                state.name, self.logon_user
-            ));
-        }
-        if holds && admins.holders.len() <= 1 {
-            return Some(format!(
-                "refused: would {verb} {}, the last account that holds Portal Administrator; EM \
-                 would be left without an administrator",
-                state.name
-            ));
-        }
-        if holds && commit {
+        if commit {
             admins.holders.remove(&state.id);
         }
         None
+    }
+
+    /// What a row does to Portal Administrator: `Some(verb)` when it deletes its account or
+    /// removes that role from it, the rows the guards judge.
+    fn takes_admin(&self, action: &Action) -> Option<&'static str> {
+        match action {
+            Action::DeleteAccount => Some("delete"),
+            Action::RemoveRole(role)
+                if self
+                    .roles
+                    .resolve(role)
+                    .is_some_and(|(_, name)| name.eq_ignore_ascii_case(PORTAL_ADMINISTRATOR)) =>
+            {
+                Some("remove Portal Administrator from")
+            }
+            _ => None,
+        }
+    }
+
+    /// Judges, before the run's first write, every row that deletes an account or removes
+    /// Portal Administrator, in plan order, against the holders read from EM and the accounts
+    /// those rows name; answers the rows that would lock everyone out of EM.
+    ///
+    /// The judgement is stricter than the one of each row during the run: a Portal
+    /// Administrator that the same plan gives to another account does not count, since rows of
+    /// different accounts run in no set order, and the removal might come first. Rows of other
+    /// actions, and rows whose account does not exist, are left to the run.
+    pub async fn preflight(&self, jobs: &[Job]) -> Result<Vec<Refusal>, EmError> {
+        let guarded: Vec<(&Job, &str)> = jobs
+            .iter()
+            .filter_map(|job| self.takes_admin(&job.row.action).map(|verb| (job, verb)))
+            .collect();
+        if guarded.is_empty() {
+            return Ok(Vec::new());
+        }
+        let guard = self.admins().await?;
+        let admins = guard.as_ref().expect("admins() loads the view");
+        // What is left of the holders as the plan's removals go through, in plan order.
+        let mut left = Admins {
+            holders: admins.holders.clone(),
+            logon_account: admins.logon_account,
+            by_name: HashMap::new(),
+        };
+        let mut states: HashMap<Uuid, AccountState> = HashMap::new();
+        let mut refusals = Vec::new();
+        for (job, verb) in guarded {
+            let id = match &job.row.account {
+                AccountRef::Id(id) => Some(*id),
+                AccountRef::Name(name) => admins.by_name.get(&name.to_lowercase()).copied(),
+            };
+            let Some(id) = id else { continue };
+            // Only an account that holds the role, or is embatch's own, can trip a guard;
+            // only those are read.
+            if !left.holders.contains(&id) && left.logon_account != Some(id) {
+                continue;
+            }
+            let state = match states.entry(id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    match self.read_state(id, Some(job.row_no)).await {
+                        Ok(state) => e.insert(state),
+                        // Gone since the list was read: nothing of it to lock out.
+                        Err(err) if err.status() == Some(404) => continue,
+                        Err(err) => return Err(err),
+                    }
+                }
+            };
+            match left.judge(&self.logon_user, id, &state.name, state.account_type, verb) {
+                Some(why) => {
+                    let why = if why.contains("the last account") {
+                        format!(
+                            "{why} (a Portal Administrator given by this same plan does not \
+                             count: rows of different accounts run in no set order; give it in \
+                             a run before this one)"
+                        )
+                    } else {
+                        why
+                    };
+                    refusals.push(Refusal {
+                        row_no: job.row_no,
+                        line: job.row.line,
+                        account: super::account_text(&job.row.account),
+                        action: job.row.action.name().into(),
+                        target: job.row.action.target_text(),
+                        reason: why,
+                    });
+                }
+                None => {
+                    left.holders.remove(&id);
+                }
+            }
+        }
+        Ok(refusals)
     }
 }
 
@@ -280,6 +350,59 @@ pub struct Admins {
     holders: HashSet<Uuid>,
     /// The EM account of embatch's own logon user, if it has one.
     logon_account: Option<Uuid>,
+    /// Every account's id by its name in lower case, for the rows that name their account.
+    by_name: HashMap<String, Uuid>,
+}
+
+impl Admins {
+    /// Why removing Portal Administrator from, or deleting (`verb`), the account `id` named
+    /// `name` of type `kind` must not be done; `None` when it may. The one judgement behind
+    /// both the check before a run's first write and the check of each row.
+    fn judge(
+        &self,
+        logon_user: &str,
+        id: Uuid,
+        name: &str,
+        kind: Option<AccountType>,
+        verb: &str,
+    ) -> Option<String> {
+        let holds = self.holders.contains(&id);
+        if self.logon_account == Some(id) {
+            return Some(format!(
+                "refused: would {verb} {name}, the account embatch logs on with ({logon_user})"
+            ));
+        }
+        if self.logon_account.is_none() && holds && kind == Some(AccountType::Group) {
+            return Some(format!(
+                "refused: would {verb} {name}: embatch logs on as {logon_user}, which has no \
+                 account of its own in EM and may hold Portal Administrator through this group"
+            ));
+        }
+        if holds && self.holders.len() <= 1 {
+            return Some(format!(
+                "refused: would {verb} {name}, the last account that holds Portal \
+                 Administrator; EM would be left without an administrator"
+            ));
+        }
+        None
+    }
+}
+
+/// A row refused before the run's first write, because it would lock everyone out of EM.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    /// The row's key in its run.
+    pub row_no: u64,
+    /// Its line in the plan.
+    pub line: u64,
+    /// The account as the plan names it.
+    pub account: String,
+    /// The action.
+    pub action: String,
+    /// The target.
+    pub target: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// Whether EM account `name` is the logon user `user`: the same name, or the same user with or

@@ -39,6 +39,7 @@ use crate::plan::{AccountRef, Action, Plan, PlanErrors, PlanRow};
 
 use rows::{AccountGroup, AccountIndex, AccountQueue, JobSource};
 
+pub use accounts::Refusal;
 pub use exec::{Executor, RowReport};
 pub use lock::wait_for_lock;
 pub use pace::{AttemptLog, Pace, Pacer};
@@ -170,6 +171,18 @@ pub enum RunError {
         #[source]
         source: AuditError,
     },
+    /// Rows of the run would lock everyone out of EM (the last Portal Administrator, or
+    /// embatch's own logon): the run was refused before its first write, and its rows were
+    /// recorded as not run.
+    #[error("{}", refused_text(*.run_id, .plan.as_deref(), .refusals))]
+    Refused {
+        /// The run.
+        run_id: i64,
+        /// Its plan file, if it has one.
+        plan: Option<String>,
+        /// Every row refused, in plan order.
+        refusals: Vec<Refusal>,
+    },
     /// A worker stopped on a bug (it panicked). The run stops: the rows it held stay pending,
     /// so that `resume` decides them against the server.
     #[error(
@@ -177,6 +190,28 @@ pub enum RunError {
          finishes the rows left pending"
     )]
     Internal(String),
+}
+
+/// The message of [`RunError::Refused`]: one line per refused row, `FILE:LINE:` as plan problems
+/// are named (`run N line L:` for a run derived from the log).
+fn refused_text(run_id: i64, plan: Option<&str>, refusals: &[Refusal]) -> String {
+    let mut text = format!(
+        "run {run_id} was refused before its first write, and nothing was changed: {} row{} \
+         would lock everyone out of EM",
+        refusals.len(),
+        if refusals.len() == 1 { "" } else { "s" }
+    );
+    for r in refusals {
+        let place = match plan {
+            Some(file) => format!("{file}:{}", r.line),
+            None => format!("run {run_id} line {}", r.line),
+        };
+        text.push_str(&format!(
+            "\n{place}: {} {} {}: {}",
+            r.account, r.action, r.target, r.reason
+        ));
+    }
+    text
 }
 
 impl From<AuditError> for RunError {
@@ -363,6 +398,10 @@ pub async fn execute(
         earlier_failures,
         rebuild_scopes,
     } = spec;
+    let plan_file_of_run = match &record {
+        RunRecord::New { plan_file, .. } => plan_file.clone(),
+        RunRecord::Resume(_) => None,
+    };
     let (run_id, rows) = match record {
         RunRecord::New {
             kind,
@@ -419,6 +458,7 @@ pub async fn execute(
         force,
         known_refs,
         rebuild_scopes,
+        plan: plan_file_of_run,
     };
     let outcome = async {
         let (source, index) = match rows {
@@ -443,6 +483,7 @@ pub async fn execute(
         Err(RunError::Internal(_) | RunError::LogFailed { .. }) => RunStatus::Aborted,
         Err(RunError::Audit(_))
         | Err(RunError::Locked(_))
+        | Err(RunError::Refused { .. })
         | Err(RunError::Connect { .. })
         | Err(RunError::Resolve { .. })
         | Err(RunError::Plan(_)) => RunStatus::Aborted,
@@ -452,6 +493,62 @@ pub async fn execute(
         Ok(_) => RunStatus::Completed,
     };
     end_run(&audit, run_id, status, outcome).await
+}
+
+/// The jobs of a run that the guards judge before its first write: those that delete an
+/// account or remove a role (which role is only known once the role table is read).
+async fn guarded_jobs(source: &JobSource) -> Result<Vec<Job>, RunError> {
+    let guarded = |action: &Action| matches!(action, Action::DeleteAccount | Action::RemoveRole(_));
+    match source {
+        JobSource::Memory(jobs) => Ok(jobs
+            .iter()
+            .filter(|job| guarded(&job.row.action))
+            .cloned()
+            .collect()),
+        JobSource::Recorded(recorded) => {
+            let recorded = recorded.clone();
+            let rows = tokio::task::spawn_blocking(move || {
+                recorded.with_actions(&["delete-account", "remove-role"])
+            })
+            .await
+            .map_err(|e| RunError::Internal(format!("reading the guarded rows: {e}")))??;
+            rows.iter()
+                .map(|rec| rows::job_of(rec).map_err(RunError::Internal))
+                .collect()
+        }
+    }
+}
+
+/// Records the rows of a run refused before its first write: each refused row failed with its
+/// reason, every other row skipped, naming the lines that were refused.
+fn record_refusal(audit: &AuditHandle, run_id: i64, queue: &AccountQueue, refusals: &[Refusal]) {
+    let lines: Vec<String> = refusals.iter().map(|r| r.line.to_string()).collect();
+    let skipped = format!(
+        "not run: the run was refused before its first write, since line{} {} would lock \
+         everyone out of EM",
+        if lines.len() == 1 { "" } else { "s" },
+        lines.join(", ")
+    );
+    let reasons: HashMap<u64, &str> = refusals
+        .iter()
+        .map(|r| (r.row_no, r.reason.as_str()))
+        .collect();
+    for row_no in queue.leftover() {
+        let (outcome, error) = match reasons.get(&row_no) {
+            Some(why) => (Outcome::Failed, why.to_string()),
+            None => (Outcome::Skipped, skipped.clone()),
+        };
+        audit.row_finished(
+            run_id,
+            row_no,
+            RowResult {
+                outcome: outcome.as_str().into(),
+                error: Some(error),
+                prior_state: None,
+                result: None,
+            },
+        );
+    }
 }
 
 /// The index by account of jobs held in memory: positions are indexes into `jobs`.
@@ -468,6 +565,8 @@ struct RunInput {
     force: bool,
     known_refs: HashMap<Uuid, String>,
     rebuild_scopes: ScopeRebuild,
+    /// The plan file, for the lines a refusal names.
+    plan: Option<String>,
 }
 
 /// The audit record of a plan row before it runs.
@@ -545,8 +644,30 @@ async fn run_rows(
     let groups = index.into_groups(&accounts.map(by_name).unwrap_or_default());
     let executor = Arc::new(executor);
 
+    // The guards against locking everyone out are judged on the whole run before its first
+    // write, so that no row is applied from a plan that another row makes unacceptable.
+    let guarded = guarded_jobs(&source).await?;
+    let refusals = executor
+        .preflight(&guarded)
+        .await
+        .map_err(|source| RunError::Resolve {
+            what: "who holds Portal Administrator",
+            source,
+        })?;
+    drop(guarded);
     let scopes_added = Arc::new(AtomicBool::new(false));
     let queue = Arc::new(AccountQueue::new(source, groups));
+    if !refusals.is_empty() {
+        record_refusal(audit, run_id, &queue, &refusals);
+        if let Err(e) = executor.client.logout().await {
+            tracing::warn!("logout failed: {e}");
+        }
+        return Err(RunError::Refused {
+            run_id,
+            plan: input.plan,
+            refusals,
+        });
+    }
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Mutex::new(None::<StopReason>));
     let panicked = Arc::new(Mutex::new(None::<String>));

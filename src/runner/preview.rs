@@ -59,6 +59,9 @@ pub struct Preview {
     pub noops: usize,
     /// Rows that would fail.
     pub failures: usize,
+    /// Rows for which apply would refuse the whole plan before its first write: they would
+    /// lock everyone out of EM.
+    pub refused: Vec<super::Refusal>,
 }
 
 impl Preview {
@@ -92,6 +95,27 @@ impl Preview {
             self.noops,
             self.failures
         );
+        if !self.refused.is_empty() {
+            let _ = writeln!(
+                out,
+                "apply would refuse this plan before its first write: {} row{} would lock \
+                 everyone out of EM:",
+                self.refused.len(),
+                if self.refused.len() == 1 { "" } else { "s" }
+            );
+            for r in &self.refused {
+                let _ = writeln!(
+                    out,
+                    "{}:{}: {} {} {}: {}",
+                    text::printable(file),
+                    r.line,
+                    text::printable(&r.account),
+                    text::printable(&r.action),
+                    text::printable(&r.target),
+                    text::printable(&r.reason)
+                );
+            }
+        }
         out
     }
 }
@@ -114,6 +138,27 @@ pub async fn preview(
     let (executor, accounts) = connect(&client, pacer, &pace, Default::default(), reads).await?;
     let groups = index.into_groups(&accounts.map(by_name).unwrap_or_default());
     let executor = Arc::new(executor);
+    // The judgement apply makes before its first write, on the same rows.
+    let guarded: Vec<Job> = plan
+        .rows
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| matches!(row.action, Action::DeleteAccount | Action::RemoveRole(_)))
+        .map(|(i, row)| Job {
+            row_no: i as u64,
+            row: row.clone(),
+            guard: None,
+            maybe_sent: false,
+            account_settings: None,
+        })
+        .collect();
+    let refused = executor
+        .preflight(&guarded)
+        .await
+        .map_err(|source| RunError::Resolve {
+            what: "who holds Portal Administrator",
+            source,
+        })?;
     let mut predictions: Vec<Option<Prediction>> = vec![None; plan.rows.len()];
 
     // Reads run `concurrency` accounts at a time, like apply.
@@ -163,6 +208,7 @@ pub async fn preview(
         noops: count(|p| matches!(p, Prediction::Noop(_))),
         failures: count(|p| matches!(p, Prediction::Fail(_))),
         rows,
+        refused,
     })
 }
 
@@ -321,6 +367,7 @@ mod tests {
             changes: 0,
             noops: 0,
             failures: 1,
+            refused: Vec::new(),
         };
         assert_eq!(
             preview.text("p\u{1b}.csv"),

@@ -234,7 +234,7 @@ impl JobSource {
 }
 
 /// A recorded row as a job of the run it belongs to.
-fn job_of(rec: &RecordedRow) -> Result<Job, String> {
+pub(super) fn job_of(rec: &RecordedRow) -> Result<Job, String> {
     let row = recorded_row(&RecordedColumns {
         line: rec.line,
         account: &rec.account,

@@ -215,7 +215,7 @@ async fn with_own_logon_account(roles: &[&str]) -> RunningEmulator {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_guard_refuses_with_the_row_named() {
+async fn every_guard_refuses_the_whole_plan_before_its_first_write() {
     for wire in WIRES {
         let dir = tempfile::tempdir().unwrap();
 
@@ -229,13 +229,18 @@ async fn every_guard_refuses_with_the_row_named() {
             "account,action,target\nBUILTIN\\Administrators,delete-account,confirm\n",
         );
         let (code, out) = embatch(&emu, &db, &["check", &plan, "--online"], wire).await;
-        assert_eq!(code, Some(1), "{out}");
+        assert_eq!(code, Some(2), "{out}");
         assert!(
             out.contains("group.csv:2: FAIL") && out.contains("through this group"),
             "{out}"
         );
         let (code, out) = embatch(&emu, &db, &["apply", &plan, "--allow-delete"], wire).await;
-        assert_eq!(code, Some(1), "{out}");
+        assert_eq!(code, Some(2), "{out}");
+        assert!(
+            out.contains("group.csv:2: BUILTIN\\Administrators delete-account")
+                && out.contains("nothing was changed"),
+            "{out}"
+        );
         let (_, show) = embatch(&emu, &db, &["show", "last", "--failed"], wire).await;
         assert!(
             show.contains("     2  failed") && show.contains("through this group"),
@@ -252,12 +257,15 @@ async fn every_guard_refuses_with_the_row_named() {
             "account,action,target\nTECH\\admin,delete-account,confirm\n",
         );
         let (code, out) = embatch(&emu, &db, &["apply", &plan, "--allow-delete"], wire).await;
-        assert_eq!(code, Some(1), "{out}");
-        let (_, show) = embatch(&emu, &db, &["show", "last", "--failed"], wire).await;
-        assert!(show.contains("the account embatch logs on with"), "{show}");
+        assert_eq!(code, Some(2), "{out}");
+        assert!(
+            out.contains("self.csv:2: ") && out.contains("the account embatch logs on with"),
+            "{out}"
+        );
         assert!(emu.journal().is_empty());
 
-        // The last Portal Administrator keeps the role.
+        // The last Portal Administrator keeps the role, and the row before it, on the same
+        // account, is not applied either: the plan is refused as a whole.
         let emu = with_own_logon_account(&["Portal User"]).await;
         let db = dir.path().join("c.db");
         let plan = write(
@@ -266,15 +274,53 @@ async fn every_guard_refuses_with_the_row_named() {
             "account,action,target\nBUILTIN\\Administrators,assign-role,Portal User\nBUILTIN\\Administrators,remove-role,Portal Administrator\n",
         );
         let (code, out) = embatch(&emu, &db, &["check", &plan, "--online"], wire).await;
-        assert_eq!(code, Some(1), "{out}");
+        assert_eq!(code, Some(2), "{out}");
         assert!(
             out.contains("last.csv:3: FAIL")
+                && out.contains("apply would refuse this plan before its first write")
+                && out.contains(
+                    "last.csv:3: BUILTIN\\Administrators remove-role Portal Administrator: refused"
+                )
                 && out.contains("the last account that holds Portal Administrator"),
             "{out}"
         );
         let (code, out) = embatch(&emu, &db, &["apply", &plan], wire).await;
-        assert_eq!(code, Some(1), "{out}");
-        assert_eq!(support::outcomes(&db, 1), ["applied", "failed"]);
+        assert_eq!(code, Some(2), "{out}");
+        assert_eq!(support::outcomes(&db, 1), ["skipped", "failed"]);
+        assert!(emu.journal().is_empty(), "nothing was written");
+
+        // Rows of other accounts first in the plan are not applied either, and a Portal
+        // Administrator that the same plan gives to another account does not count.
+        let emu = with_own_logon_account(&["Portal User"]).await;
+        let db = dir.path().join("d.db");
+        let plan = write(
+            dir.path(),
+            "handover.csv",
+            "account,action,target\nTECH\\admin,assign-role,Portal Administrator\nTECH\\admin,assign-role,VM Restore Operator\nBUILTIN\\Administrators,remove-role,Portal Administrator\n",
+        );
+        let (code, out) = embatch(&emu, &db, &["apply", &plan], wire).await;
+        assert_eq!(code, Some(2), "{out}");
+        assert!(
+            out.contains("handover.csv:4: ") && out.contains("give it in a run before this one"),
+            "{out}"
+        );
+        assert_eq!(support::outcomes(&db, 1), ["skipped", "skipped", "failed"]);
+        assert!(emu.journal().is_empty(), "nothing was written");
+        // In two runs, the handover goes through.
+        let first = write(
+            dir.path(),
+            "give.csv",
+            "account,action,target\nTECH\\admin,assign-role,Portal Administrator\n",
+        );
+        let (code, out) = embatch(&emu, &db, &["apply", &first], wire).await;
+        assert_eq!(code, Some(0), "{out}");
+        let second = write(
+            dir.path(),
+            "take.csv",
+            "account,action,target\nBUILTIN\\Administrators,assign-role,Portal User\nBUILTIN\\Administrators,remove-role,Portal Administrator\n",
+        );
+        let (code, out) = embatch(&emu, &db, &["apply", &second], wire).await;
+        assert_eq!(code, Some(0), "{out}");
     }
 }
 
