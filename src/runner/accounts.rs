@@ -274,7 +274,16 @@ impl Executor {
     /// Administrator that the same plan gives to another account does not count, since rows of
     /// different accounts run in no set order, and the removal might come first. Rows of other
     /// actions, and rows whose account does not exist, are left to the run.
-    pub async fn preflight(&self, jobs: &[Job]) -> Result<Vec<Refusal>, EmError> {
+    pub async fn preflight(&self, jobs: &[Job]) -> Result<Vec<Refusal>, super::RunError> {
+        self.judge_lockouts(jobs)
+            .await
+            .map_err(|source| super::RunError::Resolve {
+                what: "who holds Portal Administrator",
+                source,
+            })
+    }
+
+    async fn judge_lockouts(&self, jobs: &[Job]) -> Result<Vec<Refusal>, EmError> {
         let guarded: Vec<(&Job, &str)> = jobs
             .iter()
             .filter_map(|job| self.takes_admin(&job.row.action).map(|verb| (job, verb)))

@@ -647,13 +647,7 @@ async fn run_rows(
     // The guards against locking everyone out are judged on the whole run before its first
     // write, so that no row is applied from a plan that another row makes unacceptable.
     let guarded = guarded_jobs(&source).await?;
-    let refusals = executor
-        .preflight(&guarded)
-        .await
-        .map_err(|source| RunError::Resolve {
-            what: "who holds Portal Administrator",
-            source,
-        })?;
+    let refusals = executor.preflight(&guarded).await?;
     drop(guarded);
     let scopes_added = Arc::new(AtomicBool::new(false));
     let queue = Arc::new(AccountQueue::new(source, groups));

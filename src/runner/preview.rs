@@ -152,13 +152,7 @@ pub async fn preview(
             account_settings: None,
         })
         .collect();
-    let refused = executor
-        .preflight(&guarded)
-        .await
-        .map_err(|source| RunError::Resolve {
-            what: "who holds Portal Administrator",
-            source,
-        })?;
+    let refused = executor.preflight(&guarded).await?;
     let mut predictions: Vec<Option<Prediction>> = vec![None; plan.rows.len()];
 
     // Reads run `concurrency` accounts at a time, like apply.
