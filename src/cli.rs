@@ -16,7 +16,7 @@ use crate::app::{
     ReportSettings, RunRef, ShowSettings, SnapshotAccounts, SnapshotSettings, VerifySettings,
 };
 use crate::audit::{ExportFormat, TimeWindow};
-use crate::em::{TlsOptions, Wire};
+use crate::em::{Fingerprint, TlsOptions, Wire};
 use crate::emulator::{EmulatorConfig, Faults, Seed};
 use crate::runner::Pace;
 use crate::runner::snapshot::SnapshotFormat;
@@ -315,6 +315,18 @@ pub struct ConnectArgs {
     /// Accept any server certificate. Dangerous: recorded in the audit log and warned about.
     #[arg(long)]
     pub insecure: bool,
+
+    /// Trust exactly the server certificate with this SHA-256 fingerprint: how to trust EM's
+    /// self-signed certificate without --insecure.
+    ///
+    /// The fingerprint is of the certificate's DER form, as `openssl x509 -noout -fingerprint
+    /// -sha256` prints it: 64 hex digits, with or without colons, in either case, with or
+    /// without the `sha256 Fingerprint=` label. The certificate the server presents must be
+    /// that one; it need not chain to a trusted CA, and neither its host names nor its dates are
+    /// checked. Compare the fingerprint with the certificate on the server itself before you
+    /// pin it. Recorded with the run. Not with --insecure, --ca-cert or an http:// URL.
+    #[arg(long, value_name = "SHA256")]
+    pub ca_fingerprint: Option<String>,
 
     /// Wire format of the REST API [default: xml; for replay, undo and resume: the run's].
     #[arg(long, value_enum)]
@@ -758,6 +770,31 @@ impl ConnectArgs {
                 "--insecure and --ca-cert contradict each other; pick one",
             ));
         }
+        let ca_fingerprint = match &self.ca_fingerprint {
+            Some(text) => Some(Fingerprint::parse(text).map_err(|e| {
+                usage(format!(
+                    "--ca-fingerprint '{}' is no SHA-256 fingerprint: {e}",
+                    crate::text::printable(text)
+                ))
+            })?),
+            None => None,
+        };
+        if ca_fingerprint.is_some() {
+            // A pin is one exact answer to "which certificate is trusted"; either other flag
+            // would give a second, different answer.
+            if self.insecure {
+                return Err(usage(
+                    "--ca-fingerprint and --insecure contradict each other: a pin accepts one \
+                     certificate, --insecure any; pick one",
+                ));
+            }
+            if self.ca_cert.is_some() {
+                return Err(usage(
+                    "--ca-fingerprint and --ca-cert contradict each other: a pin trusts one \
+                     certificate whatever its issuer, --ca-cert what these CAs issued; pick one",
+                ));
+            }
+        }
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             return Err(usage("--timeout must be a positive number of seconds"));
         }
@@ -773,6 +810,7 @@ impl ConnectArgs {
             tls: TlsOptions {
                 ca_cert: self.ca_cert,
                 insecure: self.insecure,
+                ca_fingerprint,
             },
             wire: self.wire.map(Into::into),
             timeout,
@@ -926,6 +964,47 @@ mod tests {
             panic!("not apply");
         };
         assert_eq!(s.pace.max_retry_wait, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_pin_goes_with_https_alone() {
+        let fp = "AB:".repeat(31) + "AB";
+        let connect = |extra: &[&str]| {
+            let mut args = vec![
+                "embatch",
+                "rebuild-scopes",
+                "--url",
+                "https://em.example.com:9398/api",
+                "--user",
+                "u",
+                "--ca-fingerprint",
+                &fp,
+            ];
+            args.extend(extra);
+            Cli::try_parse_from(args).unwrap().into_command()
+        };
+        let Ok(Command::RebuildScopes(s)) = connect(&[]) else {
+            panic!("a pin alone is accepted");
+        };
+        assert_eq!(
+            s.connect.tls.ca_fingerprint.map(|p| p.to_string()),
+            Some(fp.clone())
+        );
+        assert!(!s.connect.tls.insecure && s.connect.tls.ca_cert.is_none());
+        let e = connect(&["--insecure"]).unwrap_err();
+        assert!(e.0.contains("--ca-fingerprint and --insecure"), "{e}");
+        let e = connect(&["--ca-cert", "ca.pem"]).unwrap_err();
+        assert!(e.0.contains("--ca-fingerprint and --ca-cert"), "{e}");
+        let bad = ["embatch", "resume", "1", "--ca-fingerprint", "AB:CD\u{1b}"];
+        let e = Cli::try_parse_from(bad)
+            .unwrap()
+            .into_command()
+            .unwrap_err();
+        assert!(e.0.contains("no SHA-256 fingerprint"), "{e}");
+        assert!(
+            e.0.contains("'AB:CD\\u{1b}'"),
+            "the text is shown escaped: {e}"
+        );
     }
 
     #[test]

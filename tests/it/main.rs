@@ -15,5 +15,6 @@ mod report;
 mod secrets;
 mod soak;
 mod support;
+mod tls;
 mod verify;
 mod workload;
