@@ -74,6 +74,9 @@ pub enum Command {
     Snapshot(SnapshotSettings),
     /// `embatch verify`
     Verify(VerifySettings),
+    /// `embatch completions` and `embatch man`: a text made from the command-line definitions
+    /// (a completion script, the man page), printed on stdout as it is.
+    Print(String),
 }
 
 /// `embatch verify`.
@@ -357,6 +360,7 @@ pub async fn run(command: Command) -> Exit {
         Command::Export(s) => export(s),
         Command::Snapshot(s) => snapshot_accounts(s).await,
         Command::Report(s) => report(s),
+        Command::Print(text) => out!("{text}").map(|()| Exit::Success).map_err(AppError::Io),
     };
     match result {
         Ok(exit) => exit,

@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use crate::app::{
     ApplyLike, ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings,
@@ -80,6 +80,20 @@ pub enum CliCommand {
     /// compare every run, row and request with it. Where it does not hold, name the first record
     /// that was modified, deleted or inserted, and exit with status 5.
     Verify(VerifyArgs),
+    /// Print the completion script of a shell on stdout, e.g.
+    /// `embatch completions bash > ~/.local/share/bash-completion/completions/embatch`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout, e.g.
+    /// `embatch man > ~/.local/share/man/man1/embatch.1`.
+    Man,
+}
+
+/// `embatch completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `embatch verify`.
@@ -690,8 +704,27 @@ impl Cli {
                 out: a.out,
                 db: a.db.db,
             }),
+            CliCommand::Completions(a) => Command::Print(completion_script(a.shell)),
+            CliCommand::Man => Command::Print(man_page()),
         })
     }
+}
+
+/// The completion script of `shell`, made from these definitions so it always knows every
+/// subcommand and flag.
+fn completion_script(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "embatch", &mut script);
+    String::from_utf8(script).expect("clap_complete writes UTF-8 scripts")
+}
+
+/// The man page, in roff, made from these definitions and their help texts.
+fn man_page() -> String {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .expect("rendering into memory cannot fail");
+    String::from_utf8(page).expect("clap_mangen writes UTF-8 roff")
 }
 
 fn parse_run_ref(text: &str) -> Result<RunRef, UsageError> {
@@ -1005,6 +1038,21 @@ mod tests {
             e.0.contains("'AB:CD\\u{1b}'"),
             "the text is shown escaped: {e}"
         );
+    }
+
+    #[test]
+    fn completions_and_the_man_page_are_made_from_the_definitions() {
+        let cli = Cli::try_parse_from(["embatch", "completions", "fish"]).unwrap();
+        let Ok(Command::Print(script)) = cli.into_command() else {
+            panic!("completions print a script");
+        };
+        assert!(script.contains("ca-fingerprint"), "{script}");
+        assert!(Cli::try_parse_from(["embatch", "completions", "tcsh"]).is_err());
+        let cli = Cli::try_parse_from(["embatch", "man"]).unwrap();
+        let Ok(Command::Print(page)) = cli.into_command() else {
+            panic!("man prints a page");
+        };
+        assert!(page.contains(".TH embatch"), "{page}");
     }
 
     #[test]
