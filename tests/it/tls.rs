@@ -138,6 +138,28 @@ async fn a_pinned_fingerprint_trusts_the_certificate_in_either_wire_and_is_recor
         }
     }
     assert_eq!(emu.journal().len(), 4, "each run assigned its role");
+
+    // A follow-up run takes the flag too; the server comes from the run it replays.
+    let mut cmd = support::cli(&emu, &db);
+    cmd.env_remove("EMBATCH_URL")
+        .env("EMBATCH_PASSWORD", PASSWORD)
+        .args(["replay", "1", "--ca-fingerprint", &bare_lowercase])
+        .args(FAST);
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (kind, recorded, noop): (String, Option<String>, i64) = conn
+        .query_row(
+            "SELECT kind, json_extract(options, '$.ca_fingerprint'), noop FROM run_summary \
+             WHERE run_id = 5",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (kind.as_str(), recorded.as_deref(), noop),
+        ("replay", Some(fingerprint.as_str()), 1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
