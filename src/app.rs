@@ -13,7 +13,7 @@ use crate::audit::{
     RowFilter, RunInfo, RunSelector, TimeWindow, Verification,
 };
 use crate::console::{self, err, errln, out, outln};
-use crate::em::{ClientConfig, Secret, TlsOptions, Wire};
+use crate::em::{ClientConfig, EmError, Secret, TlsOptions, Wire};
 use crate::emulator::{self, EmulatorConfig};
 use crate::exit::Exit;
 use crate::plan::{self, Plan, PlanFile};
@@ -74,6 +74,9 @@ pub enum Command {
     Snapshot(SnapshotSettings),
     /// `embatch verify`
     Verify(VerifySettings),
+    /// `embatch completions` and `embatch man`: a text made from the command-line definitions
+    /// (a completion script, the man page), printed on stdout as it is.
+    Print(String),
 }
 
 /// `embatch verify`.
@@ -367,6 +370,7 @@ pub async fn run(command: Command) -> Exit {
         Command::Export(s) => export(s),
         Command::Snapshot(s) => snapshot_accounts(s).await,
         Command::Report(s) => report(s),
+        Command::Print(text) => out!("{text}").map(|()| Exit::Success).map_err(AppError::Io),
     };
     match result {
         Ok(exit) => exit,
@@ -432,9 +436,28 @@ fn error_text(e: &AppError) -> String {
             }
             // The chain may quote the server (an EM error's message), whose escape sequences
             // and line breaks must not reach the terminal as they are.
-            text::printable(&text).into_owned()
+            let mut text = text::printable(&text).into_owned();
+            // What to do about it, a line each (a refused certificate: what it is and how to
+            // trust it), escaped line by line since parts came from the server.
+            for line in advice(other) {
+                text.push_str("\n  ");
+                text.push_str(&text::printable(&line));
+            }
+            text
         }
     }
+}
+
+/// The advice of the client error behind `e`, if one is.
+fn advice(e: &AppError) -> Vec<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(em) = s.downcast_ref::<EmError>() {
+            return em.advice();
+        }
+        source = s.source();
+    }
+    Vec::new()
 }
 
 fn load_plan(path: &Path) -> Result<Plan, AppError> {
@@ -530,6 +553,13 @@ fn client_config(c: &ConnectSettings, run: Option<&RunInfo>) -> Result<ClientCon
             ));
         }
     };
+    if c.tls.ca_fingerprint.is_some() && url.scheme() != "https" {
+        return Err(AppError::Usage(format!(
+            "--ca-fingerprint pins the server's TLS certificate, but {} is plain http, which has \
+             none; use the https:// URL",
+            text::printable(url.as_str())
+        )));
+    }
     let user = match (&c.user, run) {
         (Some(user), _) => user.clone(),
         (None, Some(run)) => run.operator.clone(),
@@ -547,6 +577,14 @@ fn client_config(c: &ConnectSettings, run: Option<&RunInfo>) -> Result<ClientCon
         }
     });
     let password = read_password(&c.password)?;
+    if credentials_in_clear(&url) {
+        errln!(
+            "embatch: warning: {} is plain http to {}, which is not this machine: the password \
+             crosses the network in Basic credentials that anyone on the way can read; use https",
+            text::printable(url.as_str()),
+            text::printable(url.host_str().unwrap_or("?"))
+        );
+    }
     if c.tls.insecure {
         errln!(
             "embatch: warning: --insecure: the server's certificate is not checked; this run is recorded as insecure"
@@ -556,6 +594,26 @@ fn client_config(c: &ConnectSettings, run: Option<&RunInfo>) -> Result<ClientCon
         timeout: c.timeout,
         ..ClientConfig::new(url, user, password, wire, c.tls.clone())
     })
+}
+
+/// Whether logging on to `url` sends the password where others may read it: over plain http to
+/// a host that is not this machine. Loopback is 127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z) and
+/// the name `localhost`; any other name may resolve anywhere.
+fn credentials_in_clear(url: &Url) -> bool {
+    if url.scheme() != "http" {
+        return false;
+    }
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            !(ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+        }
+        Some(url::Host::Domain(name)) => {
+            let name = name.strip_suffix('.').unwrap_or(name);
+            !name.eq_ignore_ascii_case("localhost")
+        }
+        None => true,
+    }
 }
 
 async fn check(s: CheckSettings) -> Result<Exit, AppError> {
@@ -694,7 +752,8 @@ fn jobs_text(jobs: &[runner::Job]) -> String {
 }
 
 /// The run's settings as recorded in `runs.options`: the pace and limits every run that talks
-/// to EM has, plus the command's own `extra` keys.
+/// to EM has, the pinned certificate fingerprint when there is one (`--insecure` has columns
+/// of its own), plus the command's own `extra` keys.
 fn run_options(
     pace: &Pace,
     connect: &ConnectSettings,
@@ -712,6 +771,9 @@ fn run_options(
         "timeout_secs": connect.timeout.as_secs_f64(),
         "wire": wire.as_str(),
     });
+    if let Some(pin) = connect.tls.ca_fingerprint {
+        options["ca_fingerprint"] = pin.to_string().into();
+    }
     if let (Some(options), serde_json::Value::Object(extra)) = (options.as_object_mut(), extra) {
         options.extend(extra);
     }
@@ -1669,4 +1731,71 @@ fn verification_text(v: &Verification) -> String {
         v.records
     ));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_off_this_machine_sends_credentials_in_clear() {
+        let in_clear = |url: &str| credentials_in_clear(&Url::parse(url).unwrap());
+        for url in [
+            "http://127.0.0.1:9398/api",
+            "http://127.8.9.10/api",
+            "http://localhost:9398/api",
+            "http://LOCALHOST/api",
+            "http://localhost./api",
+            "http://[::1]:9398/api",
+            "http://[::ffff:127.0.0.1]/api",
+            "https://em.example.com:9398/api",
+            "https://10.0.0.5/api",
+        ] {
+            assert!(!in_clear(url), "{url}");
+        }
+        for url in [
+            "http://em.example.com:9398/api",
+            "http://10.0.0.5:9398/api",
+            "http://128.0.0.1/api",
+            "http://[fe80::1]/api",
+            "http://localhost.example.com/api",
+            "http://0.0.0.0/api",
+        ] {
+            assert!(in_clear(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_pin_is_recorded_with_the_run_options() {
+        let connect = ConnectSettings {
+            url: None,
+            user: None,
+            password: PasswordSource::EnvOrPrompt,
+            tls: TlsOptions::default(),
+            wire: None,
+            timeout: Duration::from_secs(30),
+        };
+        let options = |c: &ConnectSettings| -> serde_json::Value {
+            serde_json::from_str(&run_options(
+                &Pace::default(),
+                c,
+                Wire::Xml,
+                None,
+                serde_json::json!({"extra": 1}),
+            ))
+            .unwrap()
+        };
+        assert!(options(&connect).get("ca_fingerprint").is_none());
+        let pin = crate::em::Fingerprint::parse(&"0a".repeat(32)).unwrap();
+        let pinned = ConnectSettings {
+            tls: TlsOptions {
+                ca_fingerprint: Some(pin),
+                ..TlsOptions::default()
+            },
+            ..connect
+        };
+        let value = options(&pinned);
+        assert_eq!(value["ca_fingerprint"], "0A:".repeat(31) + "0A");
+        assert_eq!(value["extra"], 1);
+    }
 }

@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use crate::app::{
     ApplyLike, ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings,
@@ -16,7 +16,7 @@ use crate::app::{
     ReportSettings, RunRef, ShowSettings, SnapshotAccounts, SnapshotSettings, VerifySettings,
 };
 use crate::audit::{ExportFormat, TimeWindow};
-use crate::em::{TlsOptions, Wire};
+use crate::em::{Fingerprint, TlsOptions, Wire};
 use crate::emulator::{EmulatorConfig, Faults, Seed};
 use crate::runner::Pace;
 use crate::runner::snapshot::SnapshotFormat;
@@ -80,6 +80,20 @@ pub enum CliCommand {
     /// compare every run, row and request with it. Where it does not hold, name the first record
     /// that was modified, deleted or inserted, and exit with status 5.
     Verify(VerifyArgs),
+    /// Print the completion script of a shell on stdout, e.g.
+    /// `embatch completions bash > ~/.local/share/bash-completion/completions/embatch`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout, e.g.
+    /// `embatch man > ~/.local/share/man/man1/embatch.1`.
+    Man,
+}
+
+/// `embatch completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `embatch verify`.
@@ -335,6 +349,18 @@ pub struct ConnectArgs {
     /// Accept any server certificate. Dangerous: recorded in the audit log and warned about.
     #[arg(long)]
     pub insecure: bool,
+
+    /// Trust exactly the server certificate with this SHA-256 fingerprint: how to trust EM's
+    /// self-signed certificate without --insecure.
+    ///
+    /// The fingerprint is of the certificate's DER form, as `openssl x509 -noout -fingerprint
+    /// -sha256` prints it: 64 hex digits, with or without colons, in either case, with or
+    /// without the `sha256 Fingerprint=` label. The certificate the server presents must be
+    /// that one; it need not chain to a trusted CA, and neither its host names nor its dates are
+    /// checked. Compare the fingerprint with the certificate on the server itself before you
+    /// pin it. Recorded with the run. Not with --insecure, --ca-cert or an http:// URL.
+    #[arg(long, value_name = "SHA256")]
+    pub ca_fingerprint: Option<String>,
 
     /// Wire format of the REST API [default: xml; for replay, undo and resume: the run's].
     #[arg(long, value_enum)]
@@ -700,8 +726,27 @@ impl Cli {
                 out: a.out,
                 db: a.db.db,
             }),
+            CliCommand::Completions(a) => Command::Print(completion_script(a.shell)),
+            CliCommand::Man => Command::Print(man_page()),
         })
     }
+}
+
+/// The completion script of `shell`, made from these definitions so it always knows every
+/// subcommand and flag.
+fn completion_script(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "embatch", &mut script);
+    String::from_utf8(script).expect("clap_complete writes UTF-8 scripts")
+}
+
+/// The man page, in roff, made from these definitions and their help texts.
+fn man_page() -> String {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .expect("rendering into memory cannot fail");
+    String::from_utf8(page).expect("clap_mangen writes UTF-8 roff")
 }
 
 fn parse_run_ref(text: &str) -> Result<RunRef, UsageError> {
@@ -782,6 +827,31 @@ impl ConnectArgs {
                 "--insecure and --ca-cert contradict each other; pick one",
             ));
         }
+        let ca_fingerprint = match &self.ca_fingerprint {
+            Some(text) => Some(Fingerprint::parse(text).map_err(|e| {
+                usage(format!(
+                    "--ca-fingerprint '{}' is no SHA-256 fingerprint: {e}",
+                    crate::text::printable(text)
+                ))
+            })?),
+            None => None,
+        };
+        if ca_fingerprint.is_some() {
+            // A pin is one exact answer to "which certificate is trusted"; either other flag
+            // would give a second, different answer.
+            if self.insecure {
+                return Err(usage(
+                    "--ca-fingerprint and --insecure contradict each other: a pin accepts one \
+                     certificate, --insecure any; pick one",
+                ));
+            }
+            if self.ca_cert.is_some() {
+                return Err(usage(
+                    "--ca-fingerprint and --ca-cert contradict each other: a pin trusts one \
+                     certificate whatever its issuer, --ca-cert what these CAs issued; pick one",
+                ));
+            }
+        }
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             return Err(usage("--timeout must be a positive number of seconds"));
         }
@@ -797,6 +867,7 @@ impl ConnectArgs {
             tls: TlsOptions {
                 ca_cert: self.ca_cert,
                 insecure: self.insecure,
+                ca_fingerprint,
             },
             wire: self.wire.map(Into::into),
             timeout,
@@ -950,6 +1021,62 @@ mod tests {
             panic!("not apply");
         };
         assert_eq!(s.pace.max_retry_wait, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_pin_goes_with_https_alone() {
+        let fp = "AB:".repeat(31) + "AB";
+        let connect = |extra: &[&str]| {
+            let mut args = vec![
+                "embatch",
+                "rebuild-scopes",
+                "--url",
+                "https://em.example.com:9398/api",
+                "--user",
+                "u",
+                "--ca-fingerprint",
+                &fp,
+            ];
+            args.extend(extra);
+            Cli::try_parse_from(args).unwrap().into_command()
+        };
+        let Ok(Command::RebuildScopes(s)) = connect(&[]) else {
+            panic!("a pin alone is accepted");
+        };
+        assert_eq!(
+            s.connect.tls.ca_fingerprint.map(|p| p.to_string()),
+            Some(fp.clone())
+        );
+        assert!(!s.connect.tls.insecure && s.connect.tls.ca_cert.is_none());
+        let e = connect(&["--insecure"]).unwrap_err();
+        assert!(e.0.contains("--ca-fingerprint and --insecure"), "{e}");
+        let e = connect(&["--ca-cert", "ca.pem"]).unwrap_err();
+        assert!(e.0.contains("--ca-fingerprint and --ca-cert"), "{e}");
+        let bad = ["embatch", "resume", "1", "--ca-fingerprint", "AB:CD\u{1b}"];
+        let e = Cli::try_parse_from(bad)
+            .unwrap()
+            .into_command()
+            .unwrap_err();
+        assert!(e.0.contains("no SHA-256 fingerprint"), "{e}");
+        assert!(
+            e.0.contains("'AB:CD\\u{1b}'"),
+            "the text is shown escaped: {e}"
+        );
+    }
+
+    #[test]
+    fn completions_and_the_man_page_are_made_from_the_definitions() {
+        let cli = Cli::try_parse_from(["embatch", "completions", "fish"]).unwrap();
+        let Ok(Command::Print(script)) = cli.into_command() else {
+            panic!("completions print a script");
+        };
+        assert!(script.contains("ca-fingerprint"), "{script}");
+        assert!(Cli::try_parse_from(["embatch", "completions", "tcsh"]).is_err());
+        let cli = Cli::try_parse_from(["embatch", "man"]).unwrap();
+        let Ok(Command::Print(page)) = cli.into_command() else {
+            panic!("man prints a page");
+        };
+        assert!(page.contains(".TH embatch"), "{page}");
     }
 
     #[test]

@@ -19,8 +19,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER, SE
 use uuid::Uuid;
 
 use super::codec::{self, Codec, DecodeError};
-use super::error::{classify_transport, parse_retry_after};
+use super::error::{classify_transport, error_chain, parse_retry_after};
 use super::redact::Redactor;
+use super::tls;
 use super::{
     Account, AccountCreateSpec, AccountRole, AttemptOutcome, ClientConfig, EmError, EntityRef,
     EntryPoint, LogonSession, RebuildMode, RequestObserver, RequestTag, Retry, Scope, ScopeItem,
@@ -56,6 +57,10 @@ pub const MAX_ANSWER_BYTES: usize = 32 << 20;
 /// included, is a few KiB, and only its message is kept, clipped to
 /// [`text::MAX_MESSAGE_BYTES`].
 pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// The most bytes kept of each text a refused certificate shows (its subject, its issuer): a
+/// name is a few dozen bytes, and the message holds several of them.
+const MAX_CERTIFICATE_TEXT_BYTES: usize = 512;
 
 /// A live session. Its token is a credential and never shows in `Debug` output.
 struct Session {
@@ -172,6 +177,12 @@ impl Client {
         if config.base_url.password().is_some() || !config.base_url.username().is_empty() {
             return Err(EmError::Setup(
                 "the server URL must not carry credentials".into(),
+            ));
+        }
+        // Over plain http there is no certificate to compare: a pin would be silently ignored.
+        if config.tls.ca_fingerprint.is_some() && config.base_url.scheme() != "https" {
+            return Err(EmError::Setup(
+                "a certificate fingerprint is pinned, but the server URL is not https://".into(),
             ));
         }
         let tls = super::tls::client_config(&config.tls)?;
@@ -478,7 +489,31 @@ impl Client {
 
         let mut response = match builder.send().await {
             Ok(response) => response,
-            Err(e) => return Err(transport(&e, None, None)),
+            Err(e) => match tls::refusal_in(&error_chain(&e)) {
+                // The handshake failed on the certificate: the request never left, and the
+                // error says what the server presented, so the user can decide to trust it.
+                Some(refusal) => {
+                    let refusal = refusal.map_outside(|t| {
+                        text::clip(&self.redactor.redact(t), MAX_CERTIFICATE_TEXT_BYTES)
+                            .into_owned()
+                    });
+                    let message = self.outside(&refusal.to_string());
+                    in_flight.end(
+                        &AttemptOutcome {
+                            status: None,
+                            error: Some(message.clone()),
+                        },
+                        started.elapsed(),
+                    );
+                    tracing::debug!(method = %method, path = %shown, "request failed: {message}");
+                    return Err(EmError::Certificate {
+                        method: method.to_string(),
+                        path: shown,
+                        refusal: Box::new(refusal),
+                    });
+                }
+                None => return Err(transport(&e, None, None)),
+            },
         };
         let status = response.status().as_u16();
         // Taken rather than cloned: the body is read next, and nothing else needs them.

@@ -15,8 +15,8 @@ use base64::Engine;
 use uuid::Uuid;
 
 use super::super::{
-    AttemptOutcome, Client, ClientConfig, EmError, NoopObserver, RequestObserver, RequestTag,
-    Retry, Secret, TlsOptions, Wire,
+    AttemptOutcome, CertificateProblem, Client, ClientConfig, EmError, Fingerprint, NoopObserver,
+    RequestObserver, RequestTag, Retry, Secret, TlsOptions, Wire,
 };
 
 const PASSWORD: &str = "s3cret-Pa55word";
@@ -726,13 +726,22 @@ async fn bad_setups_are_refused() {
 /// Serves the fake over TLS with a fresh self-signed certificate; returns the base URL and the
 /// certificate's PEM.
 async fn serve_tls() -> (Arc<Fake>, String, String) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-
     let key =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .unwrap();
     let cert_pem = key.cert.pem();
+    let (fake, base) = serve_tls_with(key.cert.der().clone(), key.signing_key).await;
+    (fake, base, cert_pem)
+}
+
+/// Serves the fake over TLS with `cert` and its `key`; returns the base URL.
+async fn serve_tls_with(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rcgen::KeyPair,
+) -> (Arc<Fake>, String) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+
     let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -740,8 +749,8 @@ async fn serve_tls() -> (Arc<Fake>, String, String) {
     .unwrap()
     .with_no_client_auth()
     .with_single_cert(
-        vec![key.cert.der().clone()],
-        rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).unwrap(),
+        vec![cert],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
     )
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
@@ -765,11 +774,7 @@ async fn serve_tls() -> (Arc<Fake>, String, String) {
             });
         }
     });
-    (
-        fake,
-        format!("https://127.0.0.1:{}/api", addr.port()),
-        cert_pem,
-    )
+    (fake, format!("https://127.0.0.1:{}/api", addr.port()))
 }
 
 #[tokio::test]
@@ -834,7 +839,7 @@ async fn certificate_errors_are_found_in_the_source_chain() {
     std::fs::write(&ca, other.cert.pem()).unwrap();
     let tls = crate::em::tls::client_config(&TlsOptions {
         ca_cert: Some(ca),
-        insecure: false,
+        ..TlsOptions::default()
     })
     .unwrap();
     let http = reqwest::Client::builder()
@@ -849,6 +854,131 @@ async fn certificate_errors_are_found_in_the_source_chain() {
             .any(|e| e.downcast_ref::<rustls::Error>().is_some()),
         "{chain:?}"
     );
+    // So is the description of the certificate refused.
+    let refusal = crate::em::tls::refusal_in(&chain).expect("the refusal is in the chain");
+    assert_eq!(refusal.problem, CertificateProblem::Untrusted);
+}
+
+#[tokio::test]
+async fn a_refused_certificate_is_recorded_as_failed_and_never_reaches_the_server() {
+    let (fake, base, pem) = serve_tls().await;
+    let der = rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let presented = Fingerprint::of(der.as_ref());
+    let recorder = Arc::new(Recorder::default());
+    let client = Client::new(config(&base, Wire::Xml), recorder.clone()).unwrap();
+    let e = client.logon().await.unwrap_err();
+    let EmError::Certificate { refusal, .. } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(refusal.problem, CertificateProblem::Untrusted);
+    assert_eq!(refusal.presented.fingerprint, presented);
+    assert_eq!((e.status(), e.retry()), (None, Retry::Never));
+    assert!(
+        e.to_string()
+            .starts_with("POST /api/sessionMngr/?v=latest: "),
+        "{e}"
+    );
+    let advice = e.advice().join("\n");
+    assert!(
+        advice.contains(&format!("--ca-fingerprint {presented}")),
+        "{advice}"
+    );
+    // The intent was recorded, and its end says it failed without an answer.
+    assert_eq!(recorder.sent.lock().unwrap().len(), 1);
+    let finished = recorder.finished.lock().unwrap().clone();
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0].1.status, None);
+    let error = finished[0].1.error.as_deref().unwrap();
+    assert!(error.contains(&presented.to_string()), "{error}");
+    assert!(
+        fake.seen.lock().unwrap().is_empty(),
+        "nothing reached the server"
+    );
+}
+
+#[tokio::test]
+async fn a_pinned_fingerprint_is_the_whole_trust() {
+    let (fake, base, pem) = serve_tls().await;
+    let der = rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let right = Fingerprint::of(der.as_ref());
+    let mut pinned = config(&base, Wire::Json);
+    pinned.tls.ca_fingerprint = Some(right);
+    let client = Client::new(pinned.clone(), Arc::new(NoopObserver)).unwrap();
+    client.call(RequestTag::default()).roles().await.unwrap();
+
+    let seen = fake.seen.lock().unwrap().len();
+    let wrong = Fingerprint::parse(&"00".repeat(32)).unwrap();
+    let mut mismatched = pinned.clone();
+    mismatched.tls.ca_fingerprint = Some(wrong);
+    let e = Client::new(mismatched, Arc::new(NoopObserver))
+        .unwrap()
+        .logon()
+        .await
+        .unwrap_err();
+    let EmError::Certificate { refusal, .. } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(
+        refusal.problem,
+        CertificateProblem::PinMismatch { expected: wrong }
+    );
+    assert!(
+        e.to_string()
+            .contains(&format!("expected SHA-256 {wrong}, presented {right}")),
+        "{e}"
+    );
+    assert_eq!(
+        fake.seen.lock().unwrap().len(),
+        seen,
+        "nothing reached the server"
+    );
+
+    // Over plain http a pin would be ignored, so it is refused.
+    let mut plain = config("http://127.0.0.1:1/api", Wire::Xml);
+    plain.tls.ca_fingerprint = Some(right);
+    assert!(matches!(
+        Client::new(plain, Arc::new(NoopObserver)),
+        Err(EmError::Setup(_))
+    ));
+    let mut both = pinned;
+    both.tls.insecure = true;
+    assert!(matches!(
+        Client::new(both, Arc::new(NoopObserver)),
+        Err(EmError::Setup(_))
+    ));
+}
+
+#[tokio::test]
+async fn certificate_text_is_redacted_and_clipped() {
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let long = "x".repeat(2000);
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("evil {PASSWORD} \u{1b}[31m {long}"),
+    );
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (_fake, base) = serve_tls_with(cert.der().clone(), key).await;
+    let e = client(&base, Wire::Xml).logon().await.unwrap_err();
+    let EmError::Certificate { refusal, .. } = &e else {
+        panic!("{e}");
+    };
+    let subject = &refusal.presented.subject;
+    assert!(
+        !subject.contains(PASSWORD) && subject.contains("evil ***"),
+        "{subject}"
+    );
+    assert!(
+        subject.len() < 700 && subject.contains("[cut: "),
+        "{subject}"
+    );
+    assert!(!e.to_string().contains(PASSWORD));
 }
 
 #[tokio::test]

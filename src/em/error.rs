@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::tls::CertificateRefusal;
+
 /// Whether a failed request may be sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
@@ -80,6 +82,17 @@ pub enum EmError {
         /// The longest pause the caller waits.
         max: Duration,
     },
+    /// The server's certificate was refused during the TLS handshake: nothing was sent over
+    /// the connection.
+    #[error("{method} {path}: {refusal}")]
+    Certificate {
+        /// The method.
+        method: String,
+        /// The URL path.
+        path: String,
+        /// What was wrong with the certificate, and what it was.
+        refusal: Box<CertificateRefusal>,
+    },
     /// The client could not be built (bad CA file, ...).
     #[error("client setup: {0}")]
     Setup(String),
@@ -105,9 +118,22 @@ impl EmError {
             EmError::Decode { .. } => Retry::Never,
             // Sending it again would go unrecorded again: the caller must stop.
             EmError::NotRecorded { .. } | EmError::Setup(_) => Retry::Never,
+            // The same certificate is refused the same way until trust is configured otherwise.
+            EmError::Certificate { .. } => Retry::Never,
             // Retrying sooner than asked would be refused again; waiting is what the caller
             // declined.
             EmError::WaitTooLong { .. } => Retry::Never,
+        }
+    }
+
+    /// Lines to print after the error that say what to do about it (for a refused certificate:
+    /// what it is and how to trust it); none for most errors. Their texts are raw: the printer
+    /// escapes them.
+    pub fn advice(&self) -> Vec<String> {
+        match self {
+            EmError::Certificate { refusal, .. } => refusal.advice(),
+            EmError::WaitTooLong { error, .. } => error.advice(),
+            _ => Vec::new(),
         }
     }
 

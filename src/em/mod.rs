@@ -22,6 +22,9 @@ use std::time::Duration;
 pub use client::{Call, Client, MAX_ANSWER_BYTES, MAX_ERROR_BODY_BYTES, MAX_LIST_ANSWER_BYTES};
 pub use error::{EmError, Retry};
 pub use model::*;
+pub use tls::{
+    CertificateProblem, CertificateRefusal, Fingerprint, FingerprintError, PresentedCertificate,
+};
 
 /// Runs `body` through every decoder of `wire`'s codec (each document the client reads, the
 /// `Error` body and the message quoted from it), through the check of a session id, and
@@ -81,6 +84,9 @@ pub struct TlsOptions {
     pub ca_cert: Option<PathBuf>,
     /// Accept any certificate. Recorded with the run and warned about.
     pub insecure: bool,
+    /// Accept exactly the certificate with this SHA-256 fingerprint, whatever its issuer,
+    /// names and dates (and no other). Excludes `ca_cert` and `insecure`.
+    pub ca_fingerprint: Option<Fingerprint>,
 }
 
 /// A password (or any secret) that never shows in `Debug` or `Display` output.

@@ -205,6 +205,14 @@ pub struct TlsMaterial {
     pub key_pem: String,
 }
 
+impl TlsMaterial {
+    /// The certificate's SHA-256 fingerprint, as `openssl x509 -noout -fingerprint -sha256`
+    /// prints it (`AB:CD:...`): what a client pins to trust it.
+    pub fn fingerprint(&self) -> Result<String, EmulatorError> {
+        tls::fingerprint(&self.cert_pem)
+    }
+}
+
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsMaterial").finish_non_exhaustive()
@@ -423,11 +431,35 @@ pub fn banner(base_url: &str, config: &EmulatorConfig) -> String {
         ),
     ];
     if tls {
-        lines.push(
-            "TLS (--tls): the certificate is self-signed, hence curl -k; write it with --cert-out FILE \
-             and give FILE to embatch --ca-cert (or curl --cacert)."
-                .to_owned(),
-        );
+        let fingerprint = config
+            .tls_material
+            .as_ref()
+            .and_then(|m| m.fingerprint().ok());
+        match fingerprint {
+            Some(fp) => {
+                lines.push(format!(
+                    "TLS (--tls): the certificate is self-signed, hence curl -k; its SHA-256 \
+                     fingerprint is {fp}. Trust it by that fingerprint:"
+                ));
+                lines.push(format!(
+                    "  EMBATCH_PASSWORD={} embatch snapshot --all --format csv --url {} --user {} \
+                     --ca-fingerprint {fp}",
+                    shell_quote(&config.admin_password),
+                    shell_quote(base),
+                    shell_quote(&config.admin_user)
+                ));
+                lines.push(
+                    "or write it with --cert-out FILE and give FILE to embatch --ca-cert (or curl \
+                     --cacert)."
+                        .to_owned(),
+                );
+            }
+            None => lines.push(
+                "TLS (--tls): the certificate is self-signed, hence curl -k; write it with \
+                 --cert-out FILE and give FILE to embatch --ca-cert (or curl --cacert)."
+                    .to_owned(),
+            ),
+        }
     }
     lines.push(format!(
         "Inspect: {root}/_emulator/state, {root}/_emulator/journal, {root}/_emulator/requests"
@@ -593,6 +625,12 @@ impl RunningEmulator {
     /// The certificate, when serving HTTPS.
     pub fn cert_pem(&self) -> Option<String> {
         self.cert_pem.clone()
+    }
+    /// The certificate's SHA-256 fingerprint (`AB:CD:...`), when serving HTTPS.
+    pub fn cert_fingerprint(&self) -> Option<String> {
+        self.cert_pem
+            .as_deref()
+            .and_then(|pem| tls::fingerprint(pem).ok())
     }
     /// Every account now.
     pub fn state(&self) -> StateSnapshot {

@@ -427,3 +427,37 @@ fn a_device_is_no_plan_and_is_not_read_forever() {
         );
     }
 }
+
+#[test]
+fn completions_and_the_man_page_are_printed_for_installing() {
+    let out = embatch().args(["completions", "bash"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        script.contains("_embatch") && script.contains("complete -F _embatch"),
+        "{script}"
+    );
+    assert!(script.contains("--ca-fingerprint"), "every flag is known");
+    for shell in ["zsh", "fish", "powershell", "elvish"] {
+        let out = embatch().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("embatch"),
+            "{shell}"
+        );
+    }
+    let out = embatch().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty());
+
+    let out = embatch().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let page = String::from_utf8(out.stdout).unwrap();
+    // The header comes first, after the string definitions roff pages open with.
+    let header = page
+        .lines()
+        .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+        .unwrap();
+    assert!(header.starts_with(".TH embatch 1"), "{header}");
+    assert!(page.contains("completions") && page.contains("Enterprise Manager"));
+}

@@ -16,5 +16,6 @@ mod report;
 mod secrets;
 mod soak;
 mod support;
+mod tls;
 mod verify;
 mod workload;
