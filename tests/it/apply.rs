@@ -346,3 +346,46 @@ async fn the_demo_preview_and_summary_read_well() {
     summary.requests = 71;
     insta::assert_snapshot!("demo_summary", summary.table());
 }
+
+/// An add-scope and a remove-scope of one scope for one account, in either order, are refused
+/// before anything is sent: a run stopped between them would be resumed against a state the
+/// second row already changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_added_and_removed_in_one_plan_is_refused_naming_both_lines() {
+    let emu = support::emulator(EmulatorConfig {
+        accounts: 12,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let name = pick(&emu.state(), &mut Vec::new(), |_| true).name.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let add = format!(
+        "{name},add-scope,urn:VMware:ResourcePool:11111111-2222-3333-4444-555555555555.resgroup-5,Payroll-RP"
+    );
+    let remove = format!("{name},remove-scope,Payroll-RP,");
+    for (first, second) in [(&add, &remove), (&remove, &add)] {
+        let plan = dir.path().join("plan.csv");
+        // A blank line between them: lines are the file's physical lines.
+        std::fs::write(
+            &plan,
+            format!("account,action,target,object_name\n{first}\n\n{second}\n"),
+        )
+        .unwrap();
+        let expected = format!(
+            "{}:4: contradicts line 2: add-scope and remove-scope of the same scope for one \
+             account (lines 2 and 4)",
+            plan.display()
+        );
+        for command in ["check", "apply"] {
+            let mut cmd = support::cli(&emu, &db);
+            cmd.arg(command).arg(&plan).args(support::FAST);
+            let out = support::output(cmd).await;
+            assert_eq!(out.status.code(), Some(2), "{}", support::text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(&expected), "{}", support::text(&out));
+        }
+    }
+    assert!(emu.requests().is_empty(), "nothing was sent");
+    assert!(!db.exists(), "nothing was recorded");
+}
