@@ -1084,6 +1084,8 @@ async fn replay(s: FollowUpSettings, failed_only: bool) -> Result<Exit, AppError
 
 async fn resume(s: FollowUpSettings) -> Result<Exit, AppError> {
     let (reader, run) = recorded_run(&s)?;
+    // Before the status: a finished snapshot is no more resumable than an interrupted one.
+    history::refuse_kind(&run, "resume")?;
     if run.status == "completed" {
         outln!("run {} completed; there is nothing to resume", run.run_id)?;
         return Ok(Exit::Success);

@@ -404,3 +404,37 @@ async fn scope_rebuilds_after_a_run_and_on_their_own_are_recorded() {
         .count();
     assert_eq!(rebuilt, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_scope_rebuild_runs_are_not_replayed_undone_or_resumed() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let mut cmd = support::cli(&emu, &db);
+    cmd.args(["snapshot", "--all", "--format", "csv"])
+        .args(FAST);
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    let (code, out) = embatch(&emu, &db, &["rebuild-scopes"]).await;
+    assert_eq!(code, Some(0), "{out}");
+
+    let requests = emu.requests().len();
+    for (run, says) in [
+        (
+            "1",
+            "run 1 is a snapshot run: it only read accounts, so there is nothing to",
+        ),
+        ("2", "run 2 is a scope rebuild run"),
+    ] {
+        for command in ["replay", "undo", "resume"] {
+            let (code, out) = embatch(&emu, &db, &[command, run]).await;
+            assert_eq!(code, Some(2), "{command} {run}: {out}");
+            assert!(
+                out.contains(says) && out.contains(&format!("nothing to {command}")),
+                "{command} {run}: {out}"
+            );
+            assert!(!out.contains("valid plan"), "{out}");
+        }
+    }
+    assert_eq!(emu.requests().len(), requests, "nothing was sent");
+}
