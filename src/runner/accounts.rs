@@ -1,6 +1,7 @@
 //! Whole accounts: creating one from an add-account row and the rows folded into its create
-//! request, and the guards that keep a bad spreadsheet from locking everyone out of EM (the
-//! last Portal Administrator, and the account embatch itself logs on with).
+//! request (and, for `resume`, recording those rows as that request's when it was sent before
+//! the run stopped), and the guards that keep a bad spreadsheet from locking everyone out of EM
+//! (the last Portal Administrator, and the account embatch itself logs on with).
 
 use std::collections::HashSet;
 
