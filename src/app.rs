@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::audit::{
-    AuditError, AuditReader, AuditWriter, ExportError, ExportFilter, ExportFormat, PrivateOutput,
-    RowFilter, RunInfo, RunSelector, TimeWindow, Verification,
+    AuditError, AuditReader, AuditWriter, ExportError, ExportFilter, ExportFormat, FailedRow,
+    Failures, LineSource, PrivateOutput, RowFilter, RunInfo, RunSelector, TimeWindow, Verification,
 };
 use crate::console::{self, err, errln, out, outln};
 use crate::em::{ClientConfig, EmError, Secret, TlsOptions, Wire};
@@ -888,12 +888,25 @@ fn exit_for(report: &RunReport) -> Exit {
     }
 }
 
+/// How many failed rows a run's summary lists; `embatch show RUN --failed` lists them all.
+const FAILURES_LISTED: usize = 20;
+
 fn print_report(report: &RunReport, db: &Path, output: OutputFormat) -> Result<(), AppError> {
+    let failures = read_failures(report, db);
     let mut out = console::stdout();
     match output {
         OutputFormat::Json => {
             let mut value = serde_json::to_value(report).expect("a report always serializes");
             value["db"] = serde_json::Value::String(db.display().to_string());
+            let (listed, total) = match &failures {
+                Some(f) => (
+                    f.rows.iter().map(|r| failure_json(&f.source, r)).collect(),
+                    f.total,
+                ),
+                None => (Vec::new(), report.unsuccessful()),
+            };
+            value["failures"] = serde_json::Value::Array(listed);
+            value["failures_total"] = total.into();
             writeln!(out, "{value}")?;
         }
         OutputFormat::Text => {
@@ -901,6 +914,20 @@ fn print_report(report: &RunReport, db: &Path, output: OutputFormat) -> Result<(
             write!(out, "{}", report.summary.table())?;
             if let Some(rebuild) = &report.scope_rebuild {
                 writeln!(out, "scope rebuild: {}", rebuild.detail)?;
+            }
+            if let Some(f) = &failures {
+                for row in &f.rows {
+                    writeln!(out, "{}", failure_line(&f.source, row))?;
+                }
+                let more = f.total.saturating_sub(f.rows.len() as u64);
+                if more > 0 {
+                    writeln!(
+                        out,
+                        "and {more} more: `embatch show {} --failed --db {}`",
+                        report.run_id,
+                        text::printable(&db.display().to_string())
+                    )?;
+                }
             }
             if report.earlier_failures > 0 {
                 writeln!(
@@ -920,7 +947,8 @@ fn print_report(report: &RunReport, db: &Path, output: OutputFormat) -> Result<(
                     "stopped after --max-failures; see `embatch show {} --failed`",
                     report.run_id
                 )?,
-                None if report.summary.failed > 0 => writeln!(
+                // Listed above, unless the log could not be read back.
+                None if report.summary.failed > 0 && failures.is_none() => writeln!(
                     out,
                     "see the failures with `embatch show {} --failed --db {}`",
                     report.run_id,
@@ -931,6 +959,75 @@ fn print_report(report: &RunReport, db: &Path, output: OutputFormat) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The failed, in-doubt and conflict rows of the run just ended, read back from its log; `None`
+/// when it has none, or when the log cannot be read now, which changes nothing for the run (the
+/// summary then says where to look).
+fn read_failures(report: &RunReport, db: &Path) -> Option<Failures> {
+    if report.unsuccessful() == 0 {
+        return None;
+    }
+    match AuditReader::open(db).and_then(|r| r.failures(report.run_id, FAILURES_LISTED)) {
+        Ok(failures) => Some(failures),
+        Err(e) => {
+            errln!("embatch: cannot read the failed rows back from the audit log: {e}");
+            None
+        }
+    }
+}
+
+/// One row that did not end well, as `check` names a plan's problems:
+/// `FILE:LINE: account action target: reason`, or `run 7 line 4: ...` for a run made from the
+/// log. Everything from the plan, the server and the log is escaped.
+fn failure_line(source: &LineSource, row: &FailedRow) -> String {
+    let place = match source {
+        LineSource::File(file) => format!("{}:{}", text::printable(file), row.line),
+        LineSource::Run(run) => format!("run {run} line {}", row.line),
+    };
+    // A cell with a space is quoted, so that where the target ends stays clear.
+    let cell = |t: &str| {
+        let t = text::printable(t);
+        if t.contains([' ', '"']) {
+            format!("\"{}\"", t.replace('"', "\\\""))
+        } else {
+            t.into_owned()
+        }
+    };
+    let mut what = format!("{} {}", cell(&row.account), text::printable(&row.action));
+    if !row.target.is_empty() {
+        what.push(' ');
+        what.push_str(&cell(&row.target));
+    }
+    let label = match row.outcome.as_str() {
+        "failed" => None,
+        "in_doubt" => Some("in doubt".into()),
+        other => Some(text::printable(other)),
+    };
+    let why = match (label, row.reason.as_deref()) {
+        (Some(label), Some(reason)) => format!("{label}: {}", text::printable(reason)),
+        (Some(label), None) => label.into_owned(),
+        (None, Some(reason)) => text::printable(reason).into_owned(),
+        (None, None) => "failed".into(),
+    };
+    format!("{place}: {what}: {why}")
+}
+
+/// One row that did not end well, for `--output json`: `file` or `run` as in [`failure_line`].
+fn failure_json(source: &LineSource, row: &FailedRow) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "line": row.line,
+        "account": row.account,
+        "action": row.action,
+        "target": row.target,
+        "outcome": row.outcome,
+        "reason": row.reason,
+    });
+    match source {
+        LineSource::File(file) => value["file"] = file.as_str().into(),
+        LineSource::Run(run) => value["run"] = (*run).into(),
+    }
+    value
 }
 
 fn runs(db: &Path) -> Result<Exit, AppError> {
@@ -1287,6 +1384,8 @@ async fn replay(s: FollowUpSettings, failed_only: bool) -> Result<Exit, AppError
 
 async fn resume(s: FollowUpSettings) -> Result<Exit, AppError> {
     let (reader, run) = recorded_run(&s)?;
+    // Before the status: a finished snapshot is no more resumable than an interrupted one.
+    history::refuse_kind(&run, "resume")?;
     if run.status == "completed" {
         outln!("run {} completed; there is nothing to resume", run.run_id)?;
         return Ok(Exit::Success);
@@ -1797,5 +1896,39 @@ mod tests {
         let value = options(&pinned);
         assert_eq!(value["ca_fingerprint"], "0A:".repeat(31) + "0A");
         assert_eq!(value["extra"], 1);
+    }
+
+    #[test]
+    fn a_failed_row_reads_like_a_plan_problem_with_outside_text_escaped() {
+        let row = FailedRow {
+            line: 4,
+            account: "TECH\\al\u{1b}[2Jice".into(),
+            action: "assign-role".into(),
+            target: "Restore \"Operator\"".into(),
+            outcome: "failed".into(),
+            reason: Some("HTTP 403: no\u{202e}".into()),
+        };
+        assert_eq!(
+            failure_line(&LineSource::File("p\u{7}.csv".into()), &row),
+            "p\\u{7}.csv:4: TECH\\al\\u{1b}[2Jice assign-role \"Restore \\\"Operator\\\"\": \
+             HTTP 403: no\\u{202e}"
+        );
+        let in_doubt = FailedRow {
+            action: "delete-account".into(),
+            target: String::new(),
+            outcome: "in_doubt".into(),
+            reason: None,
+            ..row
+        };
+        assert_eq!(
+            failure_line(&LineSource::Run(7), &in_doubt),
+            "run 7 line 4: TECH\\al\\u{1b}[2Jice delete-account: in doubt"
+        );
+        let json = failure_json(&LineSource::Run(7), &in_doubt);
+        assert_eq!(
+            (&json["run"], &json["reason"]),
+            (&7.into(), &serde_json::Value::Null)
+        );
+        assert!(json.get("file").is_none());
     }
 }

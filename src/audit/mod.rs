@@ -1,7 +1,7 @@
 //! The audit log: a SQLite file (mode 0600) created and upgraded from the numbered SQL files in
 //! `migrations/`, written by one writer thread that owns the connection and commits in groups,
-//! read by the queries behind `runs` and `show`, checked offline by `verify`, and streamed out
-//! for auditors by `export`.
+//! read by the queries behind `runs`, `show` and the failures a run lists after its summary,
+//! checked offline by `verify`, and streamed out for auditors by `export`.
 //!
 //! Every HTTP attempt is recorded as an intent, committed, before the request is sent; so a
 //! crash leaves evidence of what may have been sent. No secret is ever written here.
@@ -32,6 +32,7 @@
 mod chain;
 mod db;
 mod export;
+mod failures;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod history;
@@ -47,6 +48,7 @@ pub use export::{
     EXPORT_COLUMNS, ExportError, ExportFilter, ExportFormat, PrivateOutput, TimeWindow,
     WindowError, csv_safe,
 };
+pub use failures::{FailedRow, Failures, LineSource};
 pub use history::RecordedRow;
 pub use lock::LockHolder;
 pub use read::{AuditReader, RowFilter, RowInfo, RunInfo, RunSelector};

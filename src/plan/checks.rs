@@ -1,6 +1,7 @@
 //! Checks across rows: duplicate rows and contradictory rows (an assign and a remove of one
-//! role, or both restore-all-VMs values, for one account), and the checks that need the whole
-//! plan (new accounts without a role, deleted accounts with other rows).
+//! role, an add and a remove of one scope, or both restore-all-VMs values, for one account),
+//! and the checks that need the whole plan (new accounts without a role, deleted accounts with
+//! other rows).
 //!
 //! Rows are compared on normalised keys kept in hash maps, so a plan of any size is checked in
 //! one pass. Names and GUIDs are interned to small numbers (names through a scratch buffer, so
@@ -110,6 +111,10 @@ pub(super) struct Tracker {
     scratch: String,
     /// (account, action, target) → the first line holding it.
     rows: FastMap<(Who, Kind, What), Line>,
+    /// (account, scope name) → the first add-scope row giving the account a scope of that name.
+    /// A remove-scope row names a scope by its name (or its GUID, which no scope added by the
+    /// plan has yet), so this is what an add-scope row is matched with.
+    added_scopes: FastMap<(Who, What), Line>,
     /// What the rows of each account named by name hold, by its number, for the
     /// restore-all-VMs checks and the checks that need the whole plan (`finish`).
     named: Vec<AccountFacts>,
@@ -247,6 +252,27 @@ impl Tracker {
             report(format!(
                 "contradicts line {at}: assign-role and remove-role of the same role for one account \
                  (lines {at} and {line})"
+            ));
+        }
+        // An add and a remove of one scope, in either order, are refused like an assign and a
+        // remove of one role: each row is decided against the account as it is when the row
+        // runs, so a run stopped between the two (or with the first in doubt) is resumed
+        // against a state the later row already changed, and can add the scope again after
+        // its removal, or remove the scope just added. EM matches a removal by name exactly.
+        let added_or_removed = match action {
+            Action::AddScope { object_name, .. } => {
+                let named = What(self.targets.name(object_name, false, &mut self.scratch));
+                let removed = self.rows.get(&(who, Kind::RemoveScope, named)).copied();
+                self.added_scopes.entry((who, named)).or_insert(at_line);
+                removed
+            }
+            Action::RemoveScope(ScopeRef::Name(_)) => self.added_scopes.get(&(who, what)).copied(),
+            _ => None,
+        };
+        if let Some(at) = added_or_removed {
+            report(format!(
+                "contradicts line {at}: add-scope and remove-scope of the same scope for one \
+                 account (lines {at} and {line})"
             ));
         }
         match self.rows.entry((who, kind, what)) {
@@ -629,6 +655,49 @@ mod tests {
                 "contradicts line 2: assign-role and remove-role of the same role for one account (lines 2 and 4)"
                     .into()
             )]
+        );
+    }
+
+    #[test]
+    fn add_and_remove_of_one_scope_contradict_in_either_order() {
+        let add = |r: &str, n: &str| Action::AddScope {
+            obj_ref: r.into(),
+            object_name: n.into(),
+        };
+        let remove = |n: &str| Action::RemoveScope(ScopeRef::Name(n.into()));
+        let out = run(&[
+            (name("TECH\\alice"), add("urn:VMware:Vm:R.vm-1", "Finance")),
+            // Another account, another name (scope names match exactly), or a GUID: no match.
+            (name("TECH\\bob"), remove("Finance")),
+            (name("TECH\\alice"), remove("finance")),
+            (
+                name("TECH\\alice"),
+                Action::RemoveScope(ScopeRef::Id(Uuid::from_u128(3))),
+            ),
+            (name("tech\\ALICE"), remove("Finance")),
+            // The other order, with a scope of the same name on another object.
+            (name("TECH\\carol"), remove("HR")),
+            (
+                name("TECH\\carol"),
+                add("urn:VMware:Folder:R.group-v2", "HR"),
+            ),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (
+                    6,
+                    "contradicts line 2: add-scope and remove-scope of the same scope for one \
+                     account (lines 2 and 6)"
+                        .into()
+                ),
+                (
+                    8,
+                    "contradicts line 7: add-scope and remove-scope of the same scope for one \
+                     account (lines 7 and 8)"
+                        .into()
+                ),
+            ]
         );
     }
 

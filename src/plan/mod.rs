@@ -1787,6 +1787,17 @@ mod tests {
                 "5: contradicts line 3: restore-all-vms on and off for one account (lines 3 and 5)",
             ]
         );
+        assert_eq!(
+            problems_of(
+                "account,action,target,object_name\n\
+                 TECH\\alice,add-scope,urn:VMware:Folder:R.group-v1,Finance\n\
+                 \n\
+                 TECH\\alice,remove-scope,Finance,\n"
+            ),
+            [
+                "4: contradicts line 2: add-scope and remove-scope of the same scope for one account (lines 2 and 4)",
+            ]
+        );
     }
 
     #[test]

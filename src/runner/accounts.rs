@@ -1,6 +1,7 @@
 //! Whole accounts: creating one from an add-account row and the rows folded into its create
-//! request, and the guards that keep a bad spreadsheet from locking everyone out of EM (the
-//! last Portal Administrator, and the account embatch itself logs on with).
+//! request (and, for `resume`, recording those rows as that request's when it was sent before
+//! the run stopped), and the guards that keep a bad spreadsheet from locking everyone out of EM
+//! (the last Portal Administrator, and the account embatch itself logs on with).
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,9 +10,9 @@ use uuid::Uuid;
 use crate::em::{AccountCreateSpec, AccountType, EmError, RequestTag, Retry, ScopeItem};
 use crate::plan::{AccountRef, Action, RoleRef};
 
-use super::Job;
-use super::exec::Executor;
-use super::state::AccountState;
+use super::exec::{Executor, RowReport};
+use super::state::{AccountState, Decision, decide};
+use super::{Job, Outcome};
 
 /// EM's administrator role, by name (its GUID comes from the server's role list).
 pub const PORTAL_ADMINISTRATOR: &str = "Portal Administrator";
@@ -82,6 +83,110 @@ pub fn plan_create(
         return Err("a new account with restore-all-vms off needs a scope".into());
     }
     Ok(CreatePlan { spec, folded })
+}
+
+/// What a row folded into the create request of row `via` (the add-account row) records once
+/// the account exists, `state` being the account as read after its creation: what undo needs
+/// (the roles the account was created with, a scope's id and ref), and for the other rows the
+/// request that made them. An add-scope row's scope gets its object ref in `state`, since EM's
+/// scope listing never shows it.
+pub fn folded_result(
+    executor: &Executor,
+    action: &Action,
+    state: &mut AccountState,
+    via: u64,
+) -> serde_json::Value {
+    match action {
+        Action::AddAccount(kind) => serde_json::json!({
+            "account_id": state.id,
+            "account_type": kind,
+            "roles": state.roles.iter().map(|r| r.id).collect::<Vec<_>>(),
+        }),
+        Action::AssignRole(role) => {
+            let (role_id, role_name) = executor
+                .roles
+                .resolve(role)
+                .expect("plan_create resolved every folded role");
+            serde_json::json!({ "role_id": role_id, "role_name": role_name, "via_row": via })
+        }
+        Action::RestoreAllVms(value) => {
+            serde_json::json!({ "restore_all_vms": value, "via_row": via })
+        }
+        Action::AddScope {
+            obj_ref,
+            object_name,
+        } => {
+            let scope = state
+                .scopes
+                .iter_mut()
+                .find(|s| s.obj_ref.is_none() && s.name == *object_name);
+            let scope_id = scope.map(|s| {
+                s.obj_ref = Some(obj_ref.clone());
+                s.id
+            });
+            serde_json::json!({
+                "scope_id": scope_id,
+                "obj_ref": obj_ref,
+                "object_name": object_name,
+                "via_row": via,
+            })
+        }
+        _ => unreachable!("plan_create folds only these actions"),
+    }
+}
+
+/// For `resume`: the rows of the account `name` whose create request, made from the add-account
+/// row `jobs[add]`, was sent before the run stopped, the account now existing as `state`.
+///
+/// The rows that request carried are its rows, and are recorded as the run that sent it would
+/// have recorded them: the add-account row and each folded row whose change the account shows
+/// are `applied`, linked to the request, with the results undo needs. Answers those reports,
+/// by position in `jobs`. A folded row whose change is not there (someone changed the account
+/// since), and every other row, is left to run as usual. Nothing is answered when the account
+/// is not what the request asked for (another type), or when the rows make no request.
+pub fn reconcile_create(
+    executor: &Executor,
+    kind: AccountType,
+    name: &str,
+    jobs: &[&Job],
+    add: usize,
+    state: &mut AccountState,
+) -> Vec<(usize, RowReport)> {
+    if state.account_type.is_some_and(|t| t != kind) {
+        return Vec::new();
+    }
+    let Ok(plan) = plan_create(executor, kind, name, jobs) else {
+        return Vec::new();
+    };
+    let via = jobs[add].row_no;
+    let line = jobs[add].row.line;
+    let mut reports = Vec::new();
+    for &n in &plan.folded {
+        let action = &jobs[n].row.action;
+        if n != add && !matches!(decide(action, &executor.roles, state), Decision::Noop(_)) {
+            continue;
+        }
+        let message = if n == add {
+            "reconciled: the create request was sent before the run stopped, and the account \
+             exists"
+                .to_string()
+        } else {
+            format!(
+                "made by the create request of line {line} (reconciled: sent before the run \
+                 stopped, and the account shows it)"
+            )
+        };
+        reports.push((
+            n,
+            RowReport {
+                outcome: Outcome::Applied,
+                message: Some(message),
+                prior_state: None,
+                result: Some(folded_result(executor, action, state, via).to_string()),
+            },
+        ));
+    }
+    reports
 }
 
 fn describe(role: &RoleRef) -> String {

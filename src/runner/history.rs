@@ -99,12 +99,34 @@ fn refuse_live(run: &RunInfo, what: &str) -> Result<(), HistoryError> {
     Ok(())
 }
 
+/// Refuses to `command` (replay, undo or resume) a run of a kind that changed no account: a
+/// `snapshot` run only read accounts, and a `rebuild-scopes` run only asked EM to process its
+/// scopes again. Their rows, if any, are no plan rows, so there is nothing to run again.
+pub fn refuse_kind(run: &RunInfo, command: &str) -> Result<(), HistoryError> {
+    let why = match run.kind.as_str() {
+        "snapshot" => format!(
+            "run {} is a snapshot run: it only read accounts, so there is nothing to {command}; \
+             take a new snapshot with `embatch snapshot`",
+            run.run_id
+        ),
+        "rebuild-scopes" => format!(
+            "run {} is a scope rebuild run: it only asked EM to process its scopes again and \
+             changed no account, so there is nothing to {command}; start a new rebuild with \
+             `embatch rebuild-scopes`",
+            run.run_id
+        ),
+        _ => return Ok(()),
+    };
+    Err(HistoryError::Refused(why))
+}
+
 /// `replay RUN [--failed-only]`: RUN's rows again, as a new run linked to RUN.
 pub fn replay(
     reader: &AuditReader,
     run: &RunInfo,
     failed_only: bool,
 ) -> Result<RunSpec, HistoryError> {
+    refuse_kind(run, "replay")?;
     let recorded: Vec<RecordedRow> = reader
         .recorded_rows(run.run_id)?
         .into_iter()
@@ -164,6 +186,7 @@ pub fn replay(
 /// `resume RUN`: the rows RUN did not finish, under RUN's id. Rows for which a write was
 /// recorded are marked `maybe_sent`: they are decided against a fresh read of the account.
 pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryError> {
+    refuse_kind(run, "resume")?;
     refuse_live(run, "resume")?;
     let writes = reader.rows_with_writes(run.run_id)?;
     let open: Vec<RecordedRow> = reader
@@ -253,6 +276,7 @@ pub struct UndoPlan {
 /// `undo RUN`: the inverse of every row RUN changed, newest first, each guarded by the effect
 /// RUN had; refused when RUN was already undone or has rows whose effect is unknown.
 pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryError> {
+    refuse_kind(run, "undo")?;
     refuse_live(run, "undo")?;
     if run.status == "crashed" || run.in_doubt > 0 || run.pending > 0 {
         return Err(HistoryError::Refused(format!(

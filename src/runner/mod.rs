@@ -897,15 +897,15 @@ impl Worker {
                 }
             }
             (Some(id), added) => {
-                let state = match self.executor.read_state(id, Some(first)).await {
+                let mut state = match self.executor.read_state(id, Some(first)).await {
                     Ok(state) => state,
                     Err(e) => {
                         self.fail_all(jobs.iter(), &format!("read account {}: {e}", group.label()));
                         return;
                     }
                 };
-                if let Some((_, _, name)) = added
-                    && state.name != name
+                if let Some((_, _, name)) = &added
+                    && state.name != *name
                 {
                     let why = format!(
                         "'{name}' differs only in case from the existing account '{}'; use its \
@@ -915,7 +915,30 @@ impl Worker {
                     self.fail_all(jobs.iter(), &why);
                     return;
                 }
-                (id, state, (0..jobs.len()).collect::<Vec<usize>>())
+                let mut rows: Vec<usize> = (0..jobs.len()).collect();
+                if let Some((add, kind, name)) = &added
+                    && jobs[*add].maybe_sent
+                {
+                    // A resumed run whose create request was sent before it stopped: the rows
+                    // that request carried are recorded as its, as the run that sent it would
+                    // have recorded them, not decided one by one as if already in place.
+                    let refs: Vec<&Job> = jobs.iter().collect();
+                    let made = accounts::reconcile_create(
+                        &self.executor,
+                        *kind,
+                        name,
+                        &refs,
+                        *add,
+                        &mut state,
+                    );
+                    for (n, report) in made {
+                        self.audit
+                            .row_account(self.run_id, jobs[n].row_no, &id.to_string());
+                        self.finish(&jobs[n], report);
+                        rows.retain(|&i| i != n);
+                    }
+                }
+                (id, state, rows)
             }
         };
         for (n, &i) in rows.iter().enumerate() {
@@ -1021,44 +1044,7 @@ impl Worker {
         let line = add_job.row.line;
         for &n in &plan.folded {
             let job = &jobs[n];
-            let result = match &job.row.action {
-                Action::AddAccount(kind) => serde_json::json!({
-                    "account_id": id,
-                    "account_type": kind,
-                    "roles": state.roles.iter().map(|r| r.id).collect::<Vec<_>>(),
-                }),
-                Action::AssignRole(role) => {
-                    let (role_id, role_name) = self
-                        .executor
-                        .roles
-                        .resolve(role)
-                        .expect("plan_create resolved every folded role");
-                    serde_json::json!({ "role_id": role_id, "role_name": role_name, "via_row": via })
-                }
-                Action::RestoreAllVms(value) => {
-                    serde_json::json!({ "restore_all_vms": value, "via_row": via })
-                }
-                Action::AddScope {
-                    obj_ref,
-                    object_name,
-                } => {
-                    let scope = state
-                        .scopes
-                        .iter_mut()
-                        .find(|s| s.obj_ref.is_none() && s.name == *object_name);
-                    let scope_id = scope.map(|s| {
-                        s.obj_ref = Some(obj_ref.clone());
-                        s.id
-                    });
-                    serde_json::json!({
-                        "scope_id": scope_id,
-                        "obj_ref": obj_ref,
-                        "object_name": object_name,
-                        "via_row": via,
-                    })
-                }
-                _ => unreachable!("plan_create folds only these actions"),
-            };
+            let result = accounts::folded_result(&self.executor, &job.row.action, &mut state, via);
             let message = (n != add).then(|| format!("made by the create request of line {line}"));
             self.finish(
                 job,

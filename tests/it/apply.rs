@@ -346,3 +346,159 @@ async fn the_demo_preview_and_summary_read_well() {
     summary.requests = 71;
     insta::assert_snapshot!("demo_summary", summary.table());
 }
+
+/// An add-scope and a remove-scope of one scope for one account, in either order, are refused
+/// before anything is sent: a run stopped between them would be resumed against a state the
+/// second row already changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_added_and_removed_in_one_plan_is_refused_naming_both_lines() {
+    let emu = support::emulator(EmulatorConfig {
+        accounts: 12,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let name = pick(&emu.state(), &mut Vec::new(), |_| true).name.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let add = format!(
+        "{name},add-scope,urn:VMware:ResourcePool:11111111-2222-3333-4444-555555555555.resgroup-5,Payroll-RP"
+    );
+    let remove = format!("{name},remove-scope,Payroll-RP,");
+    for (first, second) in [(&add, &remove), (&remove, &add)] {
+        let plan = dir.path().join("plan.csv");
+        // A blank line between them: lines are the file's physical lines.
+        std::fs::write(
+            &plan,
+            format!("account,action,target,object_name\n{first}\n\n{second}\n"),
+        )
+        .unwrap();
+        let expected = format!(
+            "{}:4: contradicts line 2: add-scope and remove-scope of the same scope for one \
+             account (lines 2 and 4)",
+            plan.display()
+        );
+        for command in ["check", "apply"] {
+            let mut cmd = support::cli(&emu, &db);
+            cmd.arg(command).arg(&plan).args(support::FAST);
+            let out = support::output(cmd).await;
+            assert_eq!(out.status.code(), Some(2), "{}", support::text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(&expected), "{}", support::text(&out));
+        }
+    }
+    assert!(emu.requests().is_empty(), "nothing was sent");
+    assert!(!db.exists(), "nothing was recorded");
+}
+
+/// After its summary, a run lists the rows that failed as `check` names a plan's problems
+/// (`FILE:LINE`, the file's physical lines), the first 20 of them in plan order, then how many
+/// more and where to see them all; `--output json` carries the same list and the total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_rows_are_listed_after_the_summary_by_file_and_line() {
+    let emu = support::emulator(EmulatorConfig {
+        accounts: 12,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let state = emu.state();
+    let mut taken = Vec::new();
+    let only = pick(&state, &mut taken, |a| {
+        a.roles.len() == 1 && a.roles[0].name == "Portal User"
+    })
+    .name
+    .clone();
+    let ok = pick(&state, &mut taken, |a| !has(a, "SQL Restore Operator"))
+        .name
+        .clone();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.csv");
+    // Line 2 fails on the server's rules, lines 5 to 26 name accounts EM does not have.
+    let mut text = format!(
+        "account,action,target\n{only},remove-role,Portal User\n\n{ok},assign-role,SQL Restore Operator\n"
+    );
+    for i in 0..22 {
+        text.push_str(&format!("TECH\\nobody{i:02},assign-role,Portal User\n"));
+    }
+    std::fs::write(&plan, text).unwrap();
+    let file = plan.display().to_string();
+
+    let db = dir.path().join("audit.db");
+    let mut cmd = support::cli(&emu, &db);
+    cmd.arg("apply").arg(&plan).args(support::FAST);
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("{file}:")))
+        .collect();
+    assert_eq!(listed.len(), 20, "{stdout}");
+    assert!(
+        listed[0].starts_with(&format!(
+            "{file}:2: {only} remove-role \"Portal User\": would remove the last role of {only}"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        listed[1],
+        format!(
+            "{file}:5: TECH\\nobody00 assign-role \"Portal User\": unknown account 'TECH\\nobody00'"
+        ),
+        "{stdout}"
+    );
+    assert!(listed[19].starts_with(&format!("{file}:23: ")), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "and 3 more: `embatch show 1 --failed --db {}`",
+            db.display()
+        )),
+        "{stdout}"
+    );
+
+    let db = dir.path().join("json.db");
+    let mut cmd = support::cli(&emu, &db);
+    cmd.arg("apply")
+        .arg(&plan)
+        .args(support::FAST)
+        .args(["--output", "json"]);
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("one JSON value ({e}): {}", support::text(&out)));
+    // The keys the summary always had are still there.
+    assert_eq!(
+        (&summary["run_id"], &summary["failed"], &summary["noop"]),
+        (&1.into(), &23.into(), &1.into()),
+        "{summary}"
+    );
+    assert_eq!(summary["db"], db.display().to_string());
+    assert_eq!(summary["failures_total"], 23, "{summary}");
+    let failures = summary["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 20, "{summary}");
+    let first = &failures[0];
+    assert_eq!(
+        (
+            &first["file"],
+            &first["line"],
+            &first["account"],
+            &first["action"],
+            &first["target"],
+            &first["outcome"],
+        ),
+        (
+            &file.as_str().into(),
+            &2.into(),
+            &only.as_str().into(),
+            &"remove-role".into(),
+            &"Portal User".into(),
+            &"failed".into(),
+        ),
+        "{summary}"
+    );
+    assert!(
+        first["reason"].as_str().unwrap().contains("last role"),
+        "{summary}"
+    );
+    assert_eq!(failures[19]["line"], 23, "{summary}");
+    assert!(failures.iter().all(|f| f.get("run").is_none()), "{summary}");
+}

@@ -151,6 +151,14 @@ fn demo_runs_end_to_end_in_an_empty_directory() {
         );
         assert!(stdout.contains("applied"), "{stdout}");
         assert!(stdout.contains("embatch-demo.db"), "{stdout}");
+        // The row EM refuses is shown where it happened, after the summary.
+        assert!(
+            stdout.contains(
+                "samples/onboarding.csv:19: TECH\\bob.keller remove-role \"Portal User\": \
+                 would remove the last role of TECH\\bob.keller"
+            ),
+            "{stdout}"
+        );
     }
     let runs = embatch()
         .arg("runs")

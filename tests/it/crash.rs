@@ -1,6 +1,8 @@
 //! `embatch apply` killed with SIGKILL at random moments and resumed after each: the end state
 //! is the plan's, every change was made exactly once, and every request that reached the
-//! server is in the audit log.
+//! server is in the audit log. And killed at one chosen moment (a proxy holds the answer of the
+//! request of interest, and the test kills the run once the server has carried it out), to
+//! check what `resume` records for that request's rows.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -183,4 +185,151 @@ async fn sigkill_at_random_moments_then_resume_applies_each_change_exactly_once(
     let out = support::output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("records valid"));
+}
+
+/// A run killed right after an account's create request reached the server, before its answer
+/// came back, then resumed: the rows folded into that request are recorded as the request's,
+/// `applied` and linked to it with what undo needs, as the run would have recorded them had it
+/// not been killed; and nothing is sent twice. In both wire formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_folded_into_a_create_request_are_reconciled_with_it_on_resume() {
+    use crate::hostile::{self, Act, Hostile};
+    use embatch::emulator::Effect;
+
+    for wire in ["xml", "json"] {
+        let emu = support::emulator(EmulatorConfig {
+            accounts: 12,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        // The first create request is carried out by the emulator, and its answer held for
+        // good; the test hears of it once the account exists.
+        let (created, mut heard) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let hostile = Hostile::start(&emu, move |seen| {
+            if seen.is("POST", "/security/accounts") {
+                let created = created.clone();
+                Act::ForwardThenHold(Box::pin(async move {
+                    let _ = created.send(());
+                    std::future::pending::<()>().await
+                }))
+            } else {
+                Act::Forward
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let plan = dir.path().join("plan.csv");
+        std::fs::write(
+            &plan,
+            "account,action,target,object_name\n\
+             TECH\\new.hire,add-account,User,\n\
+             TECH\\new.hire,assign-role,Portal User,\n\
+             \n\
+             TECH\\new.hire,assign-role,VM Restore Operator,\n\
+             TECH\\new.hire,add-scope,urn:VMware:ResourcePool:11111111-2222-3333-4444-555555555555.resgroup-7,Payroll-RP\n\
+             TECH\\new.hire,restore-all-vms,off,\n",
+        )
+        .unwrap();
+        let mut apply = hostile::cli(&emu, &hostile, &db, &["apply", plan.to_str().unwrap()]);
+        apply
+            .args(["--wire", wire])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = apply.spawn().unwrap();
+        // A guard against a hang, not a timing: the request comes as soon as the run logs on.
+        let came = tokio::time::timeout(Duration::from_secs(120), heard.recv()).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            matches!(came, Ok(Some(()))),
+            "{wire}: no create request came"
+        );
+        assert_eq!(
+            support::outcomes(&db, 1),
+            vec!["pending"; 5],
+            "{wire}: killed before any row was recorded"
+        );
+
+        // Resumed against the emulator itself (the environment's URL), in the run's wire.
+        let mut resume = support::cli(&emu, &db);
+        resume.args(["resume", "1"]).args(support::FAST);
+        let out = support::output(resume).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{wire}: {}",
+            support::text(&out)
+        );
+
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT outcome, error, result FROM change_log WHERE run_id = 1 ORDER BY row_no",
+            )
+            .unwrap();
+        let rows: Vec<(String, Option<String>, serde_json::Value)> = stmt
+            .query_map([], |r| {
+                let result: Option<String> = r.get(2)?;
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    serde_json::from_str(result.as_deref().unwrap_or("null")).unwrap(),
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            rows.iter().all(|(outcome, ..)| outcome == "applied"),
+            "{wire}: {rows:?}"
+        );
+        let (_, note, created) = &rows[0];
+        assert!(
+            note.as_deref().unwrap().starts_with("reconciled:"),
+            "{wire}: {rows:?}"
+        );
+        // What undo needs to delete the account again: the roles it was created with.
+        assert_eq!(
+            created["roles"].as_array().map(Vec::len),
+            Some(2),
+            "{wire}: {rows:?}"
+        );
+        for (_, note, result) in &rows[1..] {
+            assert_eq!(result["via_row"], 0, "{wire}: {rows:?}");
+            assert!(
+                note.as_deref()
+                    .unwrap()
+                    .starts_with("made by the create request of line 2"),
+                "{wire}: {rows:?}"
+            );
+        }
+        assert_eq!(rows[1].2["role_name"], "Portal User", "{wire}: {rows:?}");
+        assert!(rows[3].2["scope_id"].is_string(), "{wire}: {rows:?}");
+        assert_eq!(rows[4].2["restore_all_vms"], false, "{wire}: {rows:?}");
+
+        // The create request was the only change the server saw.
+        let effects: Vec<Effect> = emu.journal().into_iter().map(|e| e.effect).collect();
+        assert_eq!(
+            effects,
+            [Effect::AccountCreated {
+                name: "TECH\\new.hire".into()
+            }],
+            "{wire}"
+        );
+        let mut undo = support::cli(&emu, &db);
+        undo.args(["undo", "1", "--dry-run"]);
+        let out = support::output(undo).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{wire}: {}",
+            support::text(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("delete-account"),
+            "{wire}: {}",
+            support::text(&out)
+        );
+    }
 }

@@ -121,6 +121,15 @@ async fn undo_records_drift_as_conflict() {
         "only the undriffted row was undone"
     );
     assert_eq!(journal.last().unwrap().account, Some(e.id));
+    // The row left alone is listed after the summary, by the undone run and its line (the
+    // inverse rows name the account and role by id).
+    assert!(
+        out.contains(&format!(
+            "run 1 line 2: {} remove-role {vm}: conflict: changed since the undone run",
+            a.id
+        )),
+        "{out}"
+    );
     let (_, show) = embatch(&emu, &db, &["show", "2"]).await;
     assert!(show.contains("conflict"), "{show}");
 }
@@ -403,4 +412,107 @@ async fn scope_rebuilds_after_a_run_and_on_their_own_are_recorded() {
         .filter(|e| matches!(e.effect, embatch::emulator::Effect::ScopesRebuilt { .. }))
         .count();
     assert_eq!(rebuilt, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_scope_rebuild_runs_are_not_replayed_undone_or_resumed() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let mut cmd = support::cli(&emu, &db);
+    cmd.args(["snapshot", "--all", "--format", "csv"])
+        .args(FAST);
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    let (code, out) = embatch(&emu, &db, &["rebuild-scopes"]).await;
+    assert_eq!(code, Some(0), "{out}");
+
+    let requests = emu.requests().len();
+    for (run, says) in [
+        (
+            "1",
+            "run 1 is a snapshot run: it only read accounts, so there is nothing to",
+        ),
+        ("2", "run 2 is a scope rebuild run"),
+    ] {
+        for command in ["replay", "undo", "resume"] {
+            let (code, out) = embatch(&emu, &db, &[command, run]).await;
+            assert_eq!(code, Some(2), "{command} {run}: {out}");
+            assert!(
+                out.contains(says) && out.contains(&format!("nothing to {command}")),
+                "{command} {run}: {out}"
+            );
+            assert!(!out.contains("valid plan"), "{out}");
+        }
+    }
+    assert_eq!(emu.requests().len(), requests, "nothing was sent");
+}
+
+/// Runs made from the log have no plan file of their own: their failed rows are named by the
+/// run they came from and its line. A resumed apply run still has its file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_from_the_log_name_the_run_and_line_of_their_failed_rows() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let state = emu.state();
+    let mut taken = Vec::new();
+    let only = pick(&state, &mut taken, |a| {
+        a.roles.len() == 1 && a.roles[0].name == "Portal User"
+    });
+    let x = pick(&state, &mut taken, |a| !has(a, "Exchange Restore Operator"));
+    let plan = dir.path().join("plan.csv");
+    std::fs::write(
+        &plan,
+        format!(
+            "account,action,target\n{only},remove-role,Portal User\n\n\
+             TECH\\nobody,assign-role,Portal User\n{x},assign-role,Exchange Restore Operator\n",
+            only = only.name,
+            x = x.name
+        ),
+    )
+    .unwrap();
+    let file = plan.display().to_string();
+    let last_role = format!(
+        "line 2: {0} remove-role \"Portal User\": would remove the last role of {0}",
+        only.name
+    );
+    let unknown =
+        "line 4: TECH\\nobody assign-role \"Portal User\": unknown account 'TECH\\nobody'";
+
+    let (code, out) = embatch(&emu, &db, &["apply", &file]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("{file}:2: ")), "{out}");
+    assert!(out.contains(&format!("{file}:4: TECH\\nobody")), "{out}");
+
+    // A resumed apply run names the lines of its plan file.
+    let (code, out) = embatch(&emu, &db, &["resume", "1"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("{file}:2: ")), "{out}");
+
+    let (code, out) = embatch(&emu, &db, &["replay", "1", "--failed-only"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("run 1 {last_role}")), "{out}");
+    assert!(out.contains(&format!("run 1 {unknown}")), "{out}");
+    assert!(!out.contains(&format!("{file}:")), "{out}");
+
+    // Resuming the replay (run 2) still names run 1's lines.
+    let (code, out) = embatch(&emu, &db, &["resume", "2"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("run 1 {unknown}")), "{out}");
+
+    let mut cmd = support::cli(&emu, &db);
+    cmd.args(["replay", "1", "--failed-only", "--output", "json"])
+        .args(FAST);
+    let out = support::output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", support::text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["failures_total"], 2, "{summary}");
+    let first = &summary["failures"][0];
+    assert_eq!(
+        (&first["run"], &first["line"]),
+        (&1.into(), &2.into()),
+        "{summary}"
+    );
+    assert!(first.get("file").is_none(), "{summary}");
 }

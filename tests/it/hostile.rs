@@ -57,6 +57,10 @@ pub enum Act {
         Response,
         std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ),
+    /// Forward it, so the emulator acts on it, then hold its answer until the future is done:
+    /// a request the server carried out whose answer is still on its way (a future that never
+    /// ends holds it until the client is gone).
+    ForwardThenHold(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
 }
 
 type Script = dyn Fn(&Seen) -> Act + Send + Sync;
@@ -146,14 +150,15 @@ async fn handle(
         token: header("x-restsvcsessionid"),
     };
     inner.seen.lock().unwrap().push(seen.clone());
-    let edit = match (inner.script)(&seen) {
+    let (edit, hold) = match (inner.script)(&seen) {
         Act::Answer(answer) => return answer,
         Act::AnswerWhen(answer, ready) => {
             ready.await;
             return answer;
         }
-        Act::Forward => None,
-        Act::Edit(edit) => Some(edit),
+        Act::Forward => (None, None),
+        Act::Edit(edit) => (Some(edit), None),
+        Act::ForwardThenHold(hold) => (None, Some(hold)),
     };
     let mut request = inner
         .http
@@ -178,6 +183,9 @@ async fn handle(
         Some(edit) => edit(text),
         None => text,
     };
+    if let Some(hold) = hold {
+        hold.await;
+    }
     out.body(Body::from(text)).unwrap()
 }
 
