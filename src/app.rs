@@ -1509,39 +1509,18 @@ async fn undo(
 /// account a new GUID, so plans and tickets naming the old one no longer match it.
 fn report_new_ids(db: &Path, undone: i64, output: OutputFormat) -> Result<(), AppError> {
     let reader = open_reader(db)?;
-    let mut stmt = reader
-        .connection()
-        .prepare(
-            "SELECT account, json_extract(annotations, '$.replaces'), json_extract(result, '$.account_id')
-             FROM change_log
-             WHERE run_id = (SELECT max(id) FROM runs WHERE kind = 'undo' AND parent_run_id = ?1)
-               AND action = 'add-account' AND outcome = 'applied'",
-        )
-        .map_err(AuditError::from)?;
-    let rows = stmt
-        .query_map([undone], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
-        })
-        .map_err(AuditError::from)?;
-    for row in rows {
-        let (name, old, new) = row.map_err(AuditError::from)?;
-        if let (Some(old), Some(new)) = (old, new) {
-            let note = format!(
-                "account {} was re-created with a new id: {} -> {}",
-                text::printable(&name),
-                text::printable(&old),
-                text::printable(&new)
-            );
-            // With `--output json` stdout carries the summary alone, so scripts can parse it;
-            // the note goes with the other human messages (the ids are in `change_log` too).
-            match output {
-                OutputFormat::Json => errln!("embatch: {note}"),
-                OutputFormat::Text => outln!("{note}")?,
-            }
+    for again in reader.recreated_accounts(undone)? {
+        let note = format!(
+            "account {} was re-created with a new id: {} -> {}",
+            text::printable(&again.account),
+            text::printable(&again.old_id),
+            text::printable(&again.new_id)
+        );
+        // With `--output json` stdout carries the summary alone, so scripts can parse it;
+        // the note goes with the other human messages (the ids are in `change_log` too).
+        match output {
+            OutputFormat::Json => errln!("embatch: {note}"),
+            OutputFormat::Text => outln!("{note}")?,
         }
     }
     Ok(())

@@ -125,3 +125,47 @@ impl AuditReader {
         Ok(refs)
     }
 }
+
+/// An account that an undo re-created: EM gave it a new id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recreated {
+    /// The account's name.
+    pub account: String,
+    /// The id it had when the undone run deleted it.
+    pub old_id: String,
+    /// The id EM gave it when the undo created it again.
+    pub new_id: String,
+}
+
+impl AuditReader {
+    /// The accounts that the newest undo of run `undone` re-created, each with its old and new
+    /// id, in plan order: plans and tickets naming the old id no longer match them.
+    pub fn recreated_accounts(&self, undone: i64) -> Result<Vec<Recreated>, AuditError> {
+        let mut stmt = self.connection().prepare(
+            "SELECT account, json_extract(annotations, '$.replaces'),
+                    json_extract(result, '$.account_id')
+             FROM change_log
+             WHERE run_id = (SELECT max(id) FROM runs WHERE kind = 'undo' AND parent_run_id = ?1)
+               AND action = 'add-account' AND outcome = 'applied'
+             ORDER BY row_no",
+        )?;
+        let rows = stmt.query_map([undone], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        let mut recreated = Vec::new();
+        for row in rows {
+            if let (account, Some(old_id), Some(new_id)) = row? {
+                recreated.push(Recreated {
+                    account,
+                    old_id,
+                    new_id,
+                });
+            }
+        }
+        Ok(recreated)
+    }
+}

@@ -49,7 +49,7 @@ pub use export::{
     WindowError, csv_safe,
 };
 pub use failures::{FailedRow, Failures, LineSource};
-pub use history::RecordedRow;
+pub use history::{RecordedRow, Recreated};
 pub use lock::LockHolder;
 pub use read::{AuditReader, RowFilter, RowInfo, RunInfo, RunSelector};
 pub use rows::{RowBatch, RunRows};
