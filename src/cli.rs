@@ -1,7 +1,7 @@
 //! The command line: clap definitions and their conversion into validated settings.
 //!
 //! Nothing outside this module sees clap. Each subcommand's raw flags become one settings value
-//! (`app::Command`) here, once; the rest of the crate receives plain, checked values.
+//! (`settings::Command`) here, once; the rest of the crate receives plain, checked values.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -10,16 +10,16 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
-use crate::app::{
-    ApplyLike, ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings,
-    EmulatorSettings, ExportSettings, FollowUpSettings, OutputFormat, PasswordSource,
-    ReportSettings, RunRef, ShowSettings, SnapshotAccounts, SnapshotSettings, VerifySettings,
-};
 use crate::audit::{ExportFormat, TimeWindow};
 use crate::em::{Fingerprint, TlsOptions, Wire};
 use crate::emulator::{EmulatorConfig, Faults, Seed};
 use crate::runner::Pace;
 use crate::runner::snapshot::SnapshotFormat;
+use crate::settings::{
+    ApplyLike, ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings,
+    EmulatorSettings, ExportSettings, FollowUpSettings, OutputFormat, PasswordSource,
+    ReportSettings, RunRef, ShowSettings, SnapshotAccounts, SnapshotSettings, VerifySettings,
+};
 
 /// Applies spreadsheet change plans to Veeam Backup Enterprise Manager, safely and on record.
 ///

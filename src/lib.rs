@@ -16,4 +16,5 @@ pub mod logging;
 pub mod plan;
 pub mod report;
 pub mod runner;
+pub mod settings;
 pub mod text;

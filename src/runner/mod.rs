@@ -10,6 +10,7 @@
 //! handle; it shares no other state with either.
 
 mod accounts;
+mod door;
 mod exec;
 pub mod history;
 mod lock;
@@ -40,6 +41,7 @@ use crate::plan::{AccountRef, Action, Plan, PlanErrors, PlanRow};
 use rows::{AccountGroup, AccountIndex, AccountQueue, JobSource};
 
 pub use accounts::Refusal;
+pub use door::{Door, interrupt_token, run_settings};
 pub use exec::{Executor, RowReport};
 pub use lock::wait_for_lock;
 pub use pace::{AttemptLog, Pace, Pacer};

@@ -1,0 +1,189 @@
+//! `check` and `apply`, what every command that may change EM asks before it does, and
+//! `rebuild-scopes`.
+
+use std::io::IsTerminal;
+
+use url::Url;
+
+use crate::console::{err, errln, out, outln};
+use crate::exit::Exit;
+use crate::plan::{self, PlanFile};
+use crate::runner::{self, Door, Reporter, RunRecord, RunSpec, ScopeRebuild};
+use crate::settings::*;
+use crate::text;
+
+use super::*;
+
+pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
+    let Some((connect, pace)) = s.online else {
+        // The offline check needs only the summary, so the plan is streamed, not held.
+        let plan = plan::check(&s.plan)?;
+        match s.output {
+            OutputFormat::Json => outln!(
+                "{}",
+                serde_json::json!({"file": plan.file, "rows": plan.rows, "sha256": plan.sha256, "valid": true})
+            )?,
+            OutputFormat::Text => {
+                outln!("{}: {} rows, valid", text::printable(&plan.file), plan.rows)?
+            }
+        }
+        return Ok(Exit::Success);
+    };
+    let plan = load_plan(&s.plan)?;
+    let config = client_config(&connect, None)?;
+    let preview = runner::preview(&plan, config, pace).await?;
+    match s.output {
+        OutputFormat::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&preview).expect("a preview always serializes")
+        )?,
+        OutputFormat::Text => out!("{}", preview.text(&plan.file))?,
+    }
+    Ok(Exit::of_preview(&preview))
+}
+
+/// What a plan may change, counted by action, for the confirmation before apply.
+pub(super) fn blast_text(a: &plan::Actions) -> String {
+    format!(
+        "accounts: {} added, {} deleted; roles: {} assigned, {} removed; scopes: {} added, {} removed; restore-all-vms: {} set",
+        a.add_account,
+        a.delete_account,
+        a.assign_role,
+        a.remove_role,
+        a.add_scope,
+        a.remove_scope,
+        a.restore_all_vms
+    )
+}
+
+/// The guards against a bad spreadsheet, before anything is sent: deletes need
+/// `--allow-delete`, `--max-changes` caps the rows, and a person at a terminal confirms.
+pub(super) fn guard_blast_radius(plan: &PlanFile, s: &ApplySettings) -> Result<(), AppError> {
+    let blast = &plan.actions;
+    if blast.delete_account > 0 && !s.allow_delete {
+        let lines: Vec<String> = plan.delete_lines.iter().map(u64::to_string).collect();
+        return Err(AppError::Usage(format!(
+            "{}: the plan deletes {} account(s) (line {}); pass --allow-delete to allow it; nothing was sent",
+            plan.file,
+            blast.delete_account,
+            lines.join(", ")
+        )));
+    }
+    if let Some(max) = s.max_changes
+        && blast.total() > max
+    {
+        return Err(AppError::Usage(format!(
+            "{}: the plan has {} rows that may change something, more than --max-changes {max}; nothing was sent",
+            plan.file,
+            blast.total()
+        )));
+    }
+    confirm(
+        &format!(
+            "{} rows may change something: {}",
+            blast.total(),
+            blast_text(blast)
+        ),
+        &format!(
+            "Apply {} to {}?",
+            text::printable(&plan.file),
+            s.connect.url.as_ref().map(Url::as_str).unwrap_or("?")
+        ),
+        s.yes,
+    )
+}
+
+/// Says on stderr what a command may change (`summary`), and on a terminal, unless `yes`, asks
+/// `question` and refuses anything but a yes. Every command that may change EM comes here
+/// before its first request.
+pub(super) fn confirm(summary: &str, question: &str, yes: bool) -> Result<(), AppError> {
+    errln!("embatch: {summary}");
+    if !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        err!("{question} [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            return Err(AppError::Usage("not confirmed; nothing was sent".into()));
+        }
+    }
+    Ok(())
+}
+
+/// What the jobs of a run derived from the log may change, counted by action.
+pub(super) fn jobs_text(jobs: &[runner::Job]) -> String {
+    let mut actions = plan::Actions::default();
+    for job in jobs {
+        actions.count(&job.row.action);
+    }
+    format!(
+        "{} rows may change something: {}",
+        actions.total(),
+        blast_text(&actions)
+    )
+}
+
+pub(super) async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
+    // The plan is validated in one pass that keeps no rows, then read again row by row as the
+    // run records it; a file changed in between is refused before anything is sent.
+    let plan = plan::check(&s.plan)?;
+    guard_blast_radius(&plan, &s)?;
+    let config = client_config(&s.connect, None)?;
+    let settings = runner::run_settings(config, s.pace, s.max_failures, serde_json::json!({}));
+    // Read again for each try: a run that waited for the lock reads the plan when it starts.
+    let mut make = || -> Result<RunSpec, AppError> {
+        let rows = plan.rows()?;
+        let mut spec = RunSpec::apply_stream(
+            plan.file.clone(),
+            plan.sha256.clone(),
+            plan.rows,
+            Box::new(rows),
+        );
+        if s.rebuild_scopes {
+            spec.rebuild_scopes = ScopeRebuild::IfScopesAdded;
+        }
+        Ok(spec)
+    };
+    let door = Door {
+        db: &s.db,
+        reporter: reporter_for(s.output),
+        wait: s.wait,
+    };
+    run_through(door, &mut make, settings, s.output).await
+}
+
+pub(super) async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
+    let config = client_config(&s.connect, None)?;
+    confirm(
+        &format!(
+            "starts one scope rebuild (RebuildUnprocessed) on {}",
+            config.base_url
+        ),
+        &format!("Start a scope rebuild on {}?", config.base_url),
+        s.yes,
+    )?;
+    let mut make = || -> Result<RunSpec, AppError> {
+        Ok(RunSpec {
+            record: RunRecord::New {
+                kind: "rebuild-scopes".into(),
+                parent_run_id: None,
+                plan_file: None,
+                plan_sha256: None,
+                annotations: Vec::new(),
+            },
+            jobs: Vec::new(),
+            stream: None,
+            force: false,
+            known_refs: Default::default(),
+            earlier_failures: 0,
+            rebuild_scopes: ScopeRebuild::Always,
+        })
+    };
+    // The same settings as any run's, so the log shows the pace this one ran at too.
+    let settings = runner::run_settings(config, s.pace, None, serde_json::json!({}));
+    let door = Door {
+        db: &s.db,
+        reporter: Reporter::Quiet,
+        wait: s.wait,
+    };
+    run_through(door, &mut make, settings, s.output).await
+}
