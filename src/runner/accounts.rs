@@ -3,7 +3,7 @@
 //! the run stopped), and the guards that keep a bad spreadsheet from locking everyone out of EM
 //! (the last Portal Administrator, and the account embatch itself logs on with).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use uuid::Uuid;
 
@@ -11,6 +11,7 @@ use crate::em::{AccountCreateSpec, AccountType, EmError, RequestTag, Retry, Scop
 use crate::plan::{AccountRef, Action, RoleRef};
 
 use super::exec::{Executor, RowReport};
+use super::guard::Admins;
 use super::state::{AccountState, Decision, decide};
 use super::{Job, Outcome};
 
@@ -454,51 +455,6 @@ impl Executor {
             }
         }
         Ok(refusals)
-    }
-}
-
-/// Who holds Portal Administrator, as read once per run.
-#[derive(Debug, Default)]
-pub struct Admins {
-    /// Accounts holding it.
-    holders: HashSet<Uuid>,
-    /// The EM account of embatch's own logon user, if it has one.
-    logon_account: Option<Uuid>,
-    /// Every account's id by its name in lower case, for the rows that name their account.
-    by_name: HashMap<String, Uuid>,
-}
-
-impl Admins {
-    /// Why removing Portal Administrator from, or deleting (`verb`), the account `id` named
-    /// `name` of type `kind` must not be done; `None` when it may. The one judgement behind
-    /// both the check before a run's first write and the check of each row.
-    fn judge(
-        &self,
-        logon_user: &str,
-        id: Uuid,
-        name: &str,
-        kind: Option<AccountType>,
-        verb: &str,
-    ) -> Option<String> {
-        let holds = self.holders.contains(&id);
-        if self.logon_account == Some(id) {
-            return Some(format!(
-                "refused: would {verb} {name}, the account embatch logs on with ({logon_user})"
-            ));
-        }
-        if self.logon_account.is_none() && holds && kind == Some(AccountType::Group) {
-            return Some(format!(
-                "refused: would {verb} {name}: embatch logs on as {logon_user}, which has no \
-                 account of its own in EM and may hold Portal Administrator through this group"
-            ));
-        }
-        if holds && self.holders.len() <= 1 {
-            return Some(format!(
-                "refused: would {verb} {name}, the last account that holds Portal \
-                 Administrator; EM would be left without an administrator"
-            ));
-        }
-        None
     }
 }
 

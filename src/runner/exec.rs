@@ -59,7 +59,7 @@ pub struct Executor {
     /// The user embatch logs on as, which no row may lock out.
     pub logon_user: String,
     /// Who holds Portal Administrator, read the first time a row could change that.
-    pub admins: tokio::sync::Mutex<Option<super::accounts::Admins>>,
+    pub admins: tokio::sync::Mutex<Option<super::guard::Admins>>,
 }
 
 impl Executor {
