@@ -19,6 +19,7 @@ use crate::plan::Action;
 use super::rows::{self, AccountIndex, AccountQueue, JobSource};
 use super::worker::Worker;
 use super::*;
+use crate::exit::Exit;
 
 /// Where a run's rows are once its record exists.
 enum Rows {
@@ -127,20 +128,7 @@ pub async fn execute(
         report
     });
     let outcome = unless_log_failed(&audit, run_id, outcome);
-    let status = match &outcome {
-        Err(RunError::Internal(_) | RunError::LogFailed { .. }) => RunStatus::Aborted,
-        Err(RunError::Audit(_))
-        | Err(RunError::Locked(_))
-        | Err(RunError::Refused { .. })
-        | Err(RunError::Connect { .. })
-        | Err(RunError::Resolve { .. })
-        | Err(RunError::Plan(_)) => RunStatus::Aborted,
-        Ok(report) if report.stopped == Some(StopReason::Interrupted) => RunStatus::Interrupted,
-        Ok(report) if report.unsuccessful() > 0 => RunStatus::Failed,
-        Ok(report) if report.stopped.is_some() => RunStatus::Interrupted,
-        Ok(_) => RunStatus::Completed,
-    };
-    end_run(&audit, run_id, status, outcome).await
+    end_run(&audit, run_id, outcome, Exit::of_run).await
 }
 
 /// The jobs of a run that the guards judge before its first write: those that delete an
@@ -490,15 +478,23 @@ pub(super) fn unless_log_failed<T>(
     }
 }
 
-/// Records the end of run `run_id` with `status`, and answers `outcome`. A run that already
-/// failed keeps its own error, which is the cause: when the log failed, ending the run fails
-/// too. A log that fails only here fails the run all the same.
+/// Records the end of run `run_id`, and answers `outcome`. The status recorded is the one the
+/// process exits with, as `exit` judges the report (`exit.rs`), so the log and the exit status
+/// never disagree: `aborted` for a run that failed, else `interrupted`, `failed` or
+/// `completed`. A run that already failed keeps its own error, which is the cause: when the log
+/// failed, ending the run fails too. A log that fails only here fails the run all the same.
 pub(super) async fn end_run<T>(
     audit: &AuditHandle,
     run_id: i64,
-    status: RunStatus,
     outcome: Result<T, RunError>,
+    exit: fn(&T) -> Exit,
 ) -> Result<T, RunError> {
+    let status = match outcome.as_ref().map(exit) {
+        Err(_) => RunStatus::Aborted,
+        Ok(Exit::Interrupted) => RunStatus::Interrupted,
+        Ok(Exit::RowsFailed) => RunStatus::Failed,
+        Ok(_) => RunStatus::Completed,
+    };
     let ended = audit.end_run(run_id, status).await;
     match (outcome, ended) {
         (Err(e), _) => Err(e),

@@ -21,9 +21,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::audit::{AuditHandle, NewRow, NewRun, RowResult, RunStatus, csv_safe};
+use crate::audit::{AuditHandle, NewRow, NewRun, RowResult, csv_safe};
 use crate::em::{AccountType, EmError};
 use crate::plan::{AccountRef, Plan};
+
+use crate::exit::Exit;
 
 use super::exec::Executor;
 use super::pace::{AttemptLog, Pacer};
@@ -208,13 +210,7 @@ pub async fn snapshot(
     )
     .await;
     let outcome = super::unless_log_failed(&audit, run_id, outcome);
-    let status = match &outcome {
-        Err(_) => RunStatus::Aborted,
-        Ok(report) if report.interrupted => RunStatus::Interrupted,
-        Ok(report) if !report.failures.is_empty() => RunStatus::Failed,
-        Ok(_) => RunStatus::Completed,
-    };
-    super::end_run(&audit, run_id, status, outcome).await
+    super::end_run(&audit, run_id, outcome, Exit::of_snapshot).await
 }
 
 /// Logs on, settles the list of accounts, reads them `concurrency` at a time and records each.
