@@ -1,4 +1,4 @@
-//! The validated settings of every command: what `cli.rs` turns the flags into, once, and what
+//! The validated settings of every command: what `cli` turns the flags into, once, and what
 //! the commands in `app` take. Plain values, with nothing of clap in them.
 
 use std::path::PathBuf;
