@@ -4,10 +4,9 @@ use std::io::Write as _;
 use std::path::Path;
 
 use crate::audit::{ExportFilter, RowFilter, RunSelector};
-use crate::console::{self, outln};
+use crate::console::{self, out, outln};
 use crate::exit::Exit;
 use crate::settings::*;
-use crate::text;
 
 use super::*;
 
@@ -18,57 +17,8 @@ pub(super) fn runs(db: &Path) -> Result<Exit, AppError> {
         outln!("no runs in {}", db.display())?;
         return Ok(Exit::Success);
     }
-    outln!(
-        "{:>5}  {:<8} {:<12} {:<24} {:>6} {:>7} {:>6} {:>6}  plan",
-        "run",
-        "kind",
-        "status",
-        "started (UTC)",
-        "rows",
-        "applied",
-        "no-op",
-        "failed"
-    )?;
-    let mut resumable = Vec::new();
-    for r in runs {
-        if resume_hint(&r).is_some() {
-            resumable.push(r.run_id);
-        }
-        // What the log holds came from plans, the server and the operator's files: shown,
-        // never acted on by the terminal.
-        outln!(
-            "{:>5}  {:<8} {:<12} {:<24} {:>6} {:>7} {:>6} {:>6}  {}",
-            r.run_id,
-            text::printable(&r.kind),
-            text::printable(&r.status),
-            text::printable(&r.started_at),
-            r.rows,
-            r.applied,
-            r.noop,
-            r.failed,
-            text::printable(r.plan_file.as_deref().unwrap_or("-"))
-        )?;
-    }
-    // The run lock, as Liquibase shows its lock table: who changes which server right now.
-    for holder in reader.lock_holders(None)? {
-        outln!(
-            "\nlock: {} is changing {}; other runs against that server wait for it (--wait) or \
-             are refused",
-            text::printable(&holder.to_string()),
-            text::printable(&holder.server_url)
-        )?;
-    }
-    if let Some(newest) = resumable.first() {
-        outln!(
-            "\nnot finished: run{} {}; finish with `embatch resume {newest}`",
-            if resumable.len() == 1 { "" } else { "s" },
-            resumable
-                .iter()
-                .map(|id| id.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )?;
-    }
+    let holders = reader.lock_holders(None)?;
+    out!("{}", render::runs_text(&runs, &holders))?;
     Ok(Exit::Success)
 }
 
@@ -90,58 +40,7 @@ pub(super) fn show(s: ShowSettings) -> Result<Exit, AppError> {
         )?;
         return Ok(Exit::Success);
     }
-    // What the log holds came from plans, the server and the operator's files: shown, never
-    // acted on by the terminal.
-    let shown = |t: &str| text::printable(t).into_owned();
-    outln!(
-        "run {} ({}, {}) started {} by {} on {}",
-        run.run_id,
-        shown(&run.kind),
-        shown(&run.status),
-        shown(&run.started_at),
-        shown(&run.operator),
-        shown(&run.server_url)
-    )?;
-    if let Some(file) = &run.plan_file {
-        outln!(
-            "plan {} sha256 {}",
-            shown(file),
-            shown(run.plan_sha256.as_deref().unwrap_or("-"))
-        )?;
-    }
-    outln!(
-        "rows {}: applied {}, no-op {}, failed {}, skipped {}, in doubt {}, pending {}; {} requests",
-        run.rows,
-        run.applied,
-        run.noop,
-        run.failed,
-        run.skipped,
-        run.in_doubt,
-        run.pending,
-        run.requests
-    )?;
-    if run.conflict > 0 {
-        outln!(
-            "{} rows left alone because the account changed since (conflict)",
-            run.conflict
-        )?;
-    }
-    if let Some(hint) = resume_hint(&run) {
-        outln!("{}", shown(&hint))?;
-    }
-    for r in rows {
-        outln!(
-            "{:>6}  {:<9} {} {} {}{}",
-            r.line,
-            shown(&r.outcome),
-            shown(&r.account),
-            shown(&r.action),
-            shown(&r.target),
-            r.error
-                .map(|e| format!("  ({})", shown(&e)))
-                .unwrap_or_default()
-        )?;
-    }
+    out!("{}", render::show_text(&run, &rows))?;
     Ok(Exit::Success)
 }
 

@@ -17,7 +17,7 @@ use self::connect::client_config;
 use self::emulator::{demo, run_emulator};
 use self::history::{replay, resume, undo};
 use self::log::{export, report, runs, show, verify};
-use self::render::{resume_hint, verification_text};
+use self::render::verification_text;
 use self::snapshot::snapshot_accounts;
 
 use std::path::Path;

@@ -1,10 +1,13 @@
 //! What the commands print about runs: the summary of a run with its failed rows, the hint
 //! to resume, and what `verify` found. Rendered here, in one place, as text or JSON.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::audit::{AuditReader, FailedRow, Failures, LineSource, RunInfo, Verification};
+use crate::audit::{
+    AuditReader, FailedRow, Failures, LineSource, LockHolder, RowInfo, RunInfo, Verification,
+};
 use crate::console::{self, errln};
 use crate::runner::{self, RunReport};
 use crate::settings::*;
@@ -214,6 +217,125 @@ pub(super) fn verification_text(v: &Verification) -> String {
         v.records
     ));
     text
+}
+
+/// The list `embatch runs` prints: a line per run, newest first, then who holds the lock of a
+/// server, and which runs are not finished.
+pub(super) fn runs_text(runs: &[RunInfo], holders: &[LockHolder]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>5}  {:<8} {:<12} {:<24} {:>6} {:>7} {:>6} {:>6}  plan",
+        "run", "kind", "status", "started (UTC)", "rows", "applied", "no-op", "failed"
+    );
+    let mut resumable = Vec::new();
+    for r in runs {
+        if resume_hint(r).is_some() {
+            resumable.push(r.run_id);
+        }
+        // What the log holds came from plans, the server and the operator's files: shown,
+        // never acted on by the terminal.
+        let _ = writeln!(
+            out,
+            "{:>5}  {:<8} {:<12} {:<24} {:>6} {:>7} {:>6} {:>6}  {}",
+            r.run_id,
+            text::printable(&r.kind),
+            text::printable(&r.status),
+            text::printable(&r.started_at),
+            r.rows,
+            r.applied,
+            r.noop,
+            r.failed,
+            text::printable(r.plan_file.as_deref().unwrap_or("-"))
+        );
+    }
+    // The run lock, as Liquibase shows its lock table: who changes which server right now.
+    for holder in holders {
+        let _ = writeln!(
+            out,
+            "\nlock: {} is changing {}; other runs against that server wait for it (--wait) or \
+             are refused",
+            text::printable(&holder.to_string()),
+            text::printable(&holder.server_url)
+        );
+    }
+    if let Some(newest) = resumable.first() {
+        let _ = writeln!(
+            out,
+            "\nnot finished: run{} {}; finish with `embatch resume {newest}`",
+            if resumable.len() == 1 { "" } else { "s" },
+            resumable
+                .iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    out
+}
+
+/// What `embatch show` prints as text: the run, its counts, the hint to resume, and its rows.
+pub(super) fn show_text(run: &RunInfo, rows: &[RowInfo]) -> String {
+    let mut out = String::new();
+    // What the log holds came from plans, the server and the operator's files: shown, never
+    // acted on by the terminal.
+    let shown = |t: &str| text::printable(t).into_owned();
+    let _ = writeln!(
+        out,
+        "run {} ({}, {}) started {} by {} on {}",
+        run.run_id,
+        shown(&run.kind),
+        shown(&run.status),
+        shown(&run.started_at),
+        shown(&run.operator),
+        shown(&run.server_url)
+    );
+    if let Some(file) = &run.plan_file {
+        let _ = writeln!(
+            out,
+            "plan {} sha256 {}",
+            shown(file),
+            shown(run.plan_sha256.as_deref().unwrap_or("-"))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "rows {}: applied {}, no-op {}, failed {}, skipped {}, in doubt {}, pending {}; {} requests",
+        run.rows,
+        run.applied,
+        run.noop,
+        run.failed,
+        run.skipped,
+        run.in_doubt,
+        run.pending,
+        run.requests
+    );
+    if run.conflict > 0 {
+        let _ = writeln!(
+            out,
+            "{} rows left alone because the account changed since (conflict)",
+            run.conflict
+        );
+    }
+    if let Some(hint) = resume_hint(run) {
+        let _ = writeln!(out, "{}", shown(&hint));
+    }
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<9} {} {} {}{}",
+            r.line,
+            shown(&r.outcome),
+            shown(&r.account),
+            shown(&r.action),
+            shown(&r.target),
+            r.error
+                .as_ref()
+                .map(|e| format!("  ({})", shown(e)))
+                .unwrap_or_default()
+        );
+    }
+    out
 }
 
 #[cfg(test)]
