@@ -12,6 +12,7 @@ mod json;
 mod model;
 mod redact;
 mod tls;
+mod uid;
 mod xml;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ pub use model::*;
 pub use tls::{
     CertificateProblem, CertificateRefusal, Fingerprint, FingerprintError, PresentedCertificate,
 };
+pub use uid::role_uid;
 
 /// Runs `body` through every decoder of `wire`'s codec (each document the client reads, the
 /// `Error` body and the message quoted from it), through the check of a session id, and
