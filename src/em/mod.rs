@@ -5,6 +5,7 @@
 //! Every request passes through a [`RequestObserver`] (the runner's pacer), logons and re-logons
 //! included, so nothing can bypass the shared rate limit or the audit log.
 
+mod certificate;
 mod client;
 mod codec;
 mod error;
@@ -20,12 +21,12 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use certificate::{
+    CertificateProblem, CertificateRefusal, Fingerprint, FingerprintError, PresentedCertificate,
+};
 pub use client::{Call, Client, MAX_ANSWER_BYTES, MAX_ERROR_BODY_BYTES, MAX_LIST_ANSWER_BYTES};
 pub use error::{EmError, Retry};
 pub use model::*;
-pub use tls::{
-    CertificateProblem, CertificateRefusal, Fingerprint, FingerprintError, PresentedCertificate,
-};
 pub use uid::role_uid;
 
 /// Runs `body` through every decoder of `wire`'s codec (each document the client reads, the
