@@ -1,5 +1,8 @@
-//! The HTTP client: one session shared by all callers, single-flight re-logon on 401, and one
-//! typed method per endpoint.
+//! The HTTP client: its configuration and the path every request takes. One attempt goes
+//! between the observer's calls, its answer is read within the limits below and the request's
+//! timeout, and a status that is no success becomes a typed error. The session the requests
+//! carry (logon, the single-flight re-logon on 401, logout) is in `session`; the one typed
+//! method per endpoint in `endpoints`.
 //!
 //! Every HTTP attempt, logons included, goes through the observer: `before_send` (rate limit
 //! and pauses), `sending` (the durable record), the request, then `finished` (or `abandoned`, when
@@ -8,6 +11,9 @@
 //! session, so logging on again and resending is safe. All other retries belong to the caller,
 //! which gets each attempt's error with its retry advice.
 
+mod endpoints;
+mod session;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -15,27 +21,18 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use reqwest::Method;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER, SET_COOKIE};
-use uuid::Uuid;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 use super::codec::{self, Codec, DecodeError};
 use super::error::{classify_transport, error_chain, parse_retry_after};
 use super::redact::Redactor;
 use super::tls;
-use super::{
-    Account, AccountCreateSpec, AccountRole, AttemptOutcome, ClientConfig, EmError, EntityRef,
-    EntryPoint, LogonSession, RebuildMode, RequestObserver, RequestTag, Retry, Scope, ScopeItem,
-    Task,
-};
+use super::{AttemptOutcome, ClientConfig, EmError, RequestObserver, RequestTag, Retry};
 use crate::text;
+use session::{SESSION_HEADER, SessionSlot};
 
-/// The session token header, sent on every request but the logon.
-const SESSION_HEADER: &str = "X-RestSvcSessionId";
-
-/// Re-logons one call may trigger. More than one is needed when sessions die quickly (a server
-/// expiring sessions after a few requests can kill a fresh session before a busy caller's
-/// resend), but a server that refuses every fresh session must not be asked forever.
-const MAX_RELOGONS: u32 = 3;
+pub use endpoints::Call;
+pub(crate) use session::is_session_id;
 
 /// The statuses EM answers success with.
 const SUCCESS: [u16; 4] = [200, 201, 202, 204];
@@ -61,28 +58,6 @@ pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 /// The most bytes kept of each text a refused certificate shows (its subject, its issuer): a
 /// name is a few dozen bytes, and the message holds several of them.
 const MAX_CERTIFICATE_TEXT_BYTES: usize = 512;
-
-/// A live session. Its token is a credential and never shows in `Debug` output.
-struct Session {
-    token: String,
-    id: String,
-}
-
-impl std::fmt::Debug for Session {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The current session and a counter of logons, which lets a caller that saw a 401 tell whether
-/// someone else has already logged on again since it read the session.
-#[derive(Debug, Default)]
-struct SessionSlot {
-    current: Option<Arc<Session>>,
-    generation: u64,
-}
 
 /// How a request authenticates.
 #[derive(Clone, Copy)]
@@ -216,61 +191,6 @@ impl Client {
         &self.config.base_url
     }
 
-    /// Logs on (or on again), replacing the session.
-    pub async fn logon(&self) -> Result<LogonSession, EmError> {
-        let _gate = self.logon_gate.lock().await;
-        self.logon_locked(RequestTag::default()).await
-    }
-
-    /// Logs out, if logged on.
-    pub async fn logout(&self) -> Result<(), EmError> {
-        let _gate = self.logon_gate.lock().await;
-        let session = {
-            let mut slot = self.slot();
-            let session = slot.current.take();
-            if session.is_some() {
-                slot.generation += 1;
-            }
-            session
-        };
-        let Some(session) = session else {
-            return Ok(());
-        };
-        let url = self.url(&format!("/logonSessions/{}", session.id));
-        let answer = self
-            .attempt(
-                RequestTag::default(),
-                &Method::DELETE,
-                &url,
-                Auth::Token(&session.token),
-                None,
-                MAX_ANSWER_BYTES,
-            )
-            .await?;
-        // A session that already expired or vanished is as logged out as it gets.
-        if matches!(answer.status, 401 | 404) {
-            tracing::debug!("the session had already ended (HTTP {})", answer.status);
-            return Ok(());
-        }
-        self.check(&Method::DELETE, &url, answer).map(|_| ())
-    }
-
-    /// The endpoint methods, with `tag` recorded on every attempt they make.
-    pub fn call(&self, tag: RequestTag) -> Call<'_> {
-        Call { client: self, tag }
-    }
-
-    fn slot(&self) -> std::sync::MutexGuard<'_, SessionSlot> {
-        self.session
-            .lock()
-            .expect("the session lock is never held across a panic")
-    }
-
-    fn current(&self) -> Option<(Arc<Session>, u64)> {
-        let slot = self.slot();
-        slot.current.clone().map(|s| (s, slot.generation))
-    }
-
     /// The URL of `path` (with any query) below the base URL.
     fn url(&self, path: &str) -> url::Url {
         let (path, query) = match path.split_once('?') {
@@ -283,133 +203,6 @@ impl Client {
         url.set_query(query);
         url.set_fragment(None);
         url
-    }
-
-    /// The session to use, logging on first when there is none. Callers arriving together
-    /// share one logon.
-    async fn session_for(&self, tag: RequestTag) -> Result<(Arc<Session>, u64), EmError> {
-        if let Some(found) = self.current() {
-            return Ok(found);
-        }
-        let _gate = self.logon_gate.lock().await;
-        if let Some(found) = self.current() {
-            return Ok(found);
-        }
-        self.logon_locked(tag).await?;
-        Ok(self.current().expect("a successful logon leaves a session"))
-    }
-
-    /// Logs on again after a 401 on the session of generation `seen`, unless another caller
-    /// already has: then the newer session is used as it is.
-    async fn relogon(&self, tag: RequestTag, seen: u64) -> Result<(), EmError> {
-        let _gate = self.logon_gate.lock().await;
-        {
-            let slot = self.slot();
-            if slot.generation != seen && slot.current.is_some() {
-                return Ok(());
-            }
-        }
-        tracing::info!("the EM session has expired; logging on again");
-        self.logon_locked(tag).await.map(|_| ())
-    }
-
-    /// `POST /sessionMngr/?v=latest`; the caller holds the logon gate.
-    async fn logon_locked(&self, tag: RequestTag) -> Result<LogonSession, EmError> {
-        let method = Method::POST;
-        let url = self.url("/sessionMngr/?v=latest");
-        let answer = self
-            .attempt(tag, &method, &url, Auth::Basic, None, MAX_ANSWER_BYTES)
-            .await?;
-        let answer = self.check(&method, &url, answer)?;
-        let decode = |message: String| EmError::Decode {
-            method: method.to_string(),
-            path: path_and_query(&url),
-            message: self.outside(&message),
-        };
-        let token = session_token(&answer.headers)
-            .ok_or_else(|| decode(format!("the logon answer has no {SESSION_HEADER} header")))?;
-        // From here on, an echo of the token is redacted like one of the password.
-        self.redactor.add_token(&token);
-        let parsed = if answer.body.trim().is_empty() {
-            Err("empty body".to_string())
-        } else {
-            self.codec.logon_session(&answer.body)
-        };
-        // The body names the session; the Location header does too, for servers that send
-        // no body.
-        let from_location = answer
-            .headers
-            .get(LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .map(|l| codec::last_segment(l).to_string())
-            .filter(|id| !id.is_empty());
-        let session = match (parsed, from_location) {
-            (Ok(session), _) => session,
-            (Err(_), Some(id)) => LogonSession {
-                user_name: self.config.user.clone(),
-                session_id: id,
-            },
-            (Err(e), None) => {
-                return Err(decode(format!("no session id in the logon answer: {e}")));
-            }
-        };
-        // The id becomes a path segment of the logout: anything but a plain segment would send
-        // that DELETE to some other resource.
-        if !is_session_id(&session.session_id) {
-            return Err(decode(format!(
-                "the logon answer names its session '{}', which is no session id (EM's are \
-                 GUIDs); a session that cannot be logged out safely is not used",
-                session.session_id
-            )));
-        }
-        let session = LogonSession {
-            user_name: if session.user_name.is_empty() {
-                self.config.user.clone()
-            } else {
-                session.user_name
-            },
-            ..session
-        };
-        let mut slot = self.slot();
-        slot.current = Some(Arc::new(Session {
-            token,
-            id: session.session_id.clone(),
-        }));
-        slot.generation += 1;
-        tracing::debug!(
-            session = %session.session_id,
-            "logged on as {}",
-            self.redactor.redact(&session.user_name)
-        );
-        Ok(session)
-    }
-
-    /// Sends `request` with the session, logging on first when needed and again after a 401.
-    async fn exchange(&self, tag: RequestTag, request: &Request) -> Result<Answer, EmError> {
-        let url = self.url(&request.path);
-        let mut relogons = 0;
-        loop {
-            let (session, generation) = self.session_for(tag).await?;
-            let answer = self
-                .attempt(
-                    tag,
-                    &request.method,
-                    &url,
-                    Auth::Token(&session.token),
-                    request.body.as_deref(),
-                    request.limit,
-                )
-                .await?;
-            if answer.status != 401 || relogons == MAX_RELOGONS {
-                return self.check(&request.method, &url, answer);
-            }
-            relogons += 1;
-            self.relogon(tag, generation).await?;
-            if !request.resend_after_relogon {
-                // The fresh session is ready for the caller's own retry.
-                return self.check(&request.method, &url, answer);
-            }
-        }
     }
 
     /// One HTTP attempt, between the observer's calls. Any status is an `Ok` answer here.
@@ -726,261 +519,5 @@ async fn read_body(response: &mut reqwest::Response, limit: usize, body: &mut Ve
     }
 }
 
-/// Whether `id` may stand in a URL path as the one segment naming a session. EM's session ids
-/// are GUIDs; the check is looser, letters, digits and `-`, `_`, `~` (the unreserved characters
-/// but the dot), so that it takes any id a server in EM's place plausibly sends and nothing that
-/// leaves the segment: no `/`, no dot segment, no `?`, `#` or `%`, no space or control character.
-pub(crate) fn is_session_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~'))
-}
-
-/// The session token from a logon answer: the header, or else the cookie EM also sets.
-fn session_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(token) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-        let token = token.trim();
-        if !token.is_empty() {
-            return Some(token.to_string());
-        }
-    }
-    headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|cookie| cookie.split(';').next()?.split_once('='))
-        .find(|(name, value)| {
-            name.trim().eq_ignore_ascii_case(SESSION_HEADER) && !value.trim().is_empty()
-        })
-        .map(|(_, value)| value.trim().to_string())
-}
-
-/// The endpoint methods of one client, tagged for the audit log.
-#[derive(Clone, Copy, Debug)]
-pub struct Call<'a> {
-    client: &'a Client,
-    tag: RequestTag,
-}
-
-impl Call<'_> {
-    /// `GET /api/` (no logon needed).
-    pub async fn entry_point(&self) -> Result<EntryPoint, EmError> {
-        let client = self.client;
-        let method = Method::GET;
-        let url = client.url("/");
-        let answer = client
-            .attempt(self.tag, &method, &url, Auth::None, None, MAX_ANSWER_BYTES)
-            .await?;
-        let answer = client.check(&method, &url, answer)?;
-        let request = Request::new(method, "/".into(), None);
-        client.decode(&request, &answer, |c, body| c.entry_point(body))
-    }
-    /// `GET /logonSessions`.
-    pub async fn logon_sessions(&self) -> Result<Vec<LogonSession>, EmError> {
-        self.client
-            .read(self.tag, "/logonSessions".into(), |c, body| {
-                c.logon_sessions(body)
-            })
-            .await
-    }
-    /// `GET /security`.
-    pub async fn security(&self) -> Result<(), EmError> {
-        self.client
-            .read(self.tag, "/security".into(), |c, body| c.security(body))
-            .await
-    }
-    /// `GET /security/roles`.
-    pub async fn roles(&self) -> Result<Vec<EntityRef>, EmError> {
-        self.client
-            .read(self.tag, "/security/roles".into(), |c, body| {
-                c.entity_refs(body)
-            })
-            .await
-    }
-    /// `GET /security/roles/{id}`.
-    pub async fn role(&self, id: Uuid) -> Result<EntityRef, EmError> {
-        self.client
-            .read(self.tag, format!("/security/roles/{id}"), |c, body| {
-                c.entity_ref(body)
-            })
-            .await
-    }
-    /// `GET /security/accounts`, the one answer allowed [`MAX_LIST_ANSWER_BYTES`].
-    pub async fn accounts(&self) -> Result<Vec<EntityRef>, EmError> {
-        self.client
-            .read_within(
-                self.tag,
-                "/security/accounts".into(),
-                MAX_LIST_ANSWER_BYTES,
-                |c, body| c.entity_refs(body),
-            )
-            .await
-    }
-    /// `GET /security/accounts/{id}` (the reference form).
-    pub async fn account_ref(&self, id: Uuid) -> Result<EntityRef, EmError> {
-        self.client
-            .read(self.tag, format!("/security/accounts/{id}"), |c, body| {
-                c.entity_ref(body)
-            })
-            .await
-    }
-    /// `GET /security/accounts/{id}?format=Entity`.
-    pub async fn account(&self, id: Uuid) -> Result<Account, EmError> {
-        self.client
-            .read(
-                self.tag,
-                format!("/security/accounts/{id}?format=Entity"),
-                |c, body| c.account(body),
-            )
-            .await
-    }
-    /// `POST /security/accounts`: creates an account; the new id, from `Location`, when given.
-    pub async fn create_account(&self, spec: &AccountCreateSpec) -> Result<Option<Uuid>, EmError> {
-        let body = self.client.codec.account_create_spec(spec);
-        let answer = self
-            .client
-            .write(
-                self.tag,
-                Method::POST,
-                "/security/accounts".into(),
-                Some(body),
-            )
-            .await?;
-        // EM documents no body and no Location for this POST; use the Location when it comes.
-        Ok(answer
-            .headers
-            .get(LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .and_then(|l| Uuid::parse_str(codec::last_segment(l)).ok()))
-    }
-    /// `DELETE /security/accounts/{id}`.
-    pub async fn delete_account(&self, id: Uuid) -> Result<(), EmError> {
-        self.client
-            .write(
-                self.tag,
-                Method::DELETE,
-                format!("/security/accounts/{id}"),
-                None,
-            )
-            .await
-            .map(|_| ())
-    }
-    /// `POST /security/accounts/{id}`: flips "restore all VMs". Not idempotent.
-    ///
-    /// Never sent twice by the client: after a 401 it logs on again so that the caller's own
-    /// retry finds a fresh session, and returns the 401 (which is safe to retry, since EM did
-    /// not act on it).
-    pub async fn toggle_restore_all_vms(&self, id: Uuid) -> Result<(), EmError> {
-        let request = Request {
-            resend_after_relogon: false,
-            ..Request::new(Method::POST, format!("/security/accounts/{id}"), None)
-        };
-        self.client.exchange(self.tag, &request).await.map(|_| ())
-    }
-    /// `POST /security/accounts?action=rebuildScope`.
-    pub async fn rebuild_scopes(&self, mode: RebuildMode) -> Result<Task, EmError> {
-        let request = Request::new(
-            Method::POST,
-            "/security/accounts?action=rebuildScope".into(),
-            Some(self.client.codec.rebuild_spec(mode)),
-        );
-        let answer = self.client.exchange(self.tag, &request).await?;
-        self.client
-            .decode(&request, &answer, |c, body| c.task(body))
-    }
-    /// `GET /security/accounts/{id}/roles`.
-    pub async fn account_roles(&self, id: Uuid) -> Result<Vec<AccountRole>, EmError> {
-        self.client
-            .read(
-                self.tag,
-                format!("/security/accounts/{id}/roles"),
-                |c, body| c.account_roles(body),
-            )
-            .await
-    }
-    /// `GET /security/accounts/{id}/roles/{role}`.
-    pub async fn account_role(&self, id: Uuid, role: Uuid) -> Result<AccountRole, EmError> {
-        self.client
-            .read(
-                self.tag,
-                format!("/security/accounts/{id}/roles/{role}"),
-                |c, body| c.account_role(body),
-            )
-            .await
-    }
-    /// `POST /security/accounts/{id}/roles` with the role's UID.
-    pub async fn assign_role(&self, id: Uuid, role_uid: &str) -> Result<(), EmError> {
-        let body = self.client.codec.role_assignment_spec(role_uid);
-        self.client
-            .write(
-                self.tag,
-                Method::POST,
-                format!("/security/accounts/{id}/roles"),
-                Some(body),
-            )
-            .await
-            .map(|_| ())
-    }
-    /// `DELETE /security/accounts/{id}/roles/{role}`.
-    pub async fn remove_role(&self, id: Uuid, role: Uuid) -> Result<(), EmError> {
-        self.client
-            .write(
-                self.tag,
-                Method::DELETE,
-                format!("/security/accounts/{id}/roles/{role}"),
-                None,
-            )
-            .await
-            .map(|_| ())
-    }
-    /// `GET /security/accounts/{id}/scopes`.
-    pub async fn account_scopes(&self, id: Uuid) -> Result<Vec<Scope>, EmError> {
-        self.client
-            .read(
-                self.tag,
-                format!("/security/accounts/{id}/scopes"),
-                |c, body| c.scopes(body),
-            )
-            .await
-    }
-    /// `GET /security/accounts/{id}/scopes/{scope}`.
-    pub async fn account_scope(&self, id: Uuid, scope: Uuid) -> Result<Scope, EmError> {
-        self.client
-            .read(
-                self.tag,
-                format!("/security/accounts/{id}/scopes/{scope}"),
-                |c, body| c.scope(body),
-            )
-            .await
-    }
-    /// `POST /security/accounts/{id}/scopes` (201 or 202 is success).
-    pub async fn add_scopes(&self, id: Uuid, items: &[ScopeItem]) -> Result<(), EmError> {
-        let body = self.client.codec.scope_create_spec(items);
-        self.client
-            .write(
-                self.tag,
-                Method::POST,
-                format!("/security/accounts/{id}/scopes"),
-                Some(body),
-            )
-            .await
-            .map(|_| ())
-    }
-    /// `DELETE /security/accounts/{id}/scopes/{scope}`.
-    pub async fn remove_scope(&self, id: Uuid, scope: Uuid) -> Result<(), EmError> {
-        self.client
-            .write(
-                self.tag,
-                Method::DELETE,
-                format!("/security/accounts/{id}/scopes/{scope}"),
-                None,
-            )
-            .await
-            .map(|_| ())
-    }
-}
-
 #[cfg(test)]
-#[path = "client_tests.rs"]
 mod tests;

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{
     Account, AccountCreateSpec, AccountRole, EntityRef, EntryPoint, LogonSession, RebuildMode,
-    Scope, ScopeItem, Task, json, xml,
+    Scope, ScopeItem, Task, json, uid, xml,
 };
 
 /// Why a body could not be read; becomes [`super::EmError::Decode`].
@@ -85,14 +85,6 @@ pub(crate) fn id_from_href(href: &str) -> Result<Uuid, DecodeError> {
     Uuid::parse_str(segment).map_err(|_| format!("no id at the end of href '{href}'"))
 }
 
-/// The GUID at the end of a UID such as `urn:veeam:EnterpriseAccount:<guid>`.
-pub(crate) fn id_from_uid(uid: &str) -> Option<Uuid> {
-    uid.trim()
-        .rsplit(':')
-        .next()
-        .and_then(|g| Uuid::parse_str(g).ok())
-}
-
 /// A boolean as EM or a hand-written document spells it: `true`, `True`, `1`, ...
 pub(crate) fn parse_bool(text: &str) -> Option<bool> {
     let text = text.trim();
@@ -128,14 +120,14 @@ impl AccountParts<'_> {
     /// Checks the parts and builds the account. The id comes from the UID, or else from the
     /// `Href` (the entity's `Href` ends in `<guid>?format=Entity`).
     pub(crate) fn build(self) -> Result<Account, DecodeError> {
-        let id = match (self.uid.and_then(id_from_uid), self.href) {
+        let id = match (self.uid.and_then(uid::id_from_uid), self.href) {
             (Some(id), _) => id,
             (None, Some(href)) => id_from_href(href)?,
             (None, None) => return Err("account without UID or Href".into()),
         };
         let uid = match self.uid {
             Some(uid) if !uid.trim().is_empty() => uid.trim().to_string(),
-            _ => format!("urn:veeam:EnterpriseAccount:{id}"),
+            _ => uid::account_uid(id),
         };
         let type_text = self.account_type.ok_or("account without AccountType")?;
         let account_type = super::AccountType::parse(type_text)
@@ -232,13 +224,8 @@ mod tests {
     }
 
     #[test]
-    fn ids_from_uid_and_href() {
+    fn ids_from_href() {
         let id = Uuid::parse_str("d6701c3d-15f4-421d-b376-c0e2634bc1f4").unwrap();
-        assert_eq!(
-            id_from_uid("urn:veeam:EnterpriseAccount:d6701c3d-15f4-421d-b376-c0e2634bc1f4"),
-            Some(id)
-        );
-        assert_eq!(id_from_uid("urn:veeam:EnterpriseAccount:not-a-guid"), None);
         assert_eq!(
             id_from_href(
                 "https://h/api/security/accounts/d6701c3d-15f4-421d-b376-c0e2634bc1f4?format=Entity"

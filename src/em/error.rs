@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::tls::CertificateRefusal;
+use super::certificate::CertificateRefusal;
 
 /// Whether a failed request may be sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

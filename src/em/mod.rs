@@ -5,6 +5,7 @@
 //! Every request passes through a [`RequestObserver`] (the runner's pacer), logons and re-logons
 //! included, so nothing can bypass the shared rate limit or the audit log.
 
+mod certificate;
 mod client;
 mod codec;
 mod error;
@@ -12,6 +13,7 @@ mod json;
 mod model;
 mod redact;
 mod tls;
+mod uid;
 mod xml;
 
 use std::future::Future;
@@ -19,12 +21,13 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use certificate::{
+    CertificateProblem, CertificateRefusal, Fingerprint, FingerprintError, PresentedCertificate,
+};
 pub use client::{Call, Client, MAX_ANSWER_BYTES, MAX_ERROR_BODY_BYTES, MAX_LIST_ANSWER_BYTES};
 pub use error::{EmError, Retry};
 pub use model::*;
-pub use tls::{
-    CertificateProblem, CertificateRefusal, Fingerprint, FingerprintError, PresentedCertificate,
-};
+pub use uid::role_uid;
 
 /// Runs `body` through every decoder of `wire`'s codec (each document the client reads, the
 /// `Error` body and the message quoted from it), through the check of a session id, and

@@ -36,7 +36,7 @@ impl EntityRef {
     /// a listed entity and the same entity read alone get one id; `None` if the UID ends in no
     /// GUID.
     pub fn id(&self) -> Option<Uuid> {
-        super::codec::id_from_uid(&self.uid)
+        super::uid::id_from_uid(&self.uid)
     }
 }
 
@@ -154,7 +154,8 @@ pub struct AccountCreateSpec {
     pub account_type: AccountType,
     /// `DOMAIN\name`, `user@suffix`, ...
     pub account_name: String,
-    /// Role UIDs, `urn:veeam:EnterpriseRole:<guid>`; at least one.
+    /// Role UIDs, `urn:veeam:EnterpriseRole:<guid>` ([`role_uid`](super::role_uid)); at least
+    /// one.
     pub role_uids: Vec<String>,
     /// "Restore scope: All virtual machines".
     pub allow_restore_all_vms: bool,

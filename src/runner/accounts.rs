@@ -56,8 +56,7 @@ pub fn plan_create(
                         job.row.line
                     )
                 })?;
-                spec.role_uids
-                    .push(format!("urn:veeam:EnterpriseRole:{id}"));
+                spec.role_uids.push(crate::em::role_uid(id));
                 folded.push(n);
             }
             Action::RestoreAllVms(value) => {

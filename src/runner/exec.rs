@@ -304,8 +304,7 @@ impl Executor {
         let call = self.client.call(tag);
         match change {
             Change::AssignRole { role, .. } => {
-                call.assign_role(id, &format!("urn:veeam:EnterpriseRole:{role}"))
-                    .await
+                call.assign_role(id, &crate::em::role_uid(*role)).await
             }
             Change::RemoveRole { role, .. } => call.remove_role(id, *role).await,
             Change::AddScope { item } => call.add_scopes(id, std::slice::from_ref(item)).await,

@@ -813,22 +813,6 @@ async fn tls_trust_follows_the_options() {
     client.call(RequestTag::default()).roles().await.unwrap();
 }
 
-#[test]
-fn session_tokens_come_from_the_header_or_the_cookie() {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        "set-cookie",
-        "X-RestSvcSessionId=abc==; Path=/api;".parse().unwrap(),
-    );
-    assert_eq!(super::session_token(&headers).as_deref(), Some("abc=="));
-    headers.insert("x-restsvcsessionid", "hdr".parse().unwrap());
-    assert_eq!(super::session_token(&headers).as_deref(), Some("hdr"));
-    assert_eq!(
-        super::session_token(&reqwest::header::HeaderMap::new()),
-        None
-    );
-}
-
 #[tokio::test]
 async fn certificate_errors_are_found_in_the_source_chain() {
     let (_fake, base, _pem) = serve_tls().await;
