@@ -7,12 +7,19 @@
 //!
 //! # Layout
 //!
+//! - `mod.rs`: starting a server ([`serve`], [`start`]) and the handle of one running
+//!   in-process ([`RunningEmulator`]).
+//! - `config.rs`: what the emulator can be told at start ([`EmulatorConfig`], [`Seed`],
+//!   [`Faults`]); `banner.rs`: what it says when it starts.
 //! - `server.rs`: the accept loop, TLS, and the front service that records requests and
 //!   applies faults around the router.
-//! - `routes.rs`: the axum router, session and role checks, handlers, inspection endpoints.
-//! - `state.rs`: the data and every rule a change must pass, behind one lock.
+//! - `routes.rs`: the axum router, session and role checks, handlers, inspection endpoints;
+//!   `inspect.rs`: what those endpoints show (state snapshots, journal, requests).
+//! - `state/`: the data and every rule a change must pass, behind one lock; one file per
+//!   resource (roles, accounts, scopes, sessions).
 //! - `repr.rs` and `wire.rs`: representations and their XML/JSON rendering.
-//! - `body.rs`: request bodies (XML order checking, JSON) and UID/ref parsing.
+//! - `body/`: request bodies: decoding (`xml.rs` with XSD order checking, `json.rs`), the specs
+//!   read from them (`spec.rs`), and UID/ref parsing (`ids.rs`).
 //! - `faults.rs`: the fault dice; `seed.rs`: starting data; `tls.rs`: certificates.
 //!
 //! # Choices where the API documentation is silent
@@ -57,23 +64,20 @@
 //!   faults restarts their dice.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
-
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
+mod banner;
 mod body;
+mod config;
 mod faults;
+mod inspect;
 mod repr;
 mod routes;
 mod seed;
@@ -85,6 +89,12 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use banner::banner;
+pub use config::{EmulatorConfig, Faults, Seed, SeedAccount, SeedScope, SeedUser, TlsMaterial};
+pub use inspect::{
+    AccountSnapshot, Effect, JournalEntry, RequestRecord, RoleSnapshot, ScopeSnapshot,
+    StateSnapshot,
+};
 use state::{Options, Shared, State};
 
 /// A failure to start or run the emulator.
@@ -101,413 +111,9 @@ pub enum EmulatorError {
     Tls(String),
 }
 
-/// Injected faults. Every kind is off by default.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Faults {
-    /// Fixed latency added to every answer, in milliseconds.
-    pub latency_ms: u64,
-    /// Random extra latency up to this many milliseconds.
-    pub jitter_ms: u64,
-    /// Fraction of `/api` requests answered 500 without acting.
-    pub error_500: f64,
-    /// Fraction answered 503 with `Retry-After`, without acting.
-    pub error_503: f64,
-    /// Fraction answered 429 with `Retry-After`, without acting.
-    pub error_429: f64,
-    /// The `Retry-After` value in seconds.
-    pub retry_after_secs: u64,
-    /// A cap on requests per second; requests over it get 503 with `Retry-After`.
-    pub max_rps: Option<u32>,
-    /// Fraction of connections dropped without an answer, before acting.
-    pub drop_before: f64,
-    /// Fraction of connections dropped without an answer, after acting (a lost answer).
-    pub drop_after: f64,
-    /// Every session expires after this many requests made with it.
-    pub expire_after: Option<u64>,
-    /// Seed of the fault dice, for reproducible runs.
-    pub seed: Option<u64>,
-}
-
-/// A logon the emulator accepts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeedUser {
-    /// The logon name.
-    pub name: String,
-    /// The password.
-    pub password: String,
-    /// The EM role it holds (`Portal Administrator`, `Portal User`, ...).
-    pub role: String,
-}
-
-/// A seeded scope.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeedScope {
-    /// The scope's id; generated when absent.
-    #[serde(default)]
-    pub id: Option<Uuid>,
-    /// `urn:<Platform>:<Type>:<root>.<ref>`.
-    pub obj_ref: String,
-    /// The object's name.
-    pub name: String,
-}
-
-/// A seeded account.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeedAccount {
-    /// The account's id; generated when absent.
-    #[serde(default)]
-    pub id: Option<Uuid>,
-    /// `DOMAIN\name`.
-    pub name: String,
-    /// `User`, `Group`, `ExternalUser`, `ExternalGroup`; `User` when absent.
-    #[serde(default)]
-    pub account_type: Option<String>,
-    /// Role names.
-    pub roles: Vec<String>,
-    /// "Restore scope: All virtual machines"; true when absent.
-    #[serde(default)]
-    pub allow_restore_all_vms: Option<bool>,
-    /// Scopes.
-    #[serde(default)]
-    pub scopes: Vec<SeedScope>,
-}
-
-/// Accounts (and optionally logons) to start with, e.g. `samples/emulator-seed.json`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Seed {
-    /// Extra logons, beside the built-in admin and viewer.
-    #[serde(default)]
-    pub users: Vec<SeedUser>,
-    /// Accounts, beside `BUILTIN\Administrators`.
-    #[serde(default)]
-    pub accounts: Vec<SeedAccount>,
-}
-
-impl Seed {
-    /// Parses a seed from JSON text.
-    pub fn from_json(text: &str) -> Result<Seed, EmulatorError> {
-        serde_json::from_str(text).map_err(|e| EmulatorError::Seed(e.to_string()))
-    }
-
-    /// Reads a seed file.
-    pub fn from_file(path: &Path) -> Result<Seed, EmulatorError> {
-        let text = std::fs::read_to_string(path)?;
-        Seed::from_json(&text)
-    }
-}
-
-/// A certificate and key for `--tls`.
-#[derive(Clone)]
-pub struct TlsMaterial {
-    /// The certificate, PEM (give it to the client's `--ca-cert`).
-    pub cert_pem: String,
-    /// The private key, PEM.
-    pub key_pem: String,
-}
-
-impl TlsMaterial {
-    /// The certificate's SHA-256 fingerprint, as `openssl x509 -noout -fingerprint -sha256`
-    /// prints it (`AB:CD:...`): what a client pins to trust it.
-    pub fn fingerprint(&self) -> Result<String, EmulatorError> {
-        tls::fingerprint(&self.cert_pem)
-    }
-}
-
-impl std::fmt::Debug for TlsMaterial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsMaterial").finish_non_exhaustive()
-    }
-}
-
-/// Everything the emulator can be told at start.
-#[derive(Clone, Debug)]
-pub struct EmulatorConfig {
-    /// Where the binary listens (tests bind their own listener).
-    pub listen: Option<SocketAddr>,
-    /// Generated accounts `TECH\user00001`...
-    pub accounts: usize,
-    /// Accounts and logons from a seed.
-    pub seed: Option<Seed>,
-    /// Idle time after which a session expires (EM: 15 minutes).
-    pub session_idle_timeout: Duration,
-    /// Answer 201 instead of 400 when a held role is assigned again.
-    pub duplicate_role_ok: bool,
-    /// 201 (default) or 202 for scope POSTs.
-    pub scope_post_status: u16,
-    /// Serve HTTPS.
-    pub tls: bool,
-    /// The certificate for HTTPS; generated at start when absent.
-    pub tls_material: Option<TlsMaterial>,
-    /// Injected faults.
-    pub faults: Faults,
-    /// The built-in Portal Administrator logon.
-    pub admin_user: String,
-    /// Its password.
-    pub admin_password: String,
-}
-
-impl Default for EmulatorConfig {
-    fn default() -> Self {
-        EmulatorConfig {
-            listen: None,
-            accounts: 0,
-            seed: None,
-            session_idle_timeout: Duration::from_secs(15 * 60),
-            duplicate_role_ok: false,
-            scope_post_status: 201,
-            tls: false,
-            tls_material: None,
-            faults: Faults::default(),
-            admin_user: "admin".into(),
-            admin_password: "emulator".into(),
-        }
-    }
-}
-
-/// A role an account holds, in a snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoleSnapshot {
-    /// The role's GUID.
-    pub id: Uuid,
-    /// The role's name.
-    pub name: String,
-}
-
-/// A scope, in a snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScopeSnapshot {
-    /// The scope's GUID.
-    pub id: Uuid,
-    /// The object's name.
-    pub name: String,
-    /// The hierarchy object ref it was created from.
-    pub obj_ref: String,
-    /// `Unprocessed` or `Processed`.
-    pub state: String,
-}
-
-/// One account, in a snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccountSnapshot {
-    /// The account's GUID.
-    pub id: Uuid,
-    /// Its name.
-    pub name: String,
-    /// User, Group, ...
-    pub account_type: String,
-    /// "Restore scope: All virtual machines".
-    pub allow_restore_all_vms: bool,
-    /// Roles, in assignment order.
-    pub roles: Vec<RoleSnapshot>,
-    /// Scopes, in creation order.
-    pub scopes: Vec<ScopeSnapshot>,
-}
-
-/// Every account (`GET /_emulator/state`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateSnapshot {
-    /// Accounts, in creation order.
-    pub accounts: Vec<AccountSnapshot>,
-}
-
-/// What a mutation did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Effect {
-    /// A role was assigned.
-    RoleAssigned {
-        /// The role.
-        role_id: Uuid,
-    },
-    /// A role was removed.
-    RoleRemoved {
-        /// The role.
-        role_id: Uuid,
-    },
-    /// A scope was created.
-    ScopeAdded {
-        /// The new scope.
-        scope_id: Uuid,
-        /// Its object ref.
-        obj_ref: String,
-    },
-    /// A scope was removed.
-    ScopeRemoved {
-        /// The scope.
-        scope_id: Uuid,
-    },
-    /// The restore-all-VMs flag was flipped.
-    RestoreAllVmsToggled {
-        /// Its new value.
-        now: bool,
-    },
-    /// An account was created.
-    AccountCreated {
-        /// Its name.
-        name: String,
-    },
-    /// An account was deleted.
-    AccountDeleted {
-        /// Its name.
-        name: String,
-    },
-    /// A scope rebuild ran.
-    ScopesRebuilt {
-        /// Scopes moved to `Processed`.
-        processed: u64,
-    },
-}
-
-/// One applied mutation (`GET /_emulator/journal`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JournalEntry {
-    /// Order of application, from 1.
-    pub seq: u64,
-    /// The request's method.
-    pub method: String,
-    /// The request's path.
-    pub path: String,
-    /// The account it touched, if one.
-    pub account: Option<Uuid>,
-    /// What it did.
-    pub effect: Effect,
-}
-
-/// One request the emulator received (`GET /_emulator/requests`); `/_emulator` itself is not
-/// recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestRecord {
-    /// Order of arrival, from 1.
-    pub seq: u64,
-    /// The method.
-    pub method: String,
-    /// The path and query.
-    pub path: String,
-    /// The status answered; none when the connection was dropped.
-    pub status: Option<u16>,
-    /// Whether the connection was dropped without an answer.
-    pub dropped: bool,
-}
-
 /// A self-signed certificate for `names` (IP addresses or host names).
 pub fn self_signed(names: &[String]) -> Result<TlsMaterial, EmulatorError> {
     tls::self_signed(names)
-}
-
-/// Quotes `text` for a POSIX shell.
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
-
-/// The start-up banner: the URL and a logon that works, with curl lines to try.
-pub fn banner(base_url: &str, config: &EmulatorConfig) -> String {
-    let base = base_url.trim_end_matches('/');
-    let root = base.strip_suffix("/api").unwrap_or(base);
-    let tls = config.tls || base.starts_with("https:");
-    let insecure = if tls { "-k " } else { "" };
-    let seeded = config.seed.as_ref().map_or(0, |s| s.accounts.len());
-    let mut lines = vec![
-        format!("Enterprise Manager emulator listening on {base}/"),
-        format!(
-            "Log on as {} with password {} (Portal Administrator); {v}/{v} is a Portal User without /security.",
-            config.admin_user,
-            config.admin_password,
-            v = seed::VIEWER
-        ),
-        format!(
-            "Accounts: {} ({} seeded, {} generated, plus {}).",
-            1 + seeded + config.accounts,
-            seeded,
-            config.accounts,
-            seed::BUILTIN_ADMINISTRATORS
-        ),
-        "Try:".to_owned(),
-        format!(
-            "  curl {insecure}-si -X POST -u {} '{base}/sessionMngr/?v=latest'",
-            shell_quote(&format!("{}:{}", config.admin_user, config.admin_password))
-        ),
-        format!(
-            "  curl {insecure}-s -H 'X-RestSvcSessionId: <the X-RestSvcSessionId header from the logon>' '{base}/security/accounts'"
-        ),
-    ];
-    if tls {
-        let fingerprint = config
-            .tls_material
-            .as_ref()
-            .and_then(|m| m.fingerprint().ok());
-        match fingerprint {
-            Some(fp) => {
-                lines.push(format!(
-                    "TLS (--tls): the certificate is self-signed, hence curl -k; its SHA-256 \
-                     fingerprint is {fp}. Trust it by that fingerprint:"
-                ));
-                lines.push(format!(
-                    "  EMBATCH_PASSWORD={} embatch snapshot --all --format csv --url {} --user {} \
-                     --ca-fingerprint {fp}",
-                    shell_quote(&config.admin_password),
-                    shell_quote(base),
-                    shell_quote(&config.admin_user)
-                ));
-                lines.push(
-                    "or write it with --cert-out FILE and give FILE to embatch --ca-cert (or curl \
-                     --cacert)."
-                        .to_owned(),
-                );
-            }
-            None => lines.push(
-                "TLS (--tls): the certificate is self-signed, hence curl -k; write it with \
-                 --cert-out FILE and give FILE to embatch --ca-cert (or curl --cacert)."
-                    .to_owned(),
-            ),
-        }
-    }
-    lines.push(format!(
-        "Inspect: {root}/_emulator/state, {root}/_emulator/journal, {root}/_emulator/requests"
-    ));
-    if let Some(faults) = describe_faults(&config.faults) {
-        lines.push(format!("Injected faults: {faults}."));
-    }
-    lines.join("\n")
-}
-
-/// The active faults in a few words, or none when no fault is active.
-fn describe_faults(f: &Faults) -> Option<String> {
-    let pct = |p: f64| format!("{}%", (p * 1000.0).round() / 10.0);
-    let mut parts = Vec::new();
-    if f.latency_ms > 0 || f.jitter_ms > 0 {
-        parts.push(format!(
-            "latency {} ms + up to {} ms",
-            f.latency_ms, f.jitter_ms
-        ));
-    }
-    for (p, what) in [
-        (f.error_500, "500"),
-        (f.error_503, "503"),
-        (f.error_429, "429"),
-        (f.drop_before, "dropped before acting"),
-        (f.drop_after, "dropped after acting"),
-    ] {
-        if p > 0.0 {
-            parts.push(format!("{what} on {}", pct(p)));
-        }
-    }
-    if let Some(n) = f.max_rps {
-        parts.push(format!("at most {n} requests/s"));
-    }
-    if let Some(n) = f.expire_after {
-        parts.push(format!("sessions expire after {n} requests"));
-    }
-    if parts.is_empty() {
-        return None;
-    }
-    if f.error_503 > 0.0 || f.error_429 > 0.0 || f.max_rps.is_some() {
-        parts.push(format!("Retry-After {} s", f.retry_after_secs));
-    }
-    parts.push(match f.seed {
-        Some(seed) => format!("dice seed {seed}"),
-        None => "random dice".to_owned(),
-    });
-    Some(parts.join(", "))
 }
 
 /// Everything a server needs, made from a configuration before it starts.
