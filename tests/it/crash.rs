@@ -76,8 +76,17 @@ async fn sigkill_at_random_moments_then_resume_applies_each_change_exactly_once(
             cmd.arg("apply").arg(&plan);
         }
         cmd.args(pace).stdout(Stdio::null()).stderr(Stdio::null());
+        let writes_before = emu.journal().len();
         let mut child = cmd.spawn().unwrap();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(150..600))).await;
+        // A random moment once this process is changing accounts: on a loaded machine, a fixed
+        // delay after the start may still fall in its logon or its first reads.
+        for _ in 0..3000 {
+            if emu.journal().len() > writes_before || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;
         if child.try_wait().unwrap().is_some() {
             panic!("the run ended before it was killed {KILLS} times ({kills} so far)");
         }
@@ -170,9 +179,13 @@ async fn sigkill_at_random_moments_then_resume_applies_each_change_exactly_once(
         "{kills} kills, {resumes} resumes, {reconciled} rows reconciled by reading, \
          {intents_unanswered} requests cut off in flight"
     );
+    // Every kill came while writes were going out, so some were cut off in flight; whether
+    // the server had carried out any of those (then `resume` finds them in place and records
+    // them `reconciled`) is down to microseconds, and is checked deterministically below
+    // (`rows_folded_into_a_create_request_are_reconciled_with_it_on_resume`).
     assert!(
-        reconciled > 0,
-        "some kills left writes in doubt, settled by reading"
+        intents_unanswered > 0,
+        "some kills cut off requests in flight"
     );
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
