@@ -51,7 +51,7 @@ pub use export::{
 pub use failures::{FailedRow, Failures, LineSource};
 pub use history::{RecordedRow, Recreated};
 pub use lock::LockHolder;
-pub use read::{AuditReader, RowFilter, RowInfo, RunInfo, RunSelector};
+pub use read::{AuditReader, RowFilter, RowInfo, RunCounts, RunInfo, RunSelector};
 pub use rows::{RowBatch, RunRows};
 pub use verify::{Anchor, Damage, MAX_PROBLEMS, Problem, Verification};
 pub use write::{AuditHandle, AuditWriter, without_password};

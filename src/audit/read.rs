@@ -5,6 +5,7 @@
 //! run left `running` by a process that is gone is computed here (`crashed`), not stored: a later
 //! `resume` continues such a run.
 
+use std::ops::Deref;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -61,6 +62,24 @@ pub struct RunInfo {
     pub plan_sha256: Option<String>,
     /// embatch's version.
     pub tool_version: String,
+    /// Its rows by outcome, and its requests.
+    #[serde(flatten)]
+    pub counts: RunCounts,
+}
+
+/// A run reads as its counts too (`run.applied`), as `runs` and `show` print them.
+impl Deref for RunInfo {
+    type Target = RunCounts;
+
+    fn deref(&self) -> &RunCounts {
+        &self.counts
+    }
+}
+
+/// A run's rows by outcome, and its HTTP attempts: the counts of `run_summary`, which `runs`,
+/// `show` and `report` show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounts {
     /// Rows in the run.
     pub rows: u64,
     /// Rows applied.
@@ -259,15 +278,17 @@ fn run_info(r: &Row<'_>) -> rusqlite::Result<RunInfo> {
         plan_file: r.get(10)?,
         plan_sha256: r.get(11)?,
         tool_version: r.get(12)?,
-        rows: unsigned(r, 13)?,
-        applied: unsigned(r, 14)?,
-        noop: unsigned(r, 15)?,
-        failed: unsigned(r, 16)?,
-        skipped: unsigned(r, 17)?,
-        in_doubt: unsigned(r, 18)?,
-        conflict: unsigned(r, 24)?,
-        pending: unsigned(r, 19)?,
-        requests: unsigned(r, 20)?,
+        counts: RunCounts {
+            rows: unsigned(r, 13)?,
+            applied: unsigned(r, 14)?,
+            noop: unsigned(r, 15)?,
+            failed: unsigned(r, 16)?,
+            skipped: unsigned(r, 17)?,
+            in_doubt: unsigned(r, 18)?,
+            conflict: unsigned(r, 24)?,
+            pending: unsigned(r, 19)?,
+            requests: unsigned(r, 20)?,
+        },
     })
 }
 
@@ -339,14 +360,14 @@ mod tests {
         assert_eq!(first.plan_file.as_deref(), Some("plan.csv"));
         assert_eq!(
             [
-                first.rows,
-                first.applied,
-                first.noop,
-                first.failed,
-                first.skipped,
-                first.in_doubt,
-                first.pending,
-                first.requests
+                first.counts.rows,
+                first.counts.applied,
+                first.counts.noop,
+                first.counts.failed,
+                first.counts.skipped,
+                first.counts.in_doubt,
+                first.counts.pending,
+                first.counts.requests
             ],
             [6, 1, 1, 1, 1, 1, 1, 2]
         );
@@ -358,7 +379,14 @@ mod tests {
             (second.kind.as_str(), second.parent_run_id),
             ("resume", Some(1))
         );
-        assert_eq!((second.rows, second.pending, second.requests), (2, 2, 0));
+        assert_eq!(
+            (
+                second.counts.rows,
+                second.counts.pending,
+                second.counts.requests
+            ),
+            (2, 2, 0)
+        );
         assert_eq!(second.ended_at, None);
         writer.close().await.unwrap();
     }

@@ -225,7 +225,7 @@ pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryErr
         stream: None,
         force,
         known_refs: reader.known_scope_refs()?,
-        earlier_failures: run.failed + run.conflict,
+        earlier_failures: run.counts.failed + run.counts.conflict,
         rebuild_scopes: ScopeRebuild::Never,
     })
 }
@@ -278,7 +278,7 @@ pub struct UndoPlan {
 pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryError> {
     refuse_kind(run, "undo")?;
     refuse_live(run, "undo")?;
-    if run.status == "crashed" || run.in_doubt > 0 || run.pending > 0 {
+    if run.status == "crashed" || run.counts.in_doubt > 0 || run.counts.pending > 0 {
         return Err(HistoryError::Refused(format!(
             "run {} did not finish (rows pending or in doubt); finish it with `embatch resume {}` \
              before undoing it",
