@@ -39,6 +39,7 @@ mod history;
 mod lock;
 mod process;
 mod read;
+mod recorded;
 mod rows;
 mod verify;
 mod write;
@@ -49,9 +50,10 @@ pub use export::{
     WindowError, csv_safe,
 };
 pub use failures::{FailedRow, Failures, LineSource};
-pub use history::{RecordedRow, Recreated};
+pub use history::Recreated;
 pub use lock::LockHolder;
 pub use read::{AuditReader, RowFilter, RowInfo, RunCounts, RunInfo, RunSelector};
+pub use recorded::{RecordedRow, RowColumns};
 pub use rows::{RowBatch, RunRows};
 pub use verify::{Anchor, Damage, MAX_PROBLEMS, Problem, Verification};
 pub use write::{AuditHandle, AuditWriter, without_password};
@@ -117,31 +119,11 @@ pub struct NewRun {
     pub options: String,
 }
 
-/// A plan row to record, before it runs.
-#[derive(Clone, Debug)]
-pub struct NewRow {
-    /// The row's index in the plan (0-based); with the run id, its key.
-    pub row_no: u64,
-    /// The physical line in the plan.
-    pub line: u64,
-    /// The account as the plan names it.
-    pub account: String,
-    /// The action.
-    pub action: String,
-    /// The target.
-    pub target: String,
-    /// The scope's display name, for `add-scope`.
-    pub object_name: Option<String>,
-    /// The change ticket.
-    pub ticket: Option<String>,
-    /// The comment.
-    pub comment: Option<String>,
-    /// Extra columns, as a JSON object.
-    pub annotations: Option<String>,
-}
+/// A plan row to record, before it runs: the columns it is read back with.
+pub type NewRow = RowColumns;
 
 /// How a row ended.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RowResult {
     /// `applied`, `noop`, `failed`, `skipped`, `in_doubt`.
     pub outcome: String,

@@ -29,7 +29,7 @@ use super::chain::{ChainHead, Content, Kind};
 use super::db::{self, Durability, int};
 use super::lock::{self, LockHolder};
 use super::process::WriterIdentity;
-use super::{AttemptStart, AuditError, NewRow, NewRun, RowBatch, RowResult, RunStatus};
+use super::{AttemptStart, AuditError, NewRun, RowBatch, RowColumns, RowResult, RunStatus};
 
 /// The most messages applied in one transaction, so one commit (and the wait of its callers)
 /// stays short even when senders outpace the disk.
@@ -102,7 +102,7 @@ enum Record {
     BeginRun {
         // Boxed: a run is much larger than the other records, which are far more numerous.
         run: Box<NewRun>,
-        rows: Vec<NewRow>,
+        rows: Vec<RowColumns>,
         at: String,
         reply: Reply<i64>,
     },
@@ -115,7 +115,7 @@ enum Record {
     },
     AddRows {
         run_id: i64,
-        rows: Vec<NewRow>,
+        rows: Vec<RowColumns>,
         reply: Reply<()>,
     },
     EndRun {
@@ -299,7 +299,7 @@ impl AuditHandle {
     pub async fn begin_run_with_rows(
         &self,
         mut run: NewRun,
-        rows: Vec<NewRow>,
+        rows: Vec<RowColumns>,
     ) -> Result<i64, AuditError> {
         let at = db::now();
         run.server_url = without_password(&run.server_url);
@@ -344,7 +344,7 @@ impl AuditHandle {
     }
 
     /// Records the run's rows (all `pending`), committed before it answers.
-    pub async fn add_rows(&self, run_id: i64, rows: Vec<NewRow>) -> Result<(), AuditError> {
+    pub async fn add_rows(&self, run_id: i64, rows: Vec<RowColumns>) -> Result<(), AuditError> {
         self.call(|reply| Record::AddRows {
             run_id,
             rows,
@@ -704,7 +704,7 @@ fn insert_rows(
     conn: &Connection,
     chain: &mut ChainHead,
     run_id: i64,
-    rows: &[NewRow],
+    rows: &[RowColumns],
 ) -> Result<(), String> {
     let ctx = context("record the plan rows");
     let mut stmt = conn
