@@ -52,7 +52,9 @@ pub use export::{
 pub use failures::{FailedRow, Failures, LineSource};
 pub use history::Recreated;
 pub use lock::LockHolder;
-pub use read::{AuditReader, RowFilter, RowInfo, RunCounts, RunInfo, RunSelector};
+pub use read::{
+    AttemptInfo, AuditReader, RowFilter, RowInfo, RunCounts, RunInfo, RunOptions, RunSelector,
+};
 pub use recorded::{RecordedRow, RowColumns};
 pub use rows::{RowBatch, RunRows};
 pub use verify::{Anchor, Damage, MAX_PROBLEMS, Problem, Verification};

@@ -14,10 +14,10 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::data::{ReportData, ReportRow};
+use super::data::ReportData;
 use super::svg;
 use super::timeline::{self, percentile};
-use crate::audit::RunInfo;
+use crate::audit::{RowInfo, RunInfo};
 
 /// The page's stylesheet.
 const CSS: &str = include_str!("page.css");
@@ -448,7 +448,7 @@ fn text(v: &Option<String>) -> Cow<'_, str> {
 }
 
 /// The rows table with its filter bar (shown by the script; without it, every row shows).
-fn rows(out: &mut String, rows: &[ReportRow]) {
+fn rows(out: &mut String, rows: &[RowInfo]) {
     out.push_str("<section id=\"rows-section\">\n<h2>Rows</h2>\n");
     // Counted in one pass; the known outcomes first in their usual order, then any other in
     // order of first appearance.
@@ -530,8 +530,7 @@ fn rows(out: &mut String, rows: &[ReportRow]) {
 mod tests {
     use super::*;
 
-    use crate::audit::RunCounts;
-    use crate::report::data::AttemptRow;
+    use crate::audit::{AttemptInfo, RunCounts};
 
     const PAYLOAD: &str = "<script>alert(1)</script>";
 
@@ -564,8 +563,9 @@ mod tests {
         }
     }
 
-    fn row(outcome: &str, comment: &str) -> ReportRow {
-        ReportRow {
+    fn row(outcome: &str, comment: &str) -> RowInfo {
+        RowInfo {
+            row_no: 0,
             line: 2,
             account: "TECH\\\"quoted\" & <b>".into(),
             account_id: Some("\"><img src=x>".into()),
@@ -576,11 +576,12 @@ mod tests {
             error: Some(format!("EM refused: {PAYLOAD}")),
             ticket: Some("CHG-1".into()),
             comment: Some(comment.into()),
+            finished_at: None,
         }
     }
 
-    fn attempt(at: &str, status: i64, attempt: u32) -> AttemptRow {
-        AttemptRow {
+    fn attempt(at: &str, status: i64, attempt: u32) -> AttemptInfo {
+        AttemptInfo {
             attempt,
             status: Some(status),
             error: None,

@@ -205,7 +205,7 @@ pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryErr
         })
         .collect();
     // An undo run keeps its drift checks when resumed: the guard travels in its annotations.
-    let force = serde_json::from_str::<Value>(&run_options(reader, run.run_id)?)
+    let force = serde_json::from_str::<Value>(&reader.run_options(run.run_id)?.options)
         .ok()
         .and_then(|o| o.get("force").and_then(Value::as_bool))
         .unwrap_or(false);
@@ -218,17 +218,6 @@ pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryErr
         earlier_failures: run.counts.failed + run.counts.conflict,
         rebuild_scopes: ScopeRebuild::Never,
     })
-}
-
-fn run_options(reader: &AuditReader, run_id: i64) -> Result<String, HistoryError> {
-    Ok(reader
-        .connection()
-        .query_row(
-            "SELECT options FROM run_summary WHERE run_id = ?1",
-            [run_id],
-            |r| r.get(0),
-        )
-        .map_err(AuditError::from)?)
 }
 
 fn guard_of(rec: &RecordedRow) -> Option<Guard> {
