@@ -1,7 +1,10 @@
 //! The audit log: a SQLite file (mode 0600) created and upgraded from the numbered SQL files in
 //! `migrations/`, written by one writer thread that owns the connection and commits in groups,
-//! read by the queries behind `runs`, `show` and the failures a run lists after its summary,
-//! checked offline by `verify`, and streamed out for auditors by `export`.
+//! read by the queries behind `runs`, `show`, `report` and the failures a run lists after its
+//! summary, checked offline by `verify`, and streamed out for auditors by `export`.
+//!
+//! Only this module speaks SQL: everyone else reads through the typed methods of
+//! [`AuditReader`] and [`RunRows`], and writes through an [`AuditHandle`].
 //!
 //! Every HTTP attempt is recorded as an intent, committed, before the request is sent; so a
 //! crash leaves evidence of what may have been sent. No secret is ever written here.
