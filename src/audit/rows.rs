@@ -117,7 +117,12 @@ impl RunRows {
             }
         }
         // Asked for in ascending order and answered in ascending order: any gap shows here.
-        if rows.len() != row_nos.len() || rows.iter().zip(row_nos).any(|(r, n)| r.row_no != *n) {
+        if rows.len() != row_nos.len()
+            || rows
+                .iter()
+                .zip(row_nos)
+                .any(|(r, n)| r.columns.row_no != *n)
+        {
             return Err(AuditError::Sqlite(rusqlite::Error::QueryReturnedNoRows));
         }
         Ok(rows)
