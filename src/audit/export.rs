@@ -21,6 +21,7 @@ use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
 use super::db::timestamp;
 use super::read::reported_status;
+use super::recorded::{OUTCOME_COLUMNS, ROW_COLUMNS, RecordedRow};
 use super::{AuditError, AuditReader};
 
 /// The export's columns, in order: the run's metadata, then the change log's.
@@ -214,12 +215,11 @@ pub fn csv_safe(cell: &str) -> Cow<'_, str> {
 /// The export query. The rows come in key order straight from `plan_rows`' primary key, with
 /// no sort in between, so SQLite hands them over one at a time however many there are.
 fn export_query(filter: &ExportFilter) -> (String, Vec<&dyn ToSql>) {
-    let mut sql = String::from(
+    let mut sql = format!(
+        // The recorded row's columns are named alone: `runs` has none of their names.
         "SELECT c.run_id, r.kind, r.status, r.started_at, r.ended_at, r.operator, r.server_url,
                 r.plan_file, r.plan_sha256, r.tool_version,
-                c.row_no, c.line, c.account, c.account_id, c.action, c.target, c.object_name,
-                c.ticket, c.comment, c.annotations, c.outcome, c.error, c.prior_state, c.result,
-                c.finished_at,
+                {ROW_COLUMNS}, {OUTCOME_COLUMNS}, c.finished_at,
                 r.writer_pid, r.writer_start, r.writer_boot_id
          FROM change_log c JOIN runs r ON r.id = c.run_id
          WHERE 1",
@@ -248,7 +248,8 @@ fn export_query(filter: &ExportFilter) -> (String, Vec<&dyn ToSql>) {
     (sql, params)
 }
 
-/// One exported row, owned only while it is written.
+/// One exported row, owned only while it is written: its run's metadata, then the row as
+/// recorded.
 #[derive(Debug)]
 struct ExportRow {
     run_id: i64,
@@ -261,20 +262,7 @@ struct ExportRow {
     plan_file: Option<String>,
     plan_sha256: Option<String>,
     tool_version: String,
-    row_no: i64,
-    line: i64,
-    account: String,
-    account_id: Option<String>,
-    action: String,
-    target: String,
-    object_name: Option<String>,
-    ticket: Option<String>,
-    comment: Option<String>,
-    annotations: Option<String>,
-    outcome: String,
-    error: Option<String>,
-    prior_state: Option<String>,
-    result: Option<String>,
+    row: RecordedRow,
     finished_at: Option<String>,
 }
 
@@ -347,26 +335,14 @@ impl ExportRow {
             plan_file: r.get(7)?,
             plan_sha256: r.get(8)?,
             tool_version: r.get(9)?,
-            row_no: r.get(10)?,
-            line: r.get(11)?,
-            account: r.get(12)?,
-            account_id: r.get(13)?,
-            action: r.get(14)?,
-            target: r.get(15)?,
-            object_name: r.get(16)?,
-            ticket: r.get(17)?,
-            comment: r.get(18)?,
-            annotations: r.get(19)?,
-            outcome: r.get(20)?,
-            error: r.get(21)?,
-            prior_state: r.get(22)?,
-            result: r.get(23)?,
+            row: RecordedRow::read(r, 10)?,
             finished_at: r.get(24)?,
         })
     }
 
     /// The row's cells, in [`EXPORT_COLUMNS`] order.
     fn cells(&self) -> [Cell<'_>; 25] {
+        let (columns, end) = (&self.row.columns, &self.row.end);
         [
             Cell::Int(self.run_id),
             Cell::Text(&self.run_kind),
@@ -378,20 +354,21 @@ impl ExportRow {
             Cell::text(&self.plan_file),
             Cell::text(&self.plan_sha256),
             Cell::Text(&self.tool_version),
-            Cell::Int(self.row_no),
-            Cell::Int(self.line),
-            Cell::Text(&self.account),
-            Cell::text(&self.account_id),
-            Cell::Text(&self.action),
-            Cell::Text(&self.target),
-            Cell::text(&self.object_name),
-            Cell::text(&self.ticket),
-            Cell::text(&self.comment),
-            Cell::json(&self.annotations),
-            Cell::Text(&self.outcome),
-            Cell::text(&self.error),
-            Cell::json(&self.prior_state),
-            Cell::json(&self.result),
+            // Back to the stored value: the row's numbers are read bit for bit.
+            Cell::Int(columns.row_no as i64),
+            Cell::Int(columns.line as i64),
+            Cell::Text(&columns.account),
+            Cell::text(&self.row.account_id),
+            Cell::Text(&columns.action),
+            Cell::Text(&columns.target),
+            Cell::text(&columns.object_name),
+            Cell::text(&columns.ticket),
+            Cell::text(&columns.comment),
+            Cell::json(&columns.annotations),
+            Cell::Text(&end.outcome),
+            Cell::text(&end.error),
+            Cell::json(&end.prior_state),
+            Cell::json(&end.result),
             Cell::text(&self.finished_at),
         ]
     }
@@ -584,7 +561,7 @@ impl PrivateOutput {
 mod tests {
     use super::*;
     use crate::audit::fixtures::{new_rows, new_run, outcome};
-    use crate::audit::{AuditWriter, RowResult, RunStatus};
+    use crate::audit::{AuditWriter, RowColumns, RowResult, RunStatus};
 
     #[test]
     fn cells_that_start_a_formula_are_neutralised() {
@@ -680,7 +657,7 @@ mod tests {
         );
     }
 
-    fn row(n: i64) -> ExportRow {
+    fn row(n: u64) -> ExportRow {
         ExportRow {
             run_id: 1,
             run_kind: "apply".into(),
@@ -692,20 +669,26 @@ mod tests {
             plan_file: Some("plan.csv".into()),
             plan_sha256: Some("ab".into()),
             tool_version: "0.1.0".into(),
-            row_no: n,
-            line: n + 2,
-            account: "TECH\\alice".into(),
-            account_id: None,
-            action: "assign-role".into(),
-            target: "Portal User".into(),
-            object_name: None,
-            ticket: Some("CHG-1".into()),
-            comment: Some("=1+1".into()),
-            annotations: None,
-            outcome: "applied".into(),
-            error: None,
-            prior_state: Some(r#"{"roles":[]}"#.into()),
-            result: Some("not json".into()),
+            row: RecordedRow {
+                columns: RowColumns {
+                    row_no: n,
+                    line: n + 2,
+                    account: "TECH\\alice".into(),
+                    action: "assign-role".into(),
+                    target: "Portal User".into(),
+                    object_name: None,
+                    ticket: Some("CHG-1".into()),
+                    comment: Some("=1+1".into()),
+                    annotations: None,
+                },
+                account_id: None,
+                end: RowResult {
+                    outcome: "applied".into(),
+                    error: None,
+                    prior_state: Some(r#"{"roles":[]}"#.into()),
+                    result: Some("not json".into()),
+                },
+            },
             finished_at: None,
         }
     }
@@ -748,9 +731,9 @@ mod tests {
     #[test]
     fn json_columns_nest_their_value_on_one_line_in_column_order() {
         let mut r = row(0);
-        r.prior_state = Some("{\n  \"a\": 1\n}".into());
-        r.annotations = Some("[1, 2]".into());
-        r.error = Some("line one\nline \"two\"".into());
+        r.row.end.prior_state = Some("{\n  \"a\": 1\n}".into());
+        r.row.columns.annotations = Some("[1, 2]".into());
+        r.row.end.error = Some("line one\nline \"two\"".into());
         let mut out = Vec::new();
         r.write_json(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -1,6 +1,6 @@
 //! Builders of runs and rows for the audit log's unit tests.
 
-use super::{AttemptStart, NewRow, NewRun, RowResult};
+use super::{AttemptStart, NewRun, RowColumns, RowResult};
 
 /// An `apply` run against a local server.
 pub(crate) fn new_run() -> NewRun {
@@ -29,9 +29,9 @@ pub(crate) fn new_run_on(port: u16) -> NewRun {
 }
 
 /// `n` rows, row `i` on line `i + 2` for account `acct<i>`.
-pub(crate) fn new_rows(n: u64) -> Vec<NewRow> {
+pub(crate) fn new_rows(n: u64) -> Vec<RowColumns> {
     (0..n)
-        .map(|i| NewRow {
+        .map(|i| RowColumns {
             row_no: i,
             line: i + 2,
             account: format!("TECH\\acct{i}"),

@@ -3,79 +3,21 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{Row, params};
+use rusqlite::params;
 use uuid::Uuid;
 
+use super::recorded::{OUTCOME_COLUMNS, ROW_COLUMNS, RecordedRow};
 use super::{AuditError, AuditReader};
-
-/// One row of an earlier run, as the audit log holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordedRow {
-    /// The row's index in its run.
-    pub row_no: u64,
-    /// The physical line in the run's plan.
-    pub line: u64,
-    /// The account as the plan named it.
-    pub account: String,
-    /// The GUID the account resolved to, once it did.
-    pub account_id: Option<String>,
-    /// The action.
-    pub action: String,
-    /// The target.
-    pub target: String,
-    /// The scope's display name, for `add-scope`.
-    pub object_name: Option<String>,
-    /// The ticket.
-    pub ticket: Option<String>,
-    /// The comment.
-    pub comment: Option<String>,
-    /// Extra plan columns, as a JSON object.
-    pub annotations: Option<String>,
-    /// The outcome.
-    pub outcome: String,
-    /// The error or note.
-    pub error: Option<String>,
-    /// The account's state before the row, as JSON.
-    pub prior_state: Option<String>,
-    /// What the row learnt, as JSON.
-    pub result: Option<String>,
-}
-
-/// The columns [`RecordedRow::from_row`] reads, in its order. The table `plan_rows` and the
-/// view `change_log` name them alike, so both are read with this one list.
-pub(super) const RECORDED_COLUMNS: &str = "row_no, line, account, account_id, action, target, \
-     object_name, ticket, comment, annotations, outcome, error, prior_state, result";
-
-impl RecordedRow {
-    /// The row read by a query that selects [`RECORDED_COLUMNS`], in that order.
-    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<RecordedRow> {
-        Ok(RecordedRow {
-            row_no: r.get::<_, i64>(0)? as u64,
-            line: r.get::<_, i64>(1)? as u64,
-            account: r.get(2)?,
-            account_id: r.get(3)?,
-            action: r.get(4)?,
-            target: r.get(5)?,
-            object_name: r.get(6)?,
-            ticket: r.get(7)?,
-            comment: r.get(8)?,
-            annotations: r.get(9)?,
-            outcome: r.get(10)?,
-            error: r.get(11)?,
-            prior_state: r.get(12)?,
-            result: r.get(13)?,
-        })
-    }
-}
 
 impl AuditReader {
     /// Every row of `run_id`, in row order.
     pub fn recorded_rows(&self, run_id: i64) -> Result<Vec<RecordedRow>, AuditError> {
         let mut stmt = self.connection().prepare_cached(&format!(
-            "SELECT {RECORDED_COLUMNS} FROM change_log WHERE run_id = ?1 ORDER BY row_no"
+            "SELECT {ROW_COLUMNS}, {OUTCOME_COLUMNS} FROM change_log
+             WHERE run_id = ?1 ORDER BY row_no"
         ))?;
         let rows = stmt
-            .query_map([run_id], RecordedRow::from_row)?
+            .query_map([run_id], |r| RecordedRow::read(r, 0))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

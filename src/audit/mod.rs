@@ -1,7 +1,10 @@
 //! The audit log: a SQLite file (mode 0600) created and upgraded from the numbered SQL files in
 //! `migrations/`, written by one writer thread that owns the connection and commits in groups,
-//! read by the queries behind `runs`, `show` and the failures a run lists after its summary,
-//! checked offline by `verify`, and streamed out for auditors by `export`.
+//! read by the queries behind `runs`, `show`, `report` and the failures a run lists after its
+//! summary, checked offline by `verify`, and streamed out for auditors by `export`.
+//!
+//! Only this module speaks SQL: everyone else reads through the typed methods of
+//! [`AuditReader`] and [`RunRows`], and writes through an [`AuditHandle`].
 //!
 //! Every HTTP attempt is recorded as an intent, committed, before the request is sent; so a
 //! crash leaves evidence of what may have been sent. No secret is ever written here.
@@ -39,6 +42,7 @@ mod history;
 mod lock;
 mod process;
 mod read;
+mod recorded;
 mod rows;
 mod verify;
 mod write;
@@ -49,9 +53,12 @@ pub use export::{
     WindowError, csv_safe,
 };
 pub use failures::{FailedRow, Failures, LineSource};
-pub use history::{RecordedRow, Recreated};
+pub use history::Recreated;
 pub use lock::LockHolder;
-pub use read::{AuditReader, RowFilter, RowInfo, RunInfo, RunSelector};
+pub use read::{
+    AttemptInfo, AuditReader, RowFilter, RowInfo, RunCounts, RunInfo, RunOptions, RunSelector,
+};
+pub use recorded::{RecordedRow, RowColumns};
 pub use rows::{RowBatch, RunRows};
 pub use verify::{Anchor, Damage, MAX_PROBLEMS, Problem, Verification};
 pub use write::{AuditHandle, AuditWriter, without_password};
@@ -117,31 +124,11 @@ pub struct NewRun {
     pub options: String,
 }
 
-/// A plan row to record, before it runs.
-#[derive(Clone, Debug)]
-pub struct NewRow {
-    /// The row's index in the plan (0-based); with the run id, its key.
-    pub row_no: u64,
-    /// The physical line in the plan.
-    pub line: u64,
-    /// The account as the plan names it.
-    pub account: String,
-    /// The action.
-    pub action: String,
-    /// The target.
-    pub target: String,
-    /// The scope's display name, for `add-scope`.
-    pub object_name: Option<String>,
-    /// The change ticket.
-    pub ticket: Option<String>,
-    /// The comment.
-    pub comment: Option<String>,
-    /// Extra columns, as a JSON object.
-    pub annotations: Option<String>,
-}
+/// A plan row to record, before it runs: the columns it is read back with.
+pub type NewRow = RowColumns;
 
 /// How a row ended.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RowResult {
     /// `applied`, `noop`, `failed`, `skipped`, `in_doubt`.
     pub outcome: String,

@@ -1,10 +1,11 @@
-//! Reading the log for `runs` and `show`, through the stable views.
+//! Reading the log for `runs`, `show` and `report`, through the stable views.
 //!
 //! The reader has its own connection and never writes a record; it reads the same views
-//! auditors query, so what `runs` and `show` print is what the views say. Only the status of a
+//! auditors query, so what `runs`, `show` and `report` print is what the views say. Only the status of a
 //! run left `running` by a process that is gone is computed here (`crashed`), not stored: a later
 //! `resume` continues such a run.
 
+use std::ops::Deref;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -61,6 +62,24 @@ pub struct RunInfo {
     pub plan_sha256: Option<String>,
     /// embatch's version.
     pub tool_version: String,
+    /// Its rows by outcome, and its requests.
+    #[serde(flatten)]
+    pub counts: RunCounts,
+}
+
+/// A run reads as its counts too (`run.applied`), as `runs` and `show` print them.
+impl Deref for RunInfo {
+    type Target = RunCounts;
+
+    fn deref(&self) -> &RunCounts {
+        &self.counts
+    }
+}
+
+/// A run's rows by outcome, and its HTTP attempts: the counts of `run_summary`, which `runs`,
+/// `show` and `report` show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounts {
     /// Rows in the run.
     pub rows: u64,
     /// Rows applied.
@@ -81,8 +100,11 @@ pub struct RunInfo {
     pub requests: u64,
 }
 
-/// One row of a run, as `show` prints it.
-#[derive(Clone, Debug, Serialize)]
+/// One row of a run, as `show` and `report` show it.
+///
+/// `show --output json` gives its fields but the account's GUID, the object name and the
+/// comment, as it always has: scripts read that list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RowInfo {
     /// The row's index in the plan.
     pub row_no: u64,
@@ -90,18 +112,52 @@ pub struct RowInfo {
     pub line: u64,
     /// The account as the plan names it.
     pub account: String,
+    /// The account's GUID, once resolved.
+    #[serde(skip)]
+    pub account_id: Option<String>,
     /// The action.
     pub action: String,
     /// The target.
     pub target: String,
-    /// The outcome.
+    /// The scope's display name, for `add-scope`.
+    #[serde(skip)]
+    pub object_name: Option<String>,
+    /// The outcome: applied, noop, failed, skipped, in_doubt, conflict or pending.
     pub outcome: String,
-    /// The error or note.
+    /// Why the row failed, or a note.
     pub error: Option<String>,
-    /// The ticket.
+    /// The change ticket.
     pub ticket: Option<String>,
+    /// The plan's comment.
+    #[serde(skip)]
+    pub comment: Option<String>,
     /// When it finished, RFC 3339 UTC.
     pub finished_at: Option<String>,
+}
+
+/// How a run was started beyond what [`RunInfo`] says: `report` shows it, and `resume` reads
+/// back whether the run was forced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Whether `--insecure` was given (no certificate check).
+    pub insecure: bool,
+    /// The run's options, as recorded (JSON).
+    pub options: String,
+}
+
+/// One HTTP attempt of a run, as `report` charts it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptInfo {
+    /// The attempt number of its request, from 1.
+    pub attempt: u32,
+    /// The HTTP status, if an answer came.
+    pub status: Option<i64>,
+    /// The transport error, if no answer came.
+    pub error: Option<String>,
+    /// When it started, RFC 3339 UTC.
+    pub started_at: String,
+    /// How long it took, if it completed.
+    pub duration_ms: Option<f64>,
 }
 
 /// A read-only view of the log.
@@ -166,7 +222,8 @@ impl AuditReader {
             return Err(AuditError::NoSuchRun(run_id.to_string()));
         }
         let mut stmt = self.conn.prepare_cached(
-            "SELECT row_no, line, account, action, target, outcome, error, ticket, finished_at
+            "SELECT row_no, line, account, account_id, action, target, object_name, outcome,
+                    error, ticket, comment, finished_at
              FROM change_log
              WHERE run_id = ?1 AND (NOT ?2 OR outcome IN ('failed', 'in_doubt', 'conflict'))
              ORDER BY row_no",
@@ -177,16 +234,53 @@ impl AuditReader {
                     row_no: unsigned(r, 0)?,
                     line: unsigned(r, 1)?,
                     account: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    outcome: r.get(5)?,
-                    error: r.get(6)?,
-                    ticket: r.get(7)?,
-                    finished_at: r.get(8)?,
+                    account_id: r.get(3)?,
+                    action: r.get(4)?,
+                    target: r.get(5)?,
+                    object_name: r.get(6)?,
+                    outcome: r.get(7)?,
+                    error: r.get(8)?,
+                    ticket: r.get(9)?,
+                    comment: r.get(10)?,
+                    finished_at: r.get(11)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// How run `run_id` was started, beyond what [`RunInfo`] says.
+    pub fn run_options(&self, run_id: i64) -> Result<RunOptions, AuditError> {
+        self.conn
+            .prepare_cached("SELECT insecure, options FROM run_summary WHERE run_id = ?1")?
+            .query_row([run_id], |r| {
+                Ok(RunOptions {
+                    insecure: r.get(0)?,
+                    options: r.get(1)?,
+                })
+            })
+            .optional()?
+            .ok_or_else(|| AuditError::NoSuchRun(run_id.to_string()))
+    }
+
+    /// The HTTP attempts of run `run_id`, in the order they were recorded.
+    pub fn attempts(&self, run_id: i64) -> Result<Vec<AttemptInfo>, AuditError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT attempt, status, error, started_at, duration_ms
+             FROM request_log WHERE run_id = ?1 ORDER BY attempt_id",
+        )?;
+        let attempts = stmt
+            .query_map([run_id], |r| {
+                Ok(AttemptInfo {
+                    attempt: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(u32::MAX),
+                    status: r.get(1)?,
+                    error: r.get(2)?,
+                    started_at: r.get(3)?,
+                    duration_ms: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(attempts)
     }
 
     /// The live runs that hold the lock of `server_url` (of every server when `None`): those
@@ -204,9 +298,9 @@ impl AuditReader {
         Ok(lines.join("\n"))
     }
 
-    /// The reader's connection, for queries beyond `runs` and `show`. Callers must not write
-    /// through it: the writer thread is the only writer of records.
-    pub fn connection(&self) -> &Connection {
+    /// The reader's connection, for the queries of the other modules of the log. Nothing may
+    /// write through it: the writer thread is the only writer of records.
+    pub(super) fn connection(&self) -> &Connection {
         &self.conn
     }
 }
@@ -259,15 +353,17 @@ fn run_info(r: &Row<'_>) -> rusqlite::Result<RunInfo> {
         plan_file: r.get(10)?,
         plan_sha256: r.get(11)?,
         tool_version: r.get(12)?,
-        rows: unsigned(r, 13)?,
-        applied: unsigned(r, 14)?,
-        noop: unsigned(r, 15)?,
-        failed: unsigned(r, 16)?,
-        skipped: unsigned(r, 17)?,
-        in_doubt: unsigned(r, 18)?,
-        conflict: unsigned(r, 24)?,
-        pending: unsigned(r, 19)?,
-        requests: unsigned(r, 20)?,
+        counts: RunCounts {
+            rows: unsigned(r, 13)?,
+            applied: unsigned(r, 14)?,
+            noop: unsigned(r, 15)?,
+            failed: unsigned(r, 16)?,
+            skipped: unsigned(r, 17)?,
+            in_doubt: unsigned(r, 18)?,
+            conflict: unsigned(r, 24)?,
+            pending: unsigned(r, 19)?,
+            requests: unsigned(r, 20)?,
+        },
     })
 }
 
@@ -339,14 +435,14 @@ mod tests {
         assert_eq!(first.plan_file.as_deref(), Some("plan.csv"));
         assert_eq!(
             [
-                first.rows,
-                first.applied,
-                first.noop,
-                first.failed,
-                first.skipped,
-                first.in_doubt,
-                first.pending,
-                first.requests
+                first.counts.rows,
+                first.counts.applied,
+                first.counts.noop,
+                first.counts.failed,
+                first.counts.skipped,
+                first.counts.in_doubt,
+                first.counts.pending,
+                first.counts.requests
             ],
             [6, 1, 1, 1, 1, 1, 1, 2]
         );
@@ -358,7 +454,14 @@ mod tests {
             (second.kind.as_str(), second.parent_run_id),
             ("resume", Some(1))
         );
-        assert_eq!((second.rows, second.pending, second.requests), (2, 2, 0));
+        assert_eq!(
+            (
+                second.counts.rows,
+                second.counts.pending,
+                second.counts.requests
+            ),
+            (2, 2, 0)
+        );
         assert_eq!(second.ended_at, None);
         writer.close().await.unwrap();
     }
@@ -418,6 +521,64 @@ mod tests {
                 .rows(2, RowFilter { failed_only: true })
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn show_json_keeps_its_fields_in_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        two_runs(&path).await.close().await.unwrap();
+        let reader = AuditReader::open(&path).unwrap();
+        let keys = |json: String| -> Vec<String> {
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let order = |key: &String| json.find(&format!("\"{key}\":")).unwrap();
+            let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+            keys.sort_by_key(order);
+            keys
+        };
+        let run = serde_json::to_string(&reader.run(RunSelector::Id(1)).unwrap()).unwrap();
+        assert_eq!(
+            keys(run),
+            [
+                "run_id",
+                "kind",
+                "parent_run_id",
+                "status",
+                "started_at",
+                "ended_at",
+                "operator",
+                "server_url",
+                "wire",
+                "tls_verify",
+                "plan_file",
+                "plan_sha256",
+                "tool_version",
+                "rows",
+                "applied",
+                "noop",
+                "failed",
+                "skipped",
+                "in_doubt",
+                "conflict",
+                "pending",
+                "requests"
+            ]
+        );
+        let row = &reader.rows(1, RowFilter::default()).unwrap()[0];
+        assert_eq!(
+            keys(serde_json::to_string(row).unwrap()),
+            [
+                "row_no",
+                "line",
+                "account",
+                "action",
+                "target",
+                "outcome",
+                "error",
+                "ticket",
+                "finished_at"
+            ]
         );
     }
 

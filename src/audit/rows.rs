@@ -12,9 +12,9 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::AuditError;
 use super::db::BUSY_TIMEOUT;
-use super::history::RECORDED_COLUMNS;
-use super::{AuditError, NewRow, RecordedRow};
+use super::recorded::{OUTCOME_COLUMNS, ROW_COLUMNS, RecordedRow, RowColumns};
 
 /// The page cache of each read connection, in KiB as SQLite's negative `cache_size` counts.
 const READ_CACHE_KIB: i64 = -128;
@@ -28,7 +28,7 @@ const CHUNK: usize = 8192;
 #[derive(Debug)]
 pub enum RowBatch {
     /// The next rows, in row order.
-    Rows(Vec<NewRow>),
+    Rows(Vec<RowColumns>),
     /// Every row was sent: the run and its rows may be committed. A sender that goes away
     /// without sending this abandons the run, and nothing of it is recorded.
     End,
@@ -83,12 +83,14 @@ impl RunRows {
         let conn = self.connect()?;
         let list = serde_json::to_string(actions).expect("a list of names always serializes");
         let mut stmt = conn.prepare(&format!(
-            "SELECT {RECORDED_COLUMNS} FROM plan_rows
+            "SELECT {ROW_COLUMNS}, {OUTCOME_COLUMNS} FROM plan_rows
              WHERE run_id = ?1 AND action IN (SELECT value FROM json_each(?2))
              ORDER BY row_no"
         ))?;
         let rows = stmt
-            .query_map(rusqlite::params![self.run_id, list], RecordedRow::from_row)?
+            .query_map(rusqlite::params![self.run_id, list], |r| {
+                RecordedRow::read(r, 0)
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -100,21 +102,27 @@ impl RunRows {
     ) -> Result<Vec<RecordedRow>, AuditError> {
         // The numbers go in as one JSON array, so any count shares one prepared statement.
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECORDED_COLUMNS} FROM plan_rows
+            "SELECT {ROW_COLUMNS}, {OUTCOME_COLUMNS} FROM plan_rows
              WHERE run_id = ?1 AND row_no IN (SELECT value FROM json_each(?2))
              ORDER BY row_no"
         ))?;
         let mut rows = Vec::with_capacity(row_nos.len());
         for chunk in row_nos.chunks(CHUNK) {
             let list = serde_json::to_string(chunk).expect("a list of integers always serializes");
-            let found =
-                stmt.query_map(rusqlite::params![self.run_id, list], RecordedRow::from_row)?;
+            let found = stmt.query_map(rusqlite::params![self.run_id, list], |r| {
+                RecordedRow::read(r, 0)
+            })?;
             for row in found {
                 rows.push(row?);
             }
         }
         // Asked for in ascending order and answered in ascending order: any gap shows here.
-        if rows.len() != row_nos.len() || rows.iter().zip(row_nos).any(|(r, n)| r.row_no != *n) {
+        if rows.len() != row_nos.len()
+            || rows
+                .iter()
+                .zip(row_nos)
+                .any(|(r, n)| r.columns.row_no != *n)
+        {
             return Err(AuditError::Sqlite(rusqlite::Error::QueryReturnedNoRows));
         }
         Ok(rows)
@@ -152,10 +160,10 @@ mod tests {
         let reader = RunRows::open(&path, run_id).unwrap();
         let got = reader.fetch(&[1, 3, 4]).unwrap();
         assert_eq!(
-            got.iter().map(|r| r.row_no).collect::<Vec<_>>(),
+            got.iter().map(|r| r.columns.row_no).collect::<Vec<_>>(),
             vec![1, 3, 4]
         );
-        assert_eq!(got[0].outcome, "pending");
+        assert_eq!(got[0].end.outcome, "pending");
         assert!(reader.fetch(&[2, 9]).is_err(), "row 9 is not recorded");
         assert!(reader.fetch(&[]).unwrap().is_empty());
         writer.close().await.unwrap();
@@ -163,7 +171,7 @@ mod tests {
 
     /// Streams `rows` in batches of `size`, ending the stream only when `end`.
     fn stream(
-        rows: Vec<NewRow>,
+        rows: Vec<RowColumns>,
         size: usize,
         end: bool,
     ) -> (

@@ -1,13 +1,14 @@
 //! Plan rows rebuilt from the columns the audit log recorded for them, so a run can keep its
 //! rows on disk and read each account's rows back only when it works on that account.
 //!
-//! The recorded columns are the validated row in normalised form (`runner::new_row` writes
-//! them), so rebuilding uses the same cell parsers as validation and gives back the row that was
-//! recorded. Only the cells are checked again: the checks between rows (duplicates,
-//! contradictions) passed when the plan was validated, before the row was recorded.
+//! The recorded columns are the validated row in normalised form (`audit::RowColumns::of` writes
+//! them, with the account's text and the annotations' JSON made here), so rebuilding uses the
+//! same cell parsers as validation and gives back the row that was recorded. Only the cells are
+//! checked again: the checks between rows (duplicates, contradictions) passed when the plan was
+//! validated, before the row was recorded.
 
 use super::cells::{self, Kind};
-use super::{Action, PlanRow};
+use super::{AccountRef, Action, PlanRow};
 
 /// The recorded columns of one plan row, borrowed from wherever they were read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,6 +72,33 @@ pub fn recorded_row(columns: &RecordedColumns<'_>) -> Result<PlanRow, String> {
     })
 }
 
+impl AccountRef {
+    /// The account as a plan names it and the log records it: a GUID in its normal form, or
+    /// the name.
+    pub fn text(&self) -> String {
+        match self {
+            AccountRef::Id(id) => id.to_string(),
+            AccountRef::Name(name) => name.clone(),
+        }
+    }
+}
+
+impl PlanRow {
+    /// The row's annotations as the log records them: one JSON object of strings, or nothing
+    /// when the row has none. [`recorded_row`] reads them back.
+    pub fn annotations_json(&self) -> Option<String> {
+        if self.annotations.is_empty() {
+            return None;
+        }
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        Some(serde_json::Value::Object(map).to_string())
+    }
+}
+
 /// The annotations of a row from their recorded JSON object.
 fn annotations(json: Option<&str>) -> Result<Vec<(String, String)>, String> {
     let Some(json) = json else {
@@ -103,44 +131,6 @@ mod tests {
             action,
             target,
             ..RecordedColumns::default()
-        }
-    }
-
-    #[test]
-    fn every_action_comes_back_as_validated() {
-        let plan = crate::plan::parse(
-            "p.csv",
-            format!(
-                "account,action,target,object_name,ticket,comment,team,site\n\
-                 TECH\\alice,assign-role,Portal User,,CHG-1,first,ops,\n\
-                 {G},remove-role,urn:veeam:EnterpriseRole:{G},,,,,b\n\
-                 TECH\\bob,add-scope,urn:VMware:ResourcePool:root.resgroup-1,Pool 1,,,,\n\
-                 TECH\\carol,remove-scope,Pool 2,,,,,\n\
-                 TECH\\dave,restore-all-vms,yes,,,,,\n\
-                 TECH\\erin,add-account,User,,,,,\n\
-                 TECH\\erin,assign-role,Portal User,,,,,\n\
-                 TECH\\frank,delete-account,confirm,,,,,\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-        for row in &plan.rows {
-            // The columns exactly as the runner records them.
-            let recorded = crate::runner::new_row(0, row);
-            let back = recorded_row(&RecordedColumns {
-                line: recorded.line,
-                account: &recorded.account,
-                action: &recorded.action,
-                target: &recorded.target,
-                object_name: recorded.object_name.as_deref(),
-                ticket: recorded.ticket.as_deref(),
-                comment: recorded.comment.as_deref(),
-                annotations: recorded.annotations.as_deref(),
-            })
-            .unwrap();
-            let mut expected = row.clone();
-            expected.annotations.sort();
-            assert_eq!(back, expected);
         }
     }
 

@@ -2,12 +2,12 @@
 //! its rows from `change_log` and its HTTP attempts from `request_log`.
 //!
 //! Reading goes through [`AuditReader`], so a run left `running` by a process that is gone is
-//! reported `crashed` here as it is by `runs` and `show`.
-
-use rusqlite::{OptionalExtension, params};
+//! reported `crashed` here as it is by `runs` and `show`, and a row reads as `show` reads it.
 
 use super::timeline::Sample;
-use crate::audit::{AuditError, AuditReader, RunInfo, RunSelector};
+use crate::audit::{
+    AttemptInfo, AuditError, AuditReader, RowFilter, RowInfo, RunInfo, RunOptions, RunSelector,
+};
 
 /// The most buckets a report's charts draw: one per second for runs up to ten minutes, wider
 /// ones beyond, so a long run still makes a chart of a reasonable size.
@@ -23,49 +23,9 @@ pub struct ReportData {
     /// The run's options, as recorded (JSON).
     pub options: String,
     /// The run's rows, in plan order.
-    pub rows: Vec<ReportRow>,
+    pub rows: Vec<RowInfo>,
     /// The run's HTTP attempts, in the order they were recorded.
-    pub attempts: Vec<AttemptRow>,
-}
-
-/// One plan row of the run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportRow {
-    /// The physical line in the plan.
-    pub line: u64,
-    /// The account as the plan names it.
-    pub account: String,
-    /// The account's GUID, once resolved.
-    pub account_id: Option<String>,
-    /// The action.
-    pub action: String,
-    /// The target.
-    pub target: String,
-    /// The scope's display name, for `add-scope`.
-    pub object_name: Option<String>,
-    /// The outcome: applied, noop, failed, skipped, in_doubt, conflict or pending.
-    pub outcome: String,
-    /// Why the row failed, or a note.
-    pub error: Option<String>,
-    /// The change ticket.
-    pub ticket: Option<String>,
-    /// The plan's comment.
-    pub comment: Option<String>,
-}
-
-/// One HTTP attempt of the run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AttemptRow {
-    /// The attempt number of its request, from 1.
-    pub attempt: u32,
-    /// The HTTP status, if an answer came.
-    pub status: Option<i64>,
-    /// The transport error, if no answer came.
-    pub error: Option<String>,
-    /// When it started, RFC 3339 UTC.
-    pub started_at: String,
-    /// How long it took, if it completed.
-    pub duration_ms: Option<f64>,
+    pub attempts: Vec<AttemptInfo>,
 }
 
 impl ReportData {
@@ -89,54 +49,9 @@ impl ReportData {
 /// Reads run `which` with its rows and attempts.
 pub fn load(reader: &AuditReader, which: RunSelector) -> Result<ReportData, AuditError> {
     let run = reader.run(which)?;
-    let conn = reader.connection();
-    let (insecure, options): (bool, String) = conn
-        .query_row(
-            "SELECT insecure, options FROM run_summary WHERE run_id = ?1",
-            [run.run_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .ok_or_else(|| AuditError::NoSuchRun(run.run_id.to_string()))?;
-
-    let rows = conn
-        .prepare(
-            "SELECT line, account, account_id, action, target, object_name, outcome, error,
-                    ticket, comment
-             FROM change_log WHERE run_id = ?1 ORDER BY row_no",
-        )?
-        .query_map(params![run.run_id], |r| {
-            Ok(ReportRow {
-                line: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                account: r.get(1)?,
-                account_id: r.get(2)?,
-                action: r.get(3)?,
-                target: r.get(4)?,
-                object_name: r.get(5)?,
-                outcome: r.get(6)?,
-                error: r.get(7)?,
-                ticket: r.get(8)?,
-                comment: r.get(9)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let attempts = conn
-        .prepare(
-            "SELECT attempt, status, error, started_at, duration_ms
-             FROM request_log WHERE run_id = ?1 ORDER BY attempt_id",
-        )?
-        .query_map(params![run.run_id], |r| {
-            Ok(AttemptRow {
-                attempt: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(u32::MAX),
-                status: r.get(1)?,
-                error: r.get(2)?,
-                started_at: r.get(3)?,
-                duration_ms: r.get(4)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-
+    let RunOptions { insecure, options } = reader.run_options(run.run_id)?;
+    let rows = reader.rows(run.run_id, RowFilter::default())?;
+    let attempts = reader.attempts(run.run_id)?;
     Ok(ReportData {
         run,
         insecure,
@@ -151,7 +66,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::audit::{AttemptStart, AuditWriter, NewRow, NewRun, RowResult, RunStatus};
+    use crate::audit::{AttemptStart, AuditWriter, NewRun, RowColumns, RowResult, RunStatus};
     use crate::report::timeline::Timeline;
 
     fn new_run() -> NewRun {
@@ -170,8 +85,8 @@ mod tests {
         }
     }
 
-    fn row(row_no: u64) -> NewRow {
-        NewRow {
+    fn row(row_no: u64) -> RowColumns {
+        RowColumns {
             row_no,
             line: row_no + 2,
             account: format!("TECH\\user{row_no}"),

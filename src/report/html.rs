@@ -14,10 +14,10 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::data::{ReportData, ReportRow};
+use super::data::ReportData;
 use super::svg;
 use super::timeline::{self, percentile};
-use crate::audit::RunInfo;
+use crate::audit::{RowInfo, RunInfo};
 
 /// The page's stylesheet.
 const CSS: &str = include_str!("page.css");
@@ -230,7 +230,7 @@ fn alerts(out: &mut String, data: &ReportData) {
 
 /// One card per count of `run_summary`.
 fn outcomes(out: &mut String, data: &ReportData) {
-    let run = &data.run;
+    let counts = &data.run.counts;
     out.push_str("<section id=\"outcomes\">\n<h2>Outcome</h2>\n<div class=\"cards\">\n");
     let card = |out: &mut String, id: &str, class: &str, label: &str, n: u64| {
         let _ = writeln!(
@@ -239,20 +239,26 @@ fn outcomes(out: &mut String, data: &ReportData) {
             if n == 0 { " zero" } else { "" }
         );
     };
-    card(out, "rows", "card-total", "Rows", run.rows);
+    card(out, "rows", "card-total", "Rows", counts.rows);
     for (outcome, label) in OUTCOMES {
         let n = match outcome {
-            "applied" => run.applied,
-            "noop" => run.noop,
-            "failed" => run.failed,
-            "in_doubt" => run.in_doubt,
-            "skipped" => run.skipped,
-            "conflict" => run.conflict,
-            _ => run.pending,
+            "applied" => counts.applied,
+            "noop" => counts.noop,
+            "failed" => counts.failed,
+            "in_doubt" => counts.in_doubt,
+            "skipped" => counts.skipped,
+            "conflict" => counts.conflict,
+            _ => counts.pending,
         };
         card(out, outcome, &format!("card-{outcome}"), label, n);
     }
-    card(out, "requests", "card-requests", "Requests", run.requests);
+    card(
+        out,
+        "requests",
+        "card-requests",
+        "Requests",
+        counts.requests,
+    );
     out.push_str("</div>\n</section>\n");
 }
 
@@ -442,7 +448,7 @@ fn text(v: &Option<String>) -> Cow<'_, str> {
 }
 
 /// The rows table with its filter bar (shown by the script; without it, every row shows).
-fn rows(out: &mut String, rows: &[ReportRow]) {
+fn rows(out: &mut String, rows: &[RowInfo]) {
     out.push_str("<section id=\"rows-section\">\n<h2>Rows</h2>\n");
     // Counted in one pass; the known outcomes first in their usual order, then any other in
     // order of first appearance.
@@ -524,7 +530,7 @@ fn rows(out: &mut String, rows: &[ReportRow]) {
 mod tests {
     use super::*;
 
-    use crate::report::data::AttemptRow;
+    use crate::audit::{AttemptInfo, RunCounts};
 
     const PAYLOAD: &str = "<script>alert(1)</script>";
 
@@ -543,20 +549,23 @@ mod tests {
             plan_file: Some("plan<1>.csv".into()),
             plan_sha256: Some("ab".repeat(32)),
             tool_version: "0.1.0".into(),
-            rows: 2,
-            applied: 1,
-            noop: 0,
-            failed: 1,
-            skipped: 0,
-            in_doubt: 0,
-            conflict: 0,
-            pending: 0,
-            requests: 3,
+            counts: RunCounts {
+                rows: 2,
+                applied: 1,
+                noop: 0,
+                failed: 1,
+                skipped: 0,
+                in_doubt: 0,
+                conflict: 0,
+                pending: 0,
+                requests: 3,
+            },
         }
     }
 
-    fn row(outcome: &str, comment: &str) -> ReportRow {
-        ReportRow {
+    fn row(outcome: &str, comment: &str) -> RowInfo {
+        RowInfo {
+            row_no: 0,
             line: 2,
             account: "TECH\\\"quoted\" & <b>".into(),
             account_id: Some("\"><img src=x>".into()),
@@ -567,11 +576,12 @@ mod tests {
             error: Some(format!("EM refused: {PAYLOAD}")),
             ticket: Some("CHG-1".into()),
             comment: Some(comment.into()),
+            finished_at: None,
         }
     }
 
-    fn attempt(at: &str, status: i64, attempt: u32) -> AttemptRow {
-        AttemptRow {
+    fn attempt(at: &str, status: i64, attempt: u32) -> AttemptInfo {
+        AttemptInfo {
             attempt,
             status: Some(status),
             error: None,

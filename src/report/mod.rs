@@ -7,8 +7,8 @@
 //! nothing but a browser: no external asset, font or library, and a Content-Security-Policy
 //! that forbids fetching any.
 //!
-//! - `data.rs` reads the run through the stable views (`run_summary`, `change_log`,
-//!   `request_log`);
+//! - `data.rs` reads the run through [`AuditReader`], which reads the stable views
+//!   (`run_summary`, `change_log`, `request_log`);
 //! - `timeline.rs` buckets the attempts per second with their latency percentiles (pure);
 //! - `svg.rs` draws the charts (pure);
 //! - `html.rs` writes the page, escaping every text from the log.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::audit::{AuditError, AuditReader, RecordedRow, RunInfo};
+use crate::audit::{AuditError, AuditReader, RecordedRow, RowColumns, RunInfo};
 use crate::plan::{self, PlanRow};
 
 use super::state::{AccountState, Guard};
@@ -27,19 +27,9 @@ pub enum HistoryError {
     Refused(String),
 }
 
-/// The columns of a derived plan, one recorded or inverse row.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Fields {
-    account: String,
-    action: String,
-    target: String,
-    object_name: Option<String>,
-    ticket: Option<String>,
-    comment: Option<String>,
-}
-
-/// Writes `rows` as a CSV plan, header included.
-fn to_csv(rows: &[Fields]) -> String {
+/// Writes `rows` as a CSV plan, header included: the columns a plan gives, not the row's
+/// number, line or annotations.
+fn to_csv<'a>(rows: impl IntoIterator<Item = &'a RowColumns>) -> String {
     let mut out = csv::Writer::from_writer(Vec::new());
     let header = [
         "account",
@@ -51,41 +41,41 @@ fn to_csv(rows: &[Fields]) -> String {
     ];
     out.write_record(header)
         .expect("writing to memory cannot fail");
-    for f in rows {
+    for c in rows {
         out.write_record([
-            f.account.as_str(),
-            f.action.as_str(),
-            f.target.as_str(),
-            f.object_name.as_deref().unwrap_or(""),
-            f.ticket.as_deref().unwrap_or(""),
-            f.comment.as_deref().unwrap_or(""),
+            c.account.as_str(),
+            c.action.as_str(),
+            c.target.as_str(),
+            c.object_name.as_deref().unwrap_or(""),
+            c.ticket.as_deref().unwrap_or(""),
+            c.comment.as_deref().unwrap_or(""),
         ])
         .expect("writing to memory cannot fail");
     }
     let bytes = out.into_inner().expect("writing to memory cannot fail");
-    String::from_utf8(bytes).expect("the fields are UTF-8")
+    String::from_utf8(bytes).expect("the columns are UTF-8")
 }
 
-/// Validates derived rows as a plan named `name`, in order.
-fn to_rows(name: &str, fields: &[Fields]) -> Result<Vec<PlanRow>, HistoryError> {
-    plan::parse(name, to_csv(fields).as_bytes())
-        .map(|p| p.rows)
-        .map_err(|e| {
-            HistoryError::Refused(format!(
-                "the rows recorded in the audit log no longer form a valid plan:\n{e}"
-            ))
+/// Validates derived rows as a plan named `name`, in order. Each row keeps the line its columns
+/// name: that of the row it was derived from, in its own run's plan.
+fn to_rows<'a>(
+    name: &str,
+    rows: impl IntoIterator<Item = &'a RowColumns> + Clone,
+) -> Result<Vec<PlanRow>, HistoryError> {
+    let parsed = plan::parse(name, to_csv(rows.clone()).as_bytes()).map_err(|e| {
+        HistoryError::Refused(format!(
+            "the rows recorded in the audit log no longer form a valid plan:\n{e}"
+        ))
+    })?;
+    Ok(parsed
+        .rows
+        .into_iter()
+        .zip(rows)
+        .map(|(mut row, columns)| {
+            row.line = columns.line;
+            row
         })
-}
-
-fn recorded_fields(r: &RecordedRow) -> Fields {
-    Fields {
-        account: r.account.clone(),
-        action: r.action.clone(),
-        target: r.target.clone(),
-        object_name: r.object_name.clone(),
-        ticket: r.ticket.clone(),
-        comment: r.comment.clone(),
-    }
+        .collect())
 }
 
 /// Refuses a run whose writer may still be at work.
@@ -133,7 +123,7 @@ pub fn replay(
         .filter(|r| {
             !failed_only
                 || matches!(
-                    r.outcome.as_str(),
+                    r.end.outcome.as_str(),
                     "failed" | "skipped" | "in_doubt" | "pending"
                 )
         })
@@ -149,21 +139,19 @@ pub fn replay(
             }
         )));
     }
-    let fields: Vec<Fields> = recorded.iter().map(recorded_fields).collect();
-    let rows = to_rows(&format!("run {}", run.run_id), &fields)?;
+    let rows = to_rows(
+        &format!("run {}", run.run_id),
+        recorded.iter().map(|r| &r.columns),
+    )?;
     let jobs = rows
         .into_iter()
-        .zip(&recorded)
         .enumerate()
-        .map(|(i, (mut row, rec))| {
-            row.line = rec.line;
-            Job {
-                row_no: i as u64,
-                row,
-                guard: None,
-                maybe_sent: false,
-                account_settings: None,
-            }
+        .map(|(i, row)| Job {
+            row_no: i as u64,
+            row,
+            guard: None,
+            maybe_sent: false,
+            account_settings: None,
         })
         .collect();
     Ok(RunSpec {
@@ -172,7 +160,10 @@ pub fn replay(
             parent_run_id: Some(run.run_id),
             plan_file: run.plan_file.clone(),
             plan_sha256: run.plan_sha256.clone(),
-            annotations: recorded.iter().map(|r| r.annotations.clone()).collect(),
+            annotations: recorded
+                .iter()
+                .map(|r| r.columns.annotations.clone())
+                .collect(),
         },
         jobs,
         stream: None,
@@ -192,30 +183,29 @@ pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryErr
     let open: Vec<RecordedRow> = reader
         .recorded_rows(run.run_id)?
         .into_iter()
-        .filter(|r| matches!(r.outcome.as_str(), "pending" | "skipped" | "in_doubt"))
+        .filter(|r| matches!(r.end.outcome.as_str(), "pending" | "skipped" | "in_doubt"))
         .collect();
-    let fields: Vec<Fields> = open.iter().map(recorded_fields).collect();
     let rows = if open.is_empty() {
         Vec::new()
     } else {
-        to_rows(&format!("run {}", run.run_id), &fields)?
+        to_rows(
+            &format!("run {}", run.run_id),
+            open.iter().map(|r| &r.columns),
+        )?
     };
     let jobs = rows
         .into_iter()
         .zip(&open)
-        .map(|(mut row, rec)| {
-            row.line = rec.line;
-            Job {
-                row_no: rec.row_no,
-                row,
-                guard: guard_of(rec),
-                maybe_sent: writes.contains(&rec.row_no),
-                account_settings: annotation(rec, "account_settings"),
-            }
+        .map(|(row, rec)| Job {
+            row_no: rec.columns.row_no,
+            row,
+            guard: guard_of(rec),
+            maybe_sent: writes.contains(&rec.columns.row_no),
+            account_settings: annotation(rec, "account_settings"),
         })
         .collect();
     // An undo run keeps its drift checks when resumed: the guard travels in its annotations.
-    let force = serde_json::from_str::<Value>(&run_options(reader, run.run_id)?)
+    let force = serde_json::from_str::<Value>(&reader.run_options(run.run_id)?.options)
         .ok()
         .and_then(|o| o.get("force").and_then(Value::as_bool))
         .unwrap_or(false);
@@ -225,20 +215,9 @@ pub fn resume(reader: &AuditReader, run: &RunInfo) -> Result<RunSpec, HistoryErr
         stream: None,
         force,
         known_refs: reader.known_scope_refs()?,
-        earlier_failures: run.failed + run.conflict,
+        earlier_failures: run.counts.failed + run.counts.conflict,
         rebuild_scopes: ScopeRebuild::Never,
     })
-}
-
-fn run_options(reader: &AuditReader, run_id: i64) -> Result<String, HistoryError> {
-    Ok(reader
-        .connection()
-        .query_row(
-            "SELECT options FROM run_summary WHERE run_id = ?1",
-            [run_id],
-            |r| r.get(0),
-        )
-        .map_err(AuditError::from)?)
 }
 
 fn guard_of(rec: &RecordedRow) -> Option<Guard> {
@@ -247,7 +226,7 @@ fn guard_of(rec: &RecordedRow) -> Option<Guard> {
 
 /// A value undo stored in a row's annotations, for a resumed undo run.
 fn annotation<T: serde::de::DeserializeOwned>(rec: &RecordedRow, key: &str) -> Option<T> {
-    let annotations: Value = serde_json::from_str(rec.annotations.as_deref()?).ok()?;
+    let annotations: Value = serde_json::from_str(rec.columns.annotations.as_deref()?).ok()?;
     serde_json::from_value(annotations.get(key)?.clone()).ok()
 }
 
@@ -278,7 +257,7 @@ pub struct UndoPlan {
 pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryError> {
     refuse_kind(run, "undo")?;
     refuse_live(run, "undo")?;
-    if run.status == "crashed" || run.in_doubt > 0 || run.pending > 0 {
+    if run.status == "crashed" || run.counts.in_doubt > 0 || run.counts.pending > 0 {
         return Err(HistoryError::Refused(format!(
             "run {} did not finish (rows pending or in doubt); finish it with `embatch resume {}` \
              before undoing it",
@@ -299,11 +278,11 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
     let mut applied: Vec<RecordedRow> = reader
         .recorded_rows(run.run_id)?
         .into_iter()
-        .filter(|r| r.outcome == "applied")
+        .filter(|r| r.end.outcome == "applied")
         .collect();
     // Newest first: within each account, later changes are undone before earlier ones.
     applied.reverse();
-    let mut fields = Vec::new();
+    let mut columns = Vec::new();
     let mut guards = Vec::new();
     let mut sources = Vec::new();
     let mut irreversible = Vec::new();
@@ -312,11 +291,11 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
     // run made to them along; those rows get no inverse of their own.
     let created: std::collections::HashSet<&str> = applied
         .iter()
-        .filter(|r| r.action == "add-account")
+        .filter(|r| r.columns.action == "add-account")
         .filter_map(|r| r.account_id.as_deref())
         .collect();
     for rec in &applied {
-        if rec.action != "add-account"
+        if rec.columns.action != "add-account"
             && rec
                 .account_id
                 .as_deref()
@@ -327,13 +306,19 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
         match inverse(rec, &refs) {
             Ok(rows) => {
                 for row in rows {
-                    fields.push(Fields {
+                    columns.push(RowColumns {
+                        row_no: columns.len() as u64,
+                        line: rec.columns.line,
                         account: row.account,
                         action: row.action.into(),
                         target: row.target,
                         object_name: row.object_name,
-                        ticket: rec.ticket.clone(),
-                        comment: Some(format!("undo of run {} line {}", run.run_id, rec.line)),
+                        ticket: rec.columns.ticket.clone(),
+                        comment: Some(format!(
+                            "undo of run {} line {}",
+                            run.run_id, rec.columns.line
+                        )),
+                        annotations: None,
                     });
                     guards.push(row.guard);
                     settings.push(row.settings);
@@ -341,17 +326,17 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
                 }
             }
             Err(reason) => irreversible.push(Irreversible {
-                line: rec.line,
+                line: rec.columns.line,
                 reason,
             }),
         }
     }
     irreversible.sort_by_key(|i| i.line);
-    let csv = to_csv(&fields);
-    let rows = if fields.is_empty() {
+    let csv = to_csv(&columns);
+    let rows = if columns.is_empty() {
         Vec::new()
     } else {
-        to_rows(&format!("undo of run {}", run.run_id), &fields)?
+        to_rows(&format!("undo of run {}", run.run_id), &columns)?
     };
     let annotations = sources
         .iter()
@@ -360,7 +345,7 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
         .map(|((rec, guard), settings)| {
             Some(
                 serde_json::json!({
-                    "undo_of_row": rec.row_no,
+                    "undo_of_row": rec.columns.row_no,
                     "replaces": rec.account_id,
                     "guard": guard,
                     "account_settings": settings,
@@ -371,17 +356,14 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
         .collect();
     let jobs = rows
         .into_iter()
-        .zip(sources.iter().zip(guards.iter().zip(&settings)))
+        .zip(guards.iter().zip(&settings))
         .enumerate()
-        .map(|(i, (mut row, (rec, (guard, settings))))| {
-            row.line = rec.line;
-            Job {
-                row_no: i as u64,
-                row,
-                guard: Some(guard.clone()),
-                maybe_sent: false,
-                account_settings: settings.clone(),
-            }
+        .map(|(i, (row, (guard, settings)))| Job {
+            row_no: i as u64,
+            row,
+            guard: Some(guard.clone()),
+            maybe_sent: false,
+            account_settings: settings.clone(),
         })
         .collect();
     Ok(UndoPlan {
@@ -409,6 +391,7 @@ pub fn undo(reader: &AuditReader, run: &RunInfo) -> Result<UndoPlan, HistoryErro
 /// The rows that re-create a deleted account from the state recorded before it was deleted.
 fn recreate(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Vec<Inverse>, String> {
     let prior: AccountState = rec
+        .end
         .prior_state
         .as_deref()
         .and_then(|p| serde_json::from_str(p).ok())
@@ -495,6 +478,7 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Vec<Invers
         .clone()
         .ok_or_else(|| "the account's id was not recorded".to_string())?;
     let result: Value = rec
+        .end
         .result
         .as_deref()
         .and_then(|r| serde_json::from_str(r).ok())
@@ -511,7 +495,7 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Vec<Invers
             .map(|id| (id, text("role_name").unwrap_or_else(|| id.to_string())))
             .ok_or_else(|| "the role's id was not recorded".to_string())
     };
-    match rec.action.as_str() {
+    match rec.columns.action.as_str() {
         "assign-role" => {
             let (role, name) = role()?;
             Ok(inv(
@@ -535,7 +519,7 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Vec<Invers
         "add-scope" => {
             let scope = uuid("scope_id")
                 .ok_or_else(|| "the id of the scope it created was not recorded".to_string())?;
-            let name = rec.object_name.clone().unwrap_or_default();
+            let name = rec.columns.object_name.clone().unwrap_or_default();
             Ok(inv(
                 account,
                 "remove-scope",
@@ -547,6 +531,7 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Vec<Invers
         "remove-scope" => {
             let scope = uuid("scope_id");
             let prior: Option<AccountState> = rec
+                .end
                 .prior_state
                 .as_deref()
                 .and_then(|p| serde_json::from_str(p).ok());
@@ -555,7 +540,7 @@ fn inverse(rec: &RecordedRow, refs: &HashMap<Uuid, String>) -> Result<Vec<Invers
                 .and_then(|p| p.scopes.iter().find(|s| Some(s.id) == scope).cloned());
             let name = text("name")
                 .or_else(|| held.as_ref().map(|h| h.name.clone()))
-                .unwrap_or_else(|| rec.target.clone());
+                .unwrap_or_else(|| rec.columns.target.clone());
             let obj_ref = text("obj_ref")
                 .or_else(|| held.and_then(|h| h.obj_ref))
                 .or_else(|| scope.and_then(|s| refs.get(&s).cloned()))
@@ -617,20 +602,24 @@ mod tests {
 
     fn rec(action: &str, target: &str, result: Value) -> RecordedRow {
         RecordedRow {
-            row_no: 3,
-            line: 5,
-            account: "TECH\\alice".into(),
+            columns: RowColumns {
+                row_no: 3,
+                line: 5,
+                account: "TECH\\alice".into(),
+                action: action.into(),
+                target: target.into(),
+                object_name: None,
+                ticket: Some("CHG-1".into()),
+                comment: None,
+                annotations: None,
+            },
             account_id: Some(Uuid::from_u128(7).to_string()),
-            action: action.into(),
-            target: target.into(),
-            object_name: None,
-            ticket: Some("CHG-1".into()),
-            comment: None,
-            annotations: None,
-            outcome: "applied".into(),
-            error: None,
-            prior_state: None,
-            result: Some(result.to_string()),
+            end: crate::audit::RowResult {
+                outcome: "applied".into(),
+                error: None,
+                prior_state: None,
+                result: Some(result.to_string()),
+            },
         }
     }
 
@@ -686,15 +675,17 @@ mod tests {
 
     #[test]
     fn the_inverse_plan_is_a_valid_plan() {
-        let fields = vec![Fields {
+        let columns = vec![RowColumns {
+            line: 2,
             account: Uuid::from_u128(7).to_string(),
             action: "add-scope".into(),
             target: "urn:VMware:ResourcePool:root.resgroup-1".into(),
             object_name: Some("Finance, \"EU\"".into()),
             ticket: Some("CHG-1".into()),
             comment: Some("undo of run 1 line 2".into()),
+            ..RowColumns::default()
         }];
-        let rows = to_rows("undo", &fields).unwrap();
+        let rows = to_rows("undo", &columns).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].ticket.as_deref(), Some("CHG-1"));
     }

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use crate::audit::{AuditError, LockHolder, NewRow};
 use crate::em::{ClientConfig, EmError, RequestTag};
-use crate::plan::{AccountRef, Action, Plan, PlanErrors, PlanRow};
+use crate::plan::{AccountRef, Plan, PlanErrors, PlanRow};
 
 pub use accounts::Refusal;
 pub use door::{Door, interrupt_token, run_settings};
@@ -373,39 +373,12 @@ impl RunSpec {
 
 /// The audit record of a plan row before it runs.
 pub fn new_row(row_no: u64, row: &PlanRow) -> NewRow {
-    let object_name = match &row.action {
-        Action::AddScope { object_name, .. } => Some(object_name.clone()),
-        _ => None,
-    };
-    let annotations = if row.annotations.is_empty() {
-        None
-    } else {
-        let map: serde_json::Map<String, serde_json::Value> = row
-            .annotations
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        Some(serde_json::Value::Object(map).to_string())
-    };
-    NewRow {
-        row_no,
-        line: row.line,
-        account: account_text(&row.account),
-        action: row.action.name().into(),
-        target: row.action.target_text(),
-        object_name,
-        ticket: row.ticket.clone(),
-        comment: row.comment.clone(),
-        annotations,
-    }
+    NewRow::of(row_no, row)
 }
 
 /// The account as a plan names it.
 pub fn account_text(account: &AccountRef) -> String {
-    match account {
-        AccountRef::Id(id) => id.to_string(),
-        AccountRef::Name(name) => name.clone(),
-    }
+    account.text()
 }
 
 /// A tag for requests that belong to no row.

@@ -28,20 +28,20 @@
 //! evidence is what the rows are judged by); the first is the first record damaged. Deleting the
 //! newest records together with their rows leaves a shorter chain that holds: only a head hash
 //! kept elsewhere (`--anchor`, then `--expect`) tells that it is gone.
+//!
+//! The walk of the chain is in `walk.rs`, the comparison of the tables with it in `tables.rs`.
 
-use std::cmp::Ordering;
-use std::collections::BTreeMap;
+mod tables;
+mod walk;
+
 use std::fmt;
 
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Row};
+use rusqlite::Connection;
 use serde::Serialize;
 
-use super::chain::{
-    ATTEMPTS, GENESIS, PLAN_ROWS, RESUMES, RUNS, Table, checkpoint_content, content_fields,
-    record_hash, row_fields,
-};
 use super::{AuditError, AuditReader, RunSelector};
+use tables::{Shape, compare_table};
+use walk::walk_chain;
 
 /// The most problems a verification lists (the first ones); the others are only counted.
 pub const MAX_PROBLEMS: usize = 1000;
@@ -111,7 +111,7 @@ pub struct Verification {
     pub run_id: Option<i64>,
     /// The evidence records verified: all, or those of the run.
     pub records: u64,
-    /// The hash of the newest record ([`GENESIS`] for an empty chain): the anchor to keep.
+    /// The hash of the newest record ([`GENESIS`](crate::audit::GENESIS) for an empty chain): the anchor to keep.
     pub head: String,
     /// The number of the newest record (0 for an empty chain).
     pub head_seq: i64,
@@ -214,7 +214,7 @@ struct Problems {
 
 impl Problems {
     /// A damaged evidence record, named by its number: found in the walk of the chain.
-    fn evidence(&mut self, seq: i64, damage: Damage) {
+    pub(super) fn evidence(&mut self, seq: i64, damage: Damage) {
         let record = format!("evidence #{seq}");
         self.push(
             Phase::Chain,
@@ -228,7 +228,7 @@ impl Problems {
 
     /// A damaged row of a table, named `record`, with its newest evidence record if it has
     /// any: found in the comparison of the tables with the chain.
-    fn row(&mut self, record: String, damage: Damage, seq: Option<i64>) {
+    pub(super) fn row(&mut self, record: String, damage: Damage, seq: Option<i64>) {
         self.push(
             Phase::Table,
             Problem {
@@ -259,440 +259,6 @@ impl Problems {
     }
 }
 
-/// An evidence record as stored; a field of an unexpected type is `None` (a record the writer
-/// never wrote).
-struct Stored {
-    seq: i64,
-    kind: Option<String>,
-    run_id: Option<i64>,
-    reference: Option<Option<i64>>,
-    content: Option<String>,
-    prev_hash: Option<String>,
-    hash: Option<String>,
-}
-
-impl Stored {
-    fn read(row: &Row<'_>) -> rusqlite::Result<Stored> {
-        let text = |i| -> rusqlite::Result<Option<String>> {
-            Ok(match row.get_ref(i)? {
-                ValueRef::Text(t) => std::str::from_utf8(t).ok().map(str::to_string),
-                _ => None,
-            })
-        };
-        let integer = |i| -> rusqlite::Result<Option<i64>> {
-            Ok(match row.get_ref(i)? {
-                ValueRef::Integer(v) => Some(v),
-                _ => None,
-            })
-        };
-        Ok(Stored {
-            // The rowid alias: always an integer.
-            seq: row.get(0)?,
-            kind: text(1)?,
-            run_id: integer(2)?,
-            reference: match row.get_ref(3)? {
-                ValueRef::Null => Some(None),
-                ValueRef::Integer(v) => Some(Some(v)),
-                _ => None,
-            },
-            content: text(4)?,
-            prev_hash: text(5)?,
-            hash: text(6)?,
-        })
-    }
-
-    /// Whether the stored hash is the hash of the stored fields.
-    fn hash_holds(&self) -> bool {
-        let (Some(kind), Some(run_id), Some(reference), Some(content), Some(prev), Some(hash)) = (
-            &self.kind,
-            self.run_id,
-            self.reference,
-            &self.content,
-            &self.prev_hash,
-            &self.hash,
-        ) else {
-            return false;
-        };
-        record_hash(prev, self.seq, kind, run_id, reference, content) == *hash
-    }
-}
-
-/// What the walk of the chain found besides problems.
-struct ChainSummary {
-    records: u64,
-    head: String,
-    head_seq: i64,
-    anchor_at: Option<i64>,
-}
-
-/// Walks the chain oldest first (see the module docs for the rules).
-fn walk_chain(
-    conn: &Connection,
-    scope: Option<i64>,
-    expect: Option<&str>,
-    problems: &mut Problems,
-) -> Result<ChainSummary, AuditError> {
-    let in_scope = |run: Option<i64>| scope.is_none() || run == scope;
-    let mut stmt = conn.prepare(
-        "SELECT seq, kind, run_id, ref, content, prev_hash, hash FROM evidence ORDER BY seq",
-    )?;
-    let mut rows = stmt.query([])?;
-    let mut expected = 1;
-    let mut prev_seq = 0;
-    let mut prev_hash = GENESIS.to_string();
-    // An `end` record waiting for its checkpoint: its number and run.
-    let mut open_end: Option<(i64, i64)> = None;
-    let mut records = 0;
-    let mut anchor_at = (expect == Some(GENESIS)).then_some(0);
-    // A record whose hash was changed is found twice, at itself and at the link of the next.
-    let mut last_found = None;
-    while let Some(row) = rows.next()? {
-        let rec = Stored::read(row)?;
-        if in_scope(rec.run_id) {
-            records += 1;
-        }
-        if anchor_at.is_none() && expect.is_some() && rec.hash.as_deref() == expect {
-            anchor_at = Some(rec.seq);
-        }
-        let hash_holds = rec.hash_holds();
-        let link_holds = rec.prev_hash.as_deref() == Some(prev_hash.as_str());
-        let mut damage = match rec.seq.cmp(&expected) {
-            Ordering::Less => Some((rec.seq, Damage::Inserted)),
-            Ordering::Equal => match (hash_holds, link_holds) {
-                (true, true) => None,
-                (false, true) => Some((rec.seq, Damage::Modified)),
-                (true, false) if prev_seq > 0 => Some((prev_seq, Damage::Modified)),
-                (true, false) => Some((rec.seq, Damage::Modified)),
-                (false, false) => Some((rec.seq, Damage::Inserted)),
-            },
-            Ordering::Greater if hash_holds && !link_holds => Some((expected, Damage::Deleted)),
-            Ordering::Greater => Some((rec.seq, Damage::Inserted)),
-        };
-        let mut found_in = rec.run_id;
-        let after_end = open_end.take();
-        let is_checkpoint = rec.kind.as_deref() == Some("checkpoint");
-        if damage.is_none() {
-            match after_end {
-                Some((end_seq, end_run)) if !(is_checkpoint && rec.run_id == Some(end_run)) => {
-                    damage = Some((end_seq + 1, Damage::Deleted));
-                    found_in = Some(end_run);
-                }
-                None if is_checkpoint => damage = Some((rec.seq, Damage::Inserted)),
-                _ => {}
-            }
-        }
-        if damage.is_none()
-            && is_checkpoint
-            && let Some(run_id) = rec.run_id
-            && rec.content.as_deref()
-                != Some(checkpoint_content(&prev_hash, rec.seq - 1, run_id).as_str())
-        {
-            damage = Some((rec.seq, Damage::Modified));
-        }
-        if let Some((seq, damage)) = damage
-            && in_scope(found_in)
-            && last_found.replace((seq, damage)) != Some((seq, damage))
-        {
-            problems.evidence(seq, damage);
-        }
-        if rec.kind.as_deref() == Some("end")
-            && let Some(run_id) = rec.run_id
-        {
-            open_end = Some((rec.seq, run_id));
-        }
-        // A record numbered before the chain is left out of it; any other becomes the one the
-        // next is linked to, so one damaged record makes one problem, not one per record after.
-        if rec.seq >= expected {
-            expected = rec.seq + 1;
-            prev_seq = rec.seq;
-            prev_hash = rec.hash.unwrap_or_default();
-        }
-    }
-    if let Some((end_seq, end_run)) = open_end
-        && in_scope(Some(end_run))
-    {
-        problems.evidence(end_seq + 1, Damage::Deleted);
-    }
-    Ok(ChainSummary {
-        records,
-        head: prev_hash,
-        head_seq: prev_seq,
-        anchor_at,
-    })
-}
-
-/// The tables compared with the chain, by the shape of their key.
-#[derive(Clone, Copy, Debug)]
-enum Shape {
-    /// `runs`, by id; its evidence is `run` and `end`.
-    Run,
-    /// `plan_rows`, by run and row number.
-    Row,
-    /// `attempts`, by id.
-    Attempt,
-    /// `run_resumes`, by id.
-    Resume,
-}
-
-/// A row as columns and the canonical text of their values.
-type Fields = BTreeMap<String, String>;
-
-impl Shape {
-    fn table(self) -> &'static Table {
-        match self {
-            Shape::Run => &RUNS,
-            Shape::Row => &PLAN_ROWS,
-            Shape::Attempt => &ATTEMPTS,
-            Shape::Resume => &RESUMES,
-        }
-    }
-
-    /// The evidence of the table's rows, `(key1, key2, seq, content)` ordered by key and then
-    /// by age, with `?1` the run to keep (NULL for all).
-    fn evidence_sql(self) -> &'static str {
-        match self {
-            Shape::Run => {
-                "SELECT run_id, 0, seq, content FROM evidence
-                 WHERE kind IN ('run', 'end') AND (?1 IS NULL OR run_id = ?1)
-                 ORDER BY run_id, seq"
-            }
-            Shape::Row => {
-                "SELECT run_id, ref, seq, content FROM evidence
-                 WHERE kind = 'row' AND (?1 IS NULL OR run_id = ?1)
-                 ORDER BY run_id, ref, seq"
-            }
-            Shape::Attempt => {
-                "SELECT ref, 0, seq, content FROM evidence
-                 WHERE kind = 'attempt' AND (?1 IS NULL OR run_id = ?1)
-                 ORDER BY ref, seq"
-            }
-            Shape::Resume => {
-                "SELECT ref, 0, seq, content FROM evidence
-                 WHERE kind = 'resume' AND (?1 IS NULL OR run_id = ?1)
-                 ORDER BY ref, seq"
-            }
-        }
-    }
-
-    /// The table's rows in the chain's column order, ordered by key, with `?1` the run to keep.
-    fn table_sql(self) -> String {
-        let table = self.table();
-        let (filter, order) = match self {
-            Shape::Run => ("id", "id"),
-            Shape::Row => ("run_id", "run_id, row_no"),
-            Shape::Attempt | Shape::Resume => ("run_id", "id"),
-        };
-        format!(
-            "SELECT {} FROM {} WHERE ?1 IS NULL OR {filter} = ?1 ORDER BY {order}",
-            table.list(),
-            table.name
-        )
-    }
-
-    /// The positions of the key's columns among the table's.
-    fn key_columns(self) -> (usize, Option<usize>) {
-        let table = self.table();
-        match self {
-            Shape::Row => (
-                table.column_index("run_id"),
-                Some(table.column_index("row_no")),
-            ),
-            Shape::Run | Shape::Attempt | Shape::Resume => (table.column_index("id"), None),
-        }
-    }
-
-    /// The record's name in messages; `fields` (the evidence's, or the row's own) supply the
-    /// plan line of a row and the run of a resume.
-    fn name(self, key: (&str, &str), fields: &Fields) -> String {
-        let field = |name: &str| fields.get(name).and_then(|v| v.parse::<i64>().ok());
-        match self {
-            Shape::Run => format!("run {}", key.0),
-            Shape::Row => match field("line") {
-                Some(line) => format!("run {} row {} (plan line {line})", key.0, key.1),
-                None => format!("run {} row {}", key.0, key.1),
-            },
-            Shape::Attempt => format!("attempt {}", key.0),
-            Shape::Resume => match field("run_id") {
-                Some(run) => format!("run {run} resume {}", key.0),
-                None => format!("resume {}", key.0),
-            },
-        }
-    }
-}
-
-/// The evidence of one row folded in order: the row as it must be now.
-struct Folded {
-    key: (i64, i64),
-    /// The newest record of the row.
-    seq: i64,
-    fields: Fields,
-    /// Whether every record's content could be read.
-    readable: bool,
-}
-
-impl Folded {
-    fn add(&mut self, seq: i64, content: &str) {
-        self.seq = seq;
-        match content_fields(content) {
-            Some(fields) => {
-                for (name, value) in fields {
-                    self.fields.insert(name, value.to_string());
-                }
-            }
-            None => self.readable = false,
-        }
-    }
-}
-
-/// One row of a table, in canonical form.
-struct Current {
-    key: (i64, i64),
-    fields: Fields,
-}
-
-/// A key value as text, for naming a row whose key is not an integer.
-fn value_text(value: ValueRef<'_>) -> String {
-    match value {
-        ValueRef::Null => "NULL".into(),
-        ValueRef::Integer(i) => i.to_string(),
-        ValueRef::Real(r) => r.to_string(),
-        ValueRef::Text(t) => format!("'{}'", String::from_utf8_lossy(t)),
-        ValueRef::Blob(b) => format!("x'{}'", hex::encode(b)),
-    }
-}
-
-/// One evidence record of a table row: its key, number and content.
-type KeyedRecord = ((i64, i64), i64, String);
-
-/// Reads the next evidence record of a table, `(key, seq, content)`. A record whose key or
-/// content is of another type is passed over: the walk of the chain has reported it already.
-fn next_record(rows: &mut rusqlite::Rows<'_>) -> rusqlite::Result<Option<KeyedRecord>> {
-    while let Some(row) = rows.next()? {
-        if let (ValueRef::Integer(a), ValueRef::Integer(b), Ok(content)) =
-            (row.get_ref(0)?, row.get_ref(1)?, row.get_ref(3)?.as_str())
-        {
-            return Ok(Some(((a, b), row.get(2)?, content.to_string())));
-        }
-    }
-    Ok(None)
-}
-
-/// Compares one table with its rows as the evidence says they must be: a merge of two lists
-/// ordered by key, so only the current row of each is held in memory.
-fn compare_table(
-    conn: &Connection,
-    shape: Shape,
-    scope: Option<i64>,
-    problems: &mut Problems,
-) -> Result<(), AuditError> {
-    let mut evidence_stmt = conn.prepare(shape.evidence_sql())?;
-    let mut evidence_rows = evidence_stmt.query([scope])?;
-    let mut peeked = None;
-    let mut next_folded = || -> rusqlite::Result<Option<Folded>> {
-        let mut folded: Option<Folded> = None;
-        loop {
-            let record = match peeked.take() {
-                Some(record) => Some(record),
-                None => next_record(&mut evidence_rows)?,
-            };
-            let Some((key, seq, content)) = record else {
-                return Ok(folded);
-            };
-            match &mut folded {
-                Some(f) if f.key != key => {
-                    peeked = Some((key, seq, content));
-                    return Ok(folded);
-                }
-                Some(f) => f.add(seq, &content),
-                None => {
-                    let mut f = Folded {
-                        key,
-                        seq,
-                        fields: Fields::new(),
-                        readable: true,
-                    };
-                    f.add(seq, &content);
-                    folded = Some(f);
-                }
-            }
-        }
-    };
-
-    let table = shape.table();
-    let (first, second) = shape.key_columns();
-    let mut table_stmt = conn.prepare(&shape.table_sql())?;
-    let mut table_rows = table_stmt.query([scope])?;
-    let mut odd_keys = Vec::new();
-    let mut next_current = || -> rusqlite::Result<Option<Current>> {
-        while let Some(row) = table_rows.next()? {
-            let fields: Fields = table
-                .columns
-                .iter()
-                .map(|c| c.to_string())
-                .zip(row_fields(table, row)?)
-                .collect();
-            let a = row.get_ref(first)?;
-            let b = match second {
-                Some(i) => row.get_ref(i)?,
-                None => ValueRef::Integer(0),
-            };
-            match (a, b) {
-                (ValueRef::Integer(a), ValueRef::Integer(b)) => {
-                    return Ok(Some(Current {
-                        key: (a, b),
-                        fields,
-                    }));
-                }
-                // No evidence has such a key: the row was inserted. It is taken out of the
-                // merge, whose order is that of integer keys.
-                (a, b) => odd_keys.push(shape.name((&value_text(a), &value_text(b)), &fields)),
-            }
-        }
-        Ok(None)
-    };
-
-    let name = |key: (i64, i64), fields: &Fields| {
-        shape.name((&key.0.to_string(), &key.1.to_string()), fields)
-    };
-    let mut evidence = next_folded()?;
-    let mut current = next_current()?;
-    loop {
-        let order = match (&evidence, &current) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(e), Some(c)) => e.key.cmp(&c.key),
-        };
-        match order {
-            Ordering::Equal => {
-                let (e, c) = (
-                    evidence.take().expect("compared, so present"),
-                    current.take().expect("compared, so present"),
-                );
-                if !(e.readable && e.fields == c.fields) {
-                    problems.row(name(e.key, &e.fields), Damage::Modified, Some(e.seq));
-                }
-                evidence = next_folded()?;
-                current = next_current()?;
-            }
-            Ordering::Less => {
-                let e = evidence.take().expect("compared, so present");
-                problems.row(name(e.key, &e.fields), Damage::Deleted, Some(e.seq));
-                evidence = next_folded()?;
-            }
-            Ordering::Greater => {
-                let c = current.take().expect("compared, so present");
-                problems.row(name(c.key, &c.fields), Damage::Inserted, None);
-                current = next_current()?;
-            }
-        }
-    }
-    for record in odd_keys {
-        problems.row(record, Damage::Inserted, None);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
@@ -701,6 +267,7 @@ mod tests {
     use rusqlite::params;
 
     use super::*;
+    use crate::audit::chain::{GENESIS, checkpoint_content, record_hash};
     use crate::audit::fixtures::{attempt, new_rows, new_run, outcome};
     use crate::audit::{AuditWriter, RowResult, RunStatus};
 
