@@ -102,6 +102,13 @@ impl<R: BufRead> Scanner<R> {
                     for p in self.pending.iter().filter(|p| p.line >= first) {
                         self.record.push_str(&p.text);
                     }
+                    // The detector follows quotes before it knows the delimiter; read with the
+                    // delimiter it chose, the header may have ended lines ago (a quote in the
+                    // tail of a field, after a quoted part, opens nothing). Then these lines
+                    // are the header and the rows after it, read as any rows are.
+                    if header_ended(&self.record, self.delimiter, first) {
+                        break;
+                    }
                     return Err(self.overlong(first, &lines_limit()));
                 }
             }
@@ -501,6 +508,17 @@ impl Header {
             None => Ok(None),
         }
     }
+}
+
+/// Whether `text`, the lines read ahead from physical line `first` on, holds a whole first
+/// record and more after it, as the tokenizer reads them with `delimiter`.
+fn header_ended(text: &str, delimiter: u8, first: u64) -> bool {
+    let mut records = records::Records::starting_at(text, delimiter, first);
+    let mut fields = Vec::new();
+    records
+        .next_into(&mut fields)
+        .is_some_and(|info| info.unterminated.is_none())
+        && records.next_into(&mut fields).is_some()
 }
 
 #[cfg(test)]

@@ -462,8 +462,10 @@ impl<R: BufRead> Scanner<R> {
     /// `limit`, at the quote it leaves open if there is one, and stops the reading: where such a
     /// record ends cannot be known without reading on, possibly forever.
     pub(super) fn overlong(&mut self, first: u64, limit: &str) -> Halt {
-        let mut fields = Vec::new();
-        let open = first_record(&self.record, self.delimiter, first, &mut fields)
+        // The text is a prefix of the record, cut at the limit: only its first record counts
+        // (a line cut short may end anywhere), so it is not held to be one record whole.
+        let open = Records::starting_at(&self.record, self.delimiter, first)
+            .next_into(&mut Vec::new())
             .and_then(|info| info.unterminated);
         match open {
             Some(at) => self.problems.add(
