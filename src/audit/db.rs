@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use include_dir::{Dir, include_dir};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
-use rusqlite_migration::{MigrationDefinitionError, Migrations};
+use rusqlite_migration::{HookError, MigrationDefinitionError, Migrations, MigrationsBuilder};
 use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
@@ -202,12 +202,51 @@ fn open_once(path: &Path, durability: Durability) -> Result<Connection, AuditErr
 
 /// The embedded migrations.
 fn migrations() -> Result<Migrations<'static>, AuditError> {
-    Migrations::from_directory(&MIGRATIONS_DIR).map_err(|e| AuditError::Migrate(e.to_string()))
+    let migrations = MigrationsBuilder::from_directory(&MIGRATIONS_DIR)
+        .map_err(|e| AuditError::Migrate(e.to_string()))?
+        // Schema 02 carries schema 01's facts over into the chain of facts, in the migration's
+        // own transaction: all of it, or nothing.
+        .edit(2, |m| {
+            m.set_up_hook(|tx: &rusqlite::Transaction<'_>| {
+                super::migrate::carry_over(tx).map_err(HookError::Hook)
+            })
+        })
+        .finalize();
+    Ok(migrations)
 }
 
-/// Brings the schema to the newest version.
+/// Brings a new, empty database (one in memory, say) to the newest schema: the schema every log
+/// is compared with.
+pub(crate) fn migrate_new(conn: &mut Connection) -> Result<(), AuditError> {
+    migrations()?
+        .to_latest(conn)
+        .map_err(|e| AuditError::Migrate(e.to_string()))
+}
+
+/// The schema version of the open log (0 for a new file).
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Brings the schema to the newest version. A log of schema 01 is verified first, and one that
+/// does not verify is left as it is: carried over, its damage would be vouched for by the new
+/// chain.
 fn migrate(conn: &mut Connection) -> Result<(), AuditError> {
     let migrations = migrations()?;
+    if schema_version(conn)? == 1 {
+        let verification = super::verify::verify_connection(conn, None, None, None)?;
+        if !verification.holds() {
+            let first = verification
+                .problems
+                .first()
+                .map_or_else(String::new, |p| format!("; the first: {p}"));
+            return Err(AuditError::Migrate(format!(
+                "the log was written by an older embatch and fails verification ({} problems{first}); \
+                 it was not migrated. Run `embatch verify` on it for the whole list",
+                verification.problem_count
+            )));
+        }
+    }
     // An immediate transaction takes the write lock before the schema version is read again, so
     // two processes opening a new file at once queue up instead of failing on a stale read.
     conn.set_transaction_behavior(TransactionBehavior::Immediate);

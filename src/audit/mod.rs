@@ -32,6 +32,7 @@
 //! stored for a run whose process died is still `running`; [`AuditReader`] reports it as
 //! `crashed`.
 
+mod canon;
 mod chain;
 mod db;
 mod export;
@@ -40,10 +41,12 @@ mod failures;
 pub(crate) mod fixtures;
 mod history;
 mod lock;
+mod migrate;
 mod process;
 mod read;
 mod recorded;
 mod rows;
+mod sign;
 mod verify;
 mod write;
 
@@ -60,6 +63,7 @@ pub use read::{
 };
 pub use recorded::{RecordedRow, RowColumns};
 pub use rows::{RowBatch, RunRows};
+pub use sign::CheckpointKey;
 pub use verify::{Anchor, Damage, MAX_PROBLEMS, Problem, Verification};
 pub use write::{AuditHandle, AuditWriter, without_password};
 

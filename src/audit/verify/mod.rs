@@ -31,8 +31,9 @@
 //!
 //! The walk of the chain is in `walk.rs`, the comparison of the tables with it in `tables.rs`.
 
-mod tables;
-mod walk;
+mod facts;
+mod legacy;
+mod schema;
 
 use std::fmt;
 
@@ -40,8 +41,9 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use super::{AuditError, AuditReader, RunSelector};
-use tables::{Shape, compare_table};
-use walk::walk_chain;
+use facts::walk_facts;
+use legacy::tables::{Shape, compare_table};
+use legacy::walk::walk_chain;
 
 /// The most problems a verification lists (the first ones); the others are only counted.
 pub const MAX_PROBLEMS: usize = 1000;
@@ -56,6 +58,11 @@ pub enum Damage {
     Deleted,
     /// It is there, but was not written by embatch.
     Inserted,
+    /// A checkpoint with no signature, where a signing key was expected.
+    Unsigned,
+    /// A checkpoint signed by another key than the one expected.
+    #[serde(rename = "other key")]
+    OtherKey,
 }
 
 impl Damage {
@@ -65,6 +72,8 @@ impl Damage {
             Damage::Modified => "modified",
             Damage::Deleted => "deleted",
             Damage::Inserted => "inserted",
+            Damage::Unsigned => "unsigned",
+            Damage::OtherKey => "signed by another key",
         }
     }
 }
@@ -102,6 +111,9 @@ pub struct Anchor {
     /// The record whose hash it is (0 for the head of an empty chain); `None` if no record has
     /// it: the records up to it were deleted or rewritten.
     pub found_at: Option<i64>,
+    /// Whether that record is one of the chain carried over from schema 01 (a head taken
+    /// before the log was migrated).
+    pub carried_over: bool,
 }
 
 /// The outcome of a verification.
@@ -140,41 +152,91 @@ impl AuditReader {
         run: Option<RunSelector>,
         expect: Option<&str>,
     ) -> Result<Verification, AuditError> {
-        // One read transaction: with WAL it sees the file at one instant, however a run writing
-        // meanwhile goes on.
-        let tx = self.connection().unchecked_transaction()?;
-        let scope = run.map(|which| resolve_run(&tx, which)).transpose()?;
-        let expect = expect.map(str::to_ascii_lowercase);
-        let mut problems = Problems::default();
-        let chain = walk_chain(&tx, scope, expect.as_deref(), &mut problems)?;
+        verify_connection(self.connection(), run, expect, None)
+    }
+
+    /// Like [`AuditReader::verify`], also checking that every checkpoint is signed by the key
+    /// whose hex is `public_key` (those carried over from schema 01 excepted).
+    pub fn verify_signed(
+        &self,
+        run: Option<RunSelector>,
+        expect: Option<&str>,
+        public_key: &str,
+    ) -> Result<Verification, AuditError> {
+        verify_connection(self.connection(), run, expect, Some(public_key))
+    }
+}
+
+/// Verifies the log open on `conn` (see [`AuditReader::verify`]).
+pub(crate) fn verify_connection(
+    conn: &Connection,
+    run: Option<RunSelector>,
+    expect: Option<&str>,
+    public_key: Option<&str>,
+) -> Result<Verification, AuditError> {
+    // One read transaction: with WAL it sees the file at one instant, however a run writing
+    // meanwhile goes on.
+    let tx = conn.unchecked_transaction()?;
+    let expect = expect.map(str::to_ascii_lowercase);
+    let public_key = public_key.map(str::to_ascii_lowercase);
+    let mut problems = Problems::default();
+    let legacy: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'evidence')",
+        [],
+        |r| r.get(0),
+    )?;
+    let (scope, records, head, head_seq, anchor_at) = if legacy {
+        // A log of schema 01, not migrated yet.
+        let scope = run.map(|which| resolve_run(&tx, which, "evidence")).transpose()?;
+        let chain = walk_chain(&tx, "evidence", scope, expect.as_deref(), &mut problems)?;
         for check in [Shape::Run, Shape::Row, Shape::Attempt, Shape::Resume] {
             compare_table(&tx, check, scope, &mut problems)?;
         }
-        drop(tx);
-        let problem_count = problems.count;
-        Ok(Verification {
-            run_id: scope,
-            records: chain.records,
-            head: chain.head,
-            head_seq: chain.head_seq,
-            problems: problems.into_first(),
-            problem_count,
-            anchor: expect.map(|hash| Anchor {
-                hash,
-                found_at: chain.anchor_at,
-            }),
-        })
-    }
+        let anchor_at = chain.anchor_at.map(|at| (at, false));
+        (scope, chain.records, chain.head, chain.head_seq, anchor_at)
+    } else {
+        let scope = run.map(|which| resolve_run(&tx, which, "run_starts")).transpose()?;
+        let walked = walk_facts(
+            &tx,
+            scope,
+            expect.as_deref(),
+            public_key.as_deref(),
+            &mut problems,
+        )?;
+        if scope.is_none() {
+            schema::compare(&tx, &mut problems)?;
+        }
+        (scope, walked.records, walked.head, walked.head_seq, walked.anchor_at)
+    };
+    drop(tx);
+    let problem_count = problems.count;
+    Ok(Verification {
+        run_id: scope,
+        records,
+        head,
+        head_seq,
+        problems: problems.into_first(),
+        problem_count,
+        anchor: expect.map(|hash| Anchor {
+            hash,
+            found_at: anchor_at.map(|(at, _)| at),
+            carried_over: anchor_at.is_some_and(|(_, legacy)| legacy),
+        }),
+    })
 }
 
 /// The run id `which` names, among the runs of the table and of the evidence (a run whose row
 /// was deleted is still verified).
-fn resolve_run(conn: &Connection, which: RunSelector) -> Result<i64, AuditError> {
+fn resolve_run(conn: &Connection, which: RunSelector, chain: &str) -> Result<i64, AuditError> {
+    // The runs of schema 01's evidence, or of the chain of facts (any record's run).
+    let evidence = if chain == "evidence" { "evidence" } else { "evidence_log" };
     match which {
         RunSelector::Id(id) => {
             let known: bool = conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)
-                     OR EXISTS (SELECT 1 FROM evidence WHERE run_id = ?1)",
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)
+                         OR EXISTS (SELECT 1 FROM {evidence} WHERE run_id = ?1)"
+                ),
                 [id],
                 |r| r.get(0),
             )?;
@@ -186,10 +248,12 @@ fn resolve_run(conn: &Connection, which: RunSelector) -> Result<i64, AuditError>
         }
         RunSelector::Last => conn
             .query_row(
-                "SELECT max(id) FROM (
-                     SELECT max(id) AS id FROM runs
-                     UNION ALL
-                     SELECT max(run_id) FROM evidence WHERE typeof(run_id) = 'integer')",
+                &format!(
+                    "SELECT max(id) FROM (
+                         SELECT max(id) AS id FROM runs
+                         UNION ALL
+                         SELECT max(run_id) FROM {evidence} WHERE typeof(run_id) = 'integer')"
+                ),
                 [],
                 |r| r.get::<_, Option<i64>>(0),
             )?
@@ -214,14 +278,38 @@ struct Problems {
 
 impl Problems {
     /// A damaged evidence record, named by its number: found in the walk of the chain.
-    pub(super) fn evidence(&mut self, seq: i64, damage: Damage) {
-        let record = format!("evidence #{seq}");
+    pub(super) fn evidence(&mut self, label: &str, seq: i64, damage: Damage) {
+        let record = format!("{label} #{seq}");
         self.push(
             Phase::Chain,
             Problem {
                 record,
                 damage,
                 seq: Some(seq),
+            },
+        );
+    }
+
+    /// A damaged record of the chain of facts, named `record`, with its number.
+    pub(super) fn record(&mut self, record: String, damage: Damage, seq: i64) {
+        self.push(
+            Phase::Chain,
+            Problem {
+                record,
+                damage,
+                seq: Some(seq),
+            },
+        );
+    }
+
+    /// An object of the schema that is not as embatch made it.
+    pub(super) fn schema(&mut self, record: String, damage: Damage) {
+        self.push(
+            Phase::Table,
+            Problem {
+                record,
+                damage,
+                seq: None,
             },
         );
     }
@@ -267,7 +355,8 @@ mod tests {
     use rusqlite::params;
 
     use super::*;
-    use crate::audit::chain::{GENESIS, checkpoint_content, record_hash};
+    use crate::audit::canon::{GENESIS, record_hash};
+    use legacy::schema::checkpoint_content;
     use crate::audit::fixtures::{attempt, new_rows, new_run, outcome};
     use crate::audit::{AuditWriter, RowResult, RunStatus};
 

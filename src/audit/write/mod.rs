@@ -22,6 +22,9 @@
 
 mod apply;
 mod files;
+mod states;
+
+pub(super) use states::PriorStates;
 mod thread;
 
 use std::path::Path;
@@ -32,6 +35,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::db::{self, Durability};
+use super::sign::CheckpointKey;
 use super::{AttemptStart, AuditError, NewRun, RowBatch, RowColumns, RowResult, RunStatus};
 use thread::Writer;
 
@@ -139,17 +143,23 @@ enum Record {
 impl AuditWriter {
     /// Opens (creating with mode 0600, migrating) the log at `path` and starts the writer.
     pub fn spawn(path: &Path) -> Result<AuditWriter, AuditError> {
-        AuditWriter::spawn_with(path, Durability::Full)
+        AuditWriter::spawn_with(path, Durability::Full, None)
     }
 
-    /// Like [`AuditWriter::spawn`], with a chosen durability.
+    /// Like [`AuditWriter::spawn`], signing each checkpoint with `key`.
+    pub fn spawn_signed(path: &Path, key: CheckpointKey) -> Result<AuditWriter, AuditError> {
+        AuditWriter::spawn_with(path, Durability::Full, Some(key))
+    }
+
+    /// Like [`AuditWriter::spawn`], with a chosen durability and key.
     pub(crate) fn spawn_with(
         path: &Path,
         durability: Durability,
+        key: Option<CheckpointKey>,
     ) -> Result<AuditWriter, AuditError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let failure = Arc::new(Failure::default());
-        let writer = Writer::open(path, durability, failure.clone())?;
+        let writer = Writer::open(path, durability, key, failure.clone())?;
         let thread = std::thread::Builder::new()
             .name("embatch-audit".into())
             .spawn(move || writer.run(rx))
@@ -950,7 +960,7 @@ mod tests {
         for durability in [Durability::Full, Durability::Normal] {
             for senders in [16u64, 256] {
                 let dir = tempfile::tempdir_in(&base).unwrap();
-                let writer = AuditWriter::spawn_with(&dir.path().join("a.db"), durability).unwrap();
+                let writer = AuditWriter::spawn_with(&dir.path().join("a.db"), durability, None).unwrap();
                 let audit = writer.handle();
                 let run_id = audit.begin_run(new_run()).await.unwrap();
                 audit.add_rows(run_id, new_rows(senders)).await.unwrap();
@@ -986,7 +996,7 @@ mod tests {
             }
 
             let dir = tempfile::tempdir_in(&base).unwrap();
-            let writer = AuditWriter::spawn_with(&dir.path().join("b.db"), durability).unwrap();
+            let writer = AuditWriter::spawn_with(&dir.path().join("b.db"), durability, None).unwrap();
             let audit = writer.handle();
             let run_id = audit.begin_run(new_run()).await.unwrap();
             let rows = 200_000;
