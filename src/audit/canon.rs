@@ -24,7 +24,11 @@ use sha2::{Digest, Sha256};
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The canonical JSON of `count` columns of a row, from column `first` on.
-pub(crate) fn row_fields(row: &Row<'_>, first: usize, count: usize) -> rusqlite::Result<Vec<String>> {
+pub(crate) fn row_fields(
+    row: &Row<'_>,
+    first: usize,
+    count: usize,
+) -> rusqlite::Result<Vec<String>> {
     (first..first + count)
         .map(|i| {
             let mut out = Vec::with_capacity(32);
@@ -188,7 +192,9 @@ pub(crate) fn record_hash(
     reference: Option<i64>,
     content: &str,
 ) -> String {
-    hex::encode(record_hash_bytes(prev_hash, seq, kind, run_id, reference, content))
+    hex::encode(record_hash_bytes(
+        prev_hash, seq, kind, run_id, reference, content,
+    ))
 }
 
 /// The hash of one record, as bytes.
@@ -359,8 +365,15 @@ mod tests {
             .map(|c| char::from_u32(c).unwrap().to_string())
             .collect();
         samples.extend(
-            ["é", "\u{2028}\u{2029}", "\u{feff}", "😀", "TECH\\a \"b\"/c", ""]
-                .map(String::from),
+            [
+                "é",
+                "\u{2028}\u{2029}",
+                "\u{feff}",
+                "😀",
+                "TECH\\a \"b\"/c",
+                "",
+            ]
+            .map(String::from),
         );
         for s in samples {
             let ours = Content::new().field("a", &s).unwrap().finish();

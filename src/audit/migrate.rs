@@ -96,8 +96,13 @@ pub(super) fn carry_over(tx: &Transaction<'_>) -> Result<(), String> {
                 let mut values = fields.columns(&ROW_OUTCOMES);
                 let (state, patch) = match fields.get("prior_state") {
                     Value::Text(state) => {
-                        let prior = states.record(tx, &mut chain, run_id, &state).map_err(context)?;
-                        (Value::Integer(prior.state), prior.patch.map_or(Value::Null, Value::Text))
+                        let prior = states
+                            .record(tx, &mut chain, run_id, &state)
+                            .map_err(context)?;
+                        (
+                            Value::Integer(prior.state),
+                            prior.patch.map_or(Value::Null, Value::Text),
+                        )
                     }
                     _ => (Value::Null, Value::Null),
                 };
@@ -201,7 +206,7 @@ impl Fields {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rusqlite::Connection;
 
     use crate::audit::db::{Durability, open};
@@ -271,7 +276,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             (legacy, head.as_str()),
-            (714, "d44da2cc4d9dcd97d7a6ddb535a8c36ef2aa75caded1680720678c1d35f1085a")
+            (
+                714,
+                "d44da2cc4d9dcd97d7a6ddb535a8c36ef2aa75caded1680720678c1d35f1085a"
+            )
         );
         let old_tables: i64 = conn
             .query_row(

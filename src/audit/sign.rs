@@ -47,8 +47,7 @@ impl CheckpointKey {
 /// Whether `signature_hex` is a valid signature of `message` by `public_hex` (both as the
 /// checkpoints record them); false for text that is not a key or a signature.
 pub(crate) fn signature_holds(public_hex: &str, signature_hex: &str, message: &[u8]) -> bool {
-    let Ok(Ok(public)) = hex::decode(public_hex).map(|b| <[u8; 32]>::try_from(b.as_slice()))
-    else {
+    let Ok(Ok(public)) = hex::decode(public_hex).map(|b| <[u8; 32]>::try_from(b.as_slice())) else {
         return false;
     };
     let Ok(Ok(signature)) = hex::decode(signature_hex).map(|b| <[u8; 64]>::try_from(b.as_slice()))

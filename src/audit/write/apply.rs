@@ -13,9 +13,9 @@ use crate::audit::chain::{
     RUN_ENDS, RUN_RESUMES, RUN_STARTS, checkpoint_message,
 };
 use crate::audit::db::int;
-use crate::audit::sign::CheckpointKey;
 use crate::audit::lock::{self, LockHolder};
 use crate::audit::process::WriterIdentity;
+use crate::audit::sign::CheckpointKey;
 use crate::audit::{NewRun, RowBatch, RowColumns};
 
 /// Turns a SQLite error into the writer's error text, saying what was being written.
@@ -402,7 +402,11 @@ fn apply(
 }
 
 /// Fails unless `run_id` is a run of the log.
-fn known_run(conn: &Connection, run_id: i64, ctx: &impl Fn(rusqlite::Error) -> String) -> Result<(), String> {
+fn known_run(
+    conn: &Connection,
+    run_id: i64,
+    ctx: &impl Fn(rusqlite::Error) -> String,
+) -> Result<(), String> {
     let known = conn
         .prepare_cached("SELECT 1 FROM run_starts WHERE id = ?1")
         .and_then(|mut stmt| stmt.exists([run_id]))

@@ -960,7 +960,8 @@ mod tests {
         for durability in [Durability::Full, Durability::Normal] {
             for senders in [16u64, 256] {
                 let dir = tempfile::tempdir_in(&base).unwrap();
-                let writer = AuditWriter::spawn_with(&dir.path().join("a.db"), durability, None).unwrap();
+                let writer =
+                    AuditWriter::spawn_with(&dir.path().join("a.db"), durability, None).unwrap();
                 let audit = writer.handle();
                 let run_id = audit.begin_run(new_run()).await.unwrap();
                 audit.add_rows(run_id, new_rows(senders)).await.unwrap();
@@ -996,7 +997,8 @@ mod tests {
             }
 
             let dir = tempfile::tempdir_in(&base).unwrap();
-            let writer = AuditWriter::spawn_with(&dir.path().join("b.db"), durability, None).unwrap();
+            let writer =
+                AuditWriter::spawn_with(&dir.path().join("b.db"), durability, None).unwrap();
             let audit = writer.handle();
             let run_id = audit.begin_run(new_run()).await.unwrap();
             let rows = 200_000;

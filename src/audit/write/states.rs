@@ -91,7 +91,11 @@ impl PriorStates {
 
 /// The merge patch that turns `base` into `fields` (whose text is `state`): `Some(None)` when
 /// they are equal, `None` when no patch gives back exactly `state`.
-fn patch(base: &[(String, String)], fields: &[(String, String)], state: &str) -> Option<Option<String>> {
+fn patch(
+    base: &[(String, String)],
+    fields: &[(String, String)],
+    state: &str,
+) -> Option<Option<String>> {
     if base.len() != fields.len() || base.iter().zip(fields).any(|(b, f)| b.0 != f.0) {
         return None;
     }
@@ -172,7 +176,8 @@ mod tests {
         let second = r#"{"id":"a1","name":"TECH\\a \"q\" é\n","allow_restore_all_vms":false,"roles":[{"id":"r1","name":"x"},{"id":"r2","name":"y\t"}],"scopes":[]}"#;
         let third = r#"{"id":"a1","name":"TECH\\a \"q\" é\n","allow_restore_all_vms":true,"roles":[{"id":"r1","name":"x"},{"id":"r2","name":"y\t"}],"scopes":[]}"#;
         // A field an object or null, or fields in another order: stored whole.
-        let object = r#"{"id":"a1","name":"n","allow_restore_all_vms":{"x":1},"roles":[],"scopes":[]}"#;
+        let object =
+            r#"{"id":"a1","name":"n","allow_restore_all_vms":{"x":1},"roles":[],"scopes":[]}"#;
         let other = r#"{"id":"b2","roles":[],"name":"m"}"#;
         let a = states.record(&tx, &mut chain, 1, first).unwrap();
         assert_eq!(a.patch, None);
@@ -185,7 +190,13 @@ mod tests {
         let c = states.record(&tx, &mut chain, 1, third).unwrap();
         assert_eq!(c.state, a.state);
         let same = states.record(&tx, &mut chain, 1, first).unwrap();
-        assert_eq!(same, PriorState { state: a.state, patch: None });
+        assert_eq!(
+            same,
+            PriorState {
+                state: a.state,
+                patch: None
+            }
+        );
         let d = states.record(&tx, &mut chain, 1, object).unwrap();
         assert_eq!(d.patch, None);
         assert_ne!(d.state, a.state);
@@ -194,7 +205,13 @@ mod tests {
         // Another run, or a process that forgot, finds the state stored already.
         states.forget();
         let again = states.record(&tx, &mut chain, 2, first).unwrap();
-        assert_eq!(again, PriorState { state: a.state, patch: None });
+        assert_eq!(
+            again,
+            PriorState {
+                state: a.state,
+                patch: None
+            }
+        );
         for (recorded, expected) in [(&b, second), (&c, third), (&d, object), (&e, other)] {
             let shown: String = tx
                 .query_row(

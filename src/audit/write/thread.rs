@@ -153,8 +153,7 @@ impl Writer {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(context("begin a transaction"))?;
             // Read once per group, under the group's write lock: see `ChainHead`.
-            let mut chain =
-                ChainHead::read(&tx).map_err(context("read the head of the chain"))?;
+            let mut chain = ChainHead::read(&tx).map_err(context("read the head of the chain"))?;
             let signer = Signer {
                 me: &self.identity,
                 key: self.key.as_ref(),

@@ -124,4 +124,3 @@ pub(crate) fn row_fields(table: &Table, row: &Row<'_>) -> rusqlite::Result<Vec<S
 pub(crate) fn checkpoint_content(head: &str, records: i64, run_id: i64) -> String {
     format!(r#"{{"head":"{head}","records":{records},"run_id":{run_id}}}"#)
 }
-

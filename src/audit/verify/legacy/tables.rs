@@ -9,8 +9,8 @@ use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
 use super::super::{Damage, Problems};
-use crate::audit::AuditError;
 use super::schema::{ATTEMPTS, PLAN_ROWS, RESUMES, RUNS, Table, row_fields};
+use crate::audit::AuditError;
 use crate::audit::canon::content_fields;
 
 /// The tables compared with the chain, by the shape of their key.

@@ -8,8 +8,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
 
 use super::super::{Damage, Problems};
-use crate::audit::AuditError;
 use super::schema::checkpoint_content;
+use crate::audit::AuditError;
 use crate::audit::canon::{GENESIS, record_hash};
 
 /// An evidence record as stored; a field of an unexpected type is `None` (a record the writer
@@ -95,7 +95,11 @@ pub(in crate::audit::verify) fn walk_chain(
         "SELECT seq, kind, run_id, ref, content, prev_hash, hash FROM {table} ORDER BY seq"
     ))?;
     // Carried over into a migrated log, the old chain's records are named as such.
-    let label = if table == "evidence" { "evidence" } else { "schema 01 evidence" };
+    let label = if table == "evidence" {
+        "evidence"
+    } else {
+        "schema 01 evidence"
+    };
     let mut rows = stmt.query([])?;
     let mut expected = 1;
     let mut prev_seq = 0;
