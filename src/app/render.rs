@@ -79,7 +79,7 @@ pub(super) fn print_report(
                     report.run_id
                 )?,
                 // Listed above, unless the log could not be read back.
-                None if report.summary.failed > 0 && failures.is_none() => writeln!(
+                None if report.summary.counts.failed > 0 && failures.is_none() => writeln!(
                     out,
                     "see the failures with `embatch show {} --failed --db {}`",
                     report.run_id,
@@ -163,7 +163,7 @@ pub(super) fn failure_json(source: &LineSource, row: &FailedRow) -> serde_json::
 
 /// The advice for a run that stopped before its end, if it did.
 pub(super) fn resume_hint(run: &RunInfo) -> Option<String> {
-    let unfinished = run.pending + run.skipped + run.in_doubt;
+    let unfinished = run.counts.pending + run.counts.skipped + run.counts.in_doubt;
     match run.status.as_str() {
         "crashed" => Some(format!(
             "run {} crashed: its process ended without closing it; finish it with `embatch resume {}`",
@@ -242,10 +242,10 @@ pub(super) fn runs_text(runs: &[RunInfo], holders: &[LockHolder]) -> String {
             text::printable(&r.kind),
             text::printable(&r.status),
             text::printable(&r.started_at),
-            r.rows,
-            r.applied,
-            r.noop,
-            r.failed,
+            r.counts.rows,
+            r.counts.applied,
+            r.counts.noop,
+            r.counts.failed,
             text::printable(r.plan_file.as_deref().unwrap_or("-"))
         );
     }
@@ -301,20 +301,20 @@ pub(super) fn show_text(run: &RunInfo, rows: &[RowInfo]) -> String {
     let _ = writeln!(
         out,
         "rows {}: applied {}, no-op {}, failed {}, skipped {}, in doubt {}, pending {}; {} requests",
-        run.rows,
-        run.applied,
-        run.noop,
-        run.failed,
-        run.skipped,
-        run.in_doubt,
-        run.pending,
-        run.requests
+        run.counts.rows,
+        run.counts.applied,
+        run.counts.noop,
+        run.counts.failed,
+        run.counts.skipped,
+        run.counts.in_doubt,
+        run.counts.pending,
+        run.counts.requests
     );
-    if run.conflict > 0 {
+    if run.counts.conflict > 0 {
         let _ = writeln!(
             out,
             "{} rows left alone because the account changed since (conflict)",
-            run.conflict
+            run.counts.conflict
         );
     }
     if let Some(hint) = resume_hint(run) {

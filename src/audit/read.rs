@@ -5,7 +5,6 @@
 //! run left `running` by a process that is gone is computed here (`crashed`), not stored: a later
 //! `resume` continues such a run.
 
-use std::ops::Deref;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -67,17 +66,9 @@ pub struct RunInfo {
     pub counts: RunCounts,
 }
 
-/// A run reads as its counts too (`run.applied`), as `runs` and `show` print them.
-impl Deref for RunInfo {
-    type Target = RunCounts;
-
-    fn deref(&self) -> &RunCounts {
-        &self.counts
-    }
-}
-
 /// A run's rows by outcome, and its HTTP attempts: the counts of `run_summary`, which `runs`,
-/// `show` and `report` show.
+/// `show` and `report` show, and which a run counts as it goes for its own summary
+/// (`runner::Summary`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RunCounts {
     /// Rows in the run.
@@ -98,6 +89,13 @@ pub struct RunCounts {
     pub pending: u64,
     /// HTTP attempts.
     pub requests: u64,
+}
+
+impl RunCounts {
+    /// Rows that did not end applied or in place: failed, in doubt or in conflict.
+    pub fn unsuccessful(&self) -> u64 {
+        self.failed + self.in_doubt + self.conflict
+    }
 }
 
 /// One row of a run, as `show` and `report` show it.

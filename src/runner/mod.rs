@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::audit::{AuditError, LockHolder, NewRow};
+use crate::audit::{AuditError, LockHolder, RowColumns};
 use crate::em::{ClientConfig, EmError, RequestTag};
 use crate::plan::{AccountRef, Plan, PlanErrors, PlanRow};
 
@@ -252,7 +252,7 @@ pub struct RebuildOutcome {
 impl RunReport {
     /// Rows of the whole run that did not end applied or in place.
     pub fn unsuccessful(&self) -> u64 {
-        self.summary.unsuccessful() + self.earlier_failures
+        self.summary.counts.unsuccessful() + self.earlier_failures
     }
 }
 
@@ -372,8 +372,8 @@ impl RunSpec {
 }
 
 /// The audit record of a plan row before it runs.
-pub fn new_row(row_no: u64, row: &PlanRow) -> NewRow {
-    NewRow::of(row_no, row)
+pub fn new_row(row_no: u64, row: &PlanRow) -> RowColumns {
+    RowColumns::of(row_no, row)
 }
 
 /// The account as a plan names it.

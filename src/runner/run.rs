@@ -340,7 +340,7 @@ async fn run_rows(
     drop(executor);
     drop(pacer);
     let mut summary = reporter_task.await.unwrap_or_default();
-    summary.requests = requests;
+    summary.counts.requests = requests;
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(RunReport {
         run_id,

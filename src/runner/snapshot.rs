@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::audit::{AuditHandle, NewRow, NewRun, RowResult, csv_safe};
+use crate::audit::{AuditHandle, NewRun, RowColumns, RowResult, csv_safe};
 use crate::em::{AccountType, EmError};
 use crate::plan::{AccountRef, Plan};
 
@@ -120,8 +120,8 @@ struct Target {
 }
 
 impl Target {
-    fn new_row(&self) -> NewRow {
-        NewRow {
+    fn new_row(&self) -> RowColumns {
+        RowColumns {
             row_no: self.row_no,
             line: self.line,
             account: self.label.clone(),
