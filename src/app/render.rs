@@ -10,10 +10,10 @@ use crate::audit::{
 };
 use crate::console::{self, errln};
 use crate::runner::{self, RunReport};
-use crate::settings::*;
+use crate::settings::OutputFormat;
 use crate::text;
 
-use super::*;
+use super::AppError;
 
 /// How many failed rows a run's summary lists; `embatch show RUN --failed` lists them all.
 pub(super) const FAILURES_LISTED: usize = 20;
