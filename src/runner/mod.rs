@@ -16,6 +16,7 @@ mod guard;
 pub mod history;
 mod lock;
 mod pace;
+mod pool;
 mod preview;
 mod report;
 mod rows;
@@ -45,7 +46,6 @@ pub use rows::{PlanStream, RowStream};
 pub use run::execute;
 use run::{Reads, by_name, connect, end_run, stop_on_log_failure, unless_log_failed};
 pub use state::{AccountState, Guard, RoleTable};
-use worker::panic_text;
 
 /// A row's outcome, as recorded in the audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
