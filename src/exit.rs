@@ -146,13 +146,17 @@ pub fn now(exit: Exit) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::RunCounts;
     use crate::runner::{RebuildOutcome, Summary};
 
     fn report(failed: u64, stopped: Option<StopReason>) -> RunReport {
         RunReport {
             run_id: 1,
             summary: Summary {
-                failed,
+                counts: RunCounts {
+                    failed,
+                    ..RunCounts::default()
+                },
                 ..Summary::default()
             },
             stopped,

@@ -27,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use embatch::audit::{AttemptStart, AuditWriter, NewRow, NewRun, RowResult};
+use embatch::audit::{AttemptStart, AuditWriter, NewRun, RowColumns, RowResult};
 use embatch::em::{ClientConfig, Secret, TlsOptions, Wire};
 use embatch::emulator::{self, EmulatorConfig, Faults, RunningEmulator, StateSnapshot};
 use embatch::plan::PlanFile;
@@ -520,7 +520,7 @@ fn verdict(ok: bool) -> &'static str {
 /// Prints the figures every apply shares; `emulator_cpu` is the CPU seconds of an emulator
 /// in another process over the run.
 fn print_apply(args: &Args, run: &Applied, emulator_cpu: Option<f64>) {
-    let s = &run.report.summary;
+    let s = &run.report.summary.counts;
     let secs = run.elapsed.as_secs_f64();
     let log = &run.log;
     println!(
@@ -783,8 +783,8 @@ async fn audit(args: &Args) -> Result<()> {
     // awaited intent and a completion each) and its outcome.
     let rows = (args.records / 6).max(1);
     let callers = args.concurrency as u64;
-    let new_rows: Vec<NewRow> = (0..rows)
-        .map(|i| NewRow {
+    let new_rows: Vec<RowColumns> = (0..rows)
+        .map(|i| RowColumns {
             row_no: i,
             line: i + 2,
             account: format!("TECH\\user{:06}", i / 4 + 1),

@@ -9,10 +9,11 @@ use crate::console::{err, errln, out, outln};
 use crate::exit::Exit;
 use crate::plan::{self, PlanFile};
 use crate::runner::{self, Door, Reporter, RunRecord, RunSpec, ScopeRebuild};
-use crate::settings::*;
+use crate::settings::{ApplyLike, ApplySettings, CheckSettings, OutputFormat};
 use crate::text;
 
-use super::*;
+use super::connect::client_config;
+use super::{AppError, load_plan, reporter_for, run_through};
 
 pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
     let Some((connect, pace)) = s.online else {

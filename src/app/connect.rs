@@ -10,10 +10,10 @@ use url::Url;
 use crate::audit::RunInfo;
 use crate::console::errln;
 use crate::em::{ClientConfig, Secret, Wire};
-use crate::settings::*;
+use crate::settings::{ConnectSettings, PasswordSource};
 use crate::text;
 
-use super::*;
+use super::AppError;
 
 pub(super) fn read_password(source: &PasswordSource) -> Result<Secret, AppError> {
     match source {

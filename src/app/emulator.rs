@@ -9,9 +9,9 @@ use crate::emulator::{self, EmulatorConfig};
 use crate::exit::Exit;
 use crate::plan::{self};
 use crate::runner::{self, Door, Pace, Reporter, RunSpec};
-use crate::settings::*;
+use crate::settings::{DemoSettings, EmulatorSettings, OutputFormat};
 
-use super::*;
+use super::{AppError, run_through};
 
 pub(super) async fn run_emulator(s: EmulatorSettings) -> Result<Exit, AppError> {
     let listen = s.config.listen.expect("the CLI always sets the address");

@@ -7,10 +7,12 @@ use crate::console::{errln, outln};
 use crate::exit::Exit;
 use crate::runner::history::{self};
 use crate::runner::{self, Door, RunSpec};
-use crate::settings::*;
+use crate::settings::{FollowUpSettings, OutputFormat};
 use crate::text;
 
-use super::*;
+use super::apply::{confirm, jobs_text};
+use super::connect::client_config;
+use super::{AppError, open_reader, reporter_for, run_through};
 
 /// The recorded run a follow-up command starts from, with a reader of its log.
 pub(super) fn recorded_run(s: &FollowUpSettings) -> Result<(AuditReader, RunInfo), AppError> {

@@ -6,9 +6,10 @@ use std::path::Path;
 use crate::audit::{ExportFilter, RowFilter, RunSelector};
 use crate::console::{self, out, outln};
 use crate::exit::Exit;
-use crate::settings::*;
+use crate::settings::{ExportSettings, OutputFormat, ReportSettings, ShowSettings, VerifySettings};
 
-use super::*;
+use super::render::{self, verification_text};
+use super::{AppError, finish_output, open_reader, private_output};
 
 pub(super) fn runs(db: &Path) -> Result<Exit, AppError> {
     let reader = open_reader(db)?;

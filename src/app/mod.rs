@@ -12,12 +12,9 @@ mod render;
 mod snapshot;
 
 use self::apply::{apply, check, rebuild_scopes};
-use self::apply::{confirm, jobs_text};
-use self::connect::client_config;
 use self::emulator::{demo, run_emulator};
 use self::history::{replay, resume, undo};
 use self::log::{export, report, runs, show, verify};
-use self::render::verification_text;
 use self::snapshot::snapshot_accounts;
 
 use std::path::Path;

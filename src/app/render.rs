@@ -10,10 +10,10 @@ use crate::audit::{
 };
 use crate::console::{self, errln};
 use crate::runner::{self, RunReport};
-use crate::settings::*;
+use crate::settings::OutputFormat;
 use crate::text;
 
-use super::*;
+use super::AppError;
 
 /// How many failed rows a run's summary lists; `embatch show RUN --failed` lists them all.
 pub(super) const FAILURES_LISTED: usize = 20;
@@ -79,7 +79,7 @@ pub(super) fn print_report(
                     report.run_id
                 )?,
                 // Listed above, unless the log could not be read back.
-                None if report.summary.failed > 0 && failures.is_none() => writeln!(
+                None if report.summary.counts.failed > 0 && failures.is_none() => writeln!(
                     out,
                     "see the failures with `embatch show {} --failed --db {}`",
                     report.run_id,
@@ -163,7 +163,7 @@ pub(super) fn failure_json(source: &LineSource, row: &FailedRow) -> serde_json::
 
 /// The advice for a run that stopped before its end, if it did.
 pub(super) fn resume_hint(run: &RunInfo) -> Option<String> {
-    let unfinished = run.pending + run.skipped + run.in_doubt;
+    let unfinished = run.counts.pending + run.counts.skipped + run.counts.in_doubt;
     match run.status.as_str() {
         "crashed" => Some(format!(
             "run {} crashed: its process ended without closing it; finish it with `embatch resume {}`",
@@ -233,20 +233,17 @@ pub(super) fn runs_text(runs: &[RunInfo], holders: &[LockHolder]) -> String {
         if resume_hint(r).is_some() {
             resumable.push(r.run_id);
         }
-        // What the log holds came from plans, the server and the operator's files: shown,
-        // never acted on by the terminal.
+        let [kind, status, started, plan] = shown([
+            &r.kind,
+            &r.status,
+            &r.started_at,
+            r.plan_file.as_deref().unwrap_or("-"),
+        ]);
+        let c = &r.counts;
         let _ = writeln!(
             out,
-            "{:>5}  {:<8} {:<12} {:<24} {:>6} {:>7} {:>6} {:>6}  {}",
-            r.run_id,
-            text::printable(&r.kind),
-            text::printable(&r.status),
-            text::printable(&r.started_at),
-            r.rows,
-            r.applied,
-            r.noop,
-            r.failed,
-            text::printable(r.plan_file.as_deref().unwrap_or("-"))
+            "{:>5}  {kind:<8} {status:<12} {started:<24} {:>6} {:>7} {:>6} {:>6}  {plan}",
+            r.run_id, c.rows, c.applied, c.noop, c.failed,
         );
     }
     // The run lock, as Liquibase shows its lock table: who changes which server right now.
@@ -277,65 +274,59 @@ pub(super) fn runs_text(runs: &[RunInfo], holders: &[LockHolder]) -> String {
 /// What `embatch show` prints as text: the run, its counts, the hint to resume, and its rows.
 pub(super) fn show_text(run: &RunInfo, rows: &[RowInfo]) -> String {
     let mut out = String::new();
-    // What the log holds came from plans, the server and the operator's files: shown, never
-    // acted on by the terminal.
-    let shown = |t: &str| text::printable(t).into_owned();
+    let [kind, status, started, operator, server] = shown([
+        &run.kind,
+        &run.status,
+        &run.started_at,
+        &run.operator,
+        &run.server_url,
+    ]);
     let _ = writeln!(
         out,
-        "run {} ({}, {}) started {} by {} on {}",
-        run.run_id,
-        shown(&run.kind),
-        shown(&run.status),
-        shown(&run.started_at),
-        shown(&run.operator),
-        shown(&run.server_url)
+        "run {} ({kind}, {status}) started {started} by {operator} on {server}",
+        run.run_id
     );
     if let Some(file) = &run.plan_file {
-        let _ = writeln!(
-            out,
-            "plan {} sha256 {}",
-            shown(file),
-            shown(run.plan_sha256.as_deref().unwrap_or("-"))
-        );
+        let [file, sha256] = shown([file, run.plan_sha256.as_deref().unwrap_or("-")]);
+        let _ = writeln!(out, "plan {file} sha256 {sha256}");
     }
+    let c = &run.counts;
     let _ = writeln!(
         out,
         "rows {}: applied {}, no-op {}, failed {}, skipped {}, in doubt {}, pending {}; {} requests",
-        run.rows,
-        run.applied,
-        run.noop,
-        run.failed,
-        run.skipped,
-        run.in_doubt,
-        run.pending,
-        run.requests
+        c.rows, c.applied, c.noop, c.failed, c.skipped, c.in_doubt, c.pending, c.requests
     );
-    if run.conflict > 0 {
+    if c.conflict > 0 {
         let _ = writeln!(
             out,
             "{} rows left alone because the account changed since (conflict)",
-            run.conflict
+            c.conflict
         );
     }
     if let Some(hint) = resume_hint(run) {
-        let _ = writeln!(out, "{}", shown(&hint));
+        let [hint] = shown([&hint]);
+        let _ = writeln!(out, "{hint}");
     }
     for r in rows {
+        let [outcome, account, action, target] =
+            shown([&r.outcome, &r.account, &r.action, &r.target]);
+        let error = match &r.error {
+            Some(e) => format!("  ({})", text::printable(e)),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "{:>6}  {:<9} {} {} {}{}",
-            r.line,
-            shown(&r.outcome),
-            shown(&r.account),
-            shown(&r.action),
-            shown(&r.target),
-            r.error
-                .as_ref()
-                .map(|e| format!("  ({})", shown(e)))
-                .unwrap_or_default()
+            "{:>6}  {outcome:<9} {account} {action} {target}{error}",
+            r.line
         );
     }
     out
+}
+
+/// Texts from the log, made safe to show: what the log holds came from plans, the server and
+/// the operator's files, to be shown and never acted on by the terminal.
+fn shown<const N: usize>(texts: [&str; N]) -> [String; N] {
+    texts.map(|t| text::printable(t).into_owned())
 }
 
 #[cfg(test)]

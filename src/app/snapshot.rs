@@ -4,10 +4,11 @@ use crate::console::errln;
 use crate::exit::Exit;
 use crate::runner::snapshot::{self, Selection};
 use crate::runner::{self, Door, Reporter};
-use crate::settings::*;
+use crate::settings::{SnapshotAccounts, SnapshotSettings};
 use crate::text;
 
-use super::*;
+use super::connect::client_config;
+use super::{AppError, finish_output, load_plan, private_output};
 
 pub(super) async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
     let plan = match &s.accounts {

@@ -3,9 +3,10 @@
 //! with what names each row's line: the plan file of an `apply` run, or the run a `replay` or
 //! `undo` was made from, whose line numbers its rows keep.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::OptionalExtension;
 
-use super::{AuditError, AuditReader};
+use super::read::UNSUCCESSFUL;
+use super::{AuditError, AuditReader, RowInfo};
 
 /// What a run's line numbers are lines of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +35,19 @@ pub struct FailedRow {
     pub reason: Option<String>,
 }
 
+impl From<RowInfo> for FailedRow {
+    fn from(row: RowInfo) -> FailedRow {
+        FailedRow {
+            line: row.line,
+            account: row.account,
+            action: row.action,
+            target: row.target,
+            outcome: row.outcome,
+            reason: row.error,
+        }
+    }
+}
+
 /// The first rows of a run that did not end well, in plan order, and how many there are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failures {
@@ -44,9 +58,6 @@ pub struct Failures {
     /// The first of them, at most as many as asked for.
     pub rows: Vec<FailedRow>,
 }
-
-/// The outcomes that count as not ending well: what `show --failed` lists too.
-const UNSUCCESSFUL: &str = "('failed', 'in_doubt', 'conflict')";
 
 impl AuditReader {
     /// The failed, in-doubt and conflict rows of `run_id`: the first `limit` in plan order, and
@@ -77,24 +88,11 @@ impl AuditReader {
             [run_id],
             |r| r.get(0),
         )?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT line, account, action, target, outcome, error FROM change_log
-             WHERE run_id = ?1 AND outcome IN {UNSUCCESSFUL}
-             ORDER BY row_no LIMIT ?2"
-        ))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![run_id, limit], |r| {
-                Ok(FailedRow {
-                    line: u64::try_from(r.get::<_, i64>(0)?).unwrap_or_default(),
-                    account: r.get(1)?,
-                    action: r.get(2)?,
-                    target: r.get(3)?,
-                    outcome: r.get(4)?,
-                    reason: r.get(5)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self
+            .change_rows(run_id, true, Some(limit))?
+            .into_iter()
+            .map(FailedRow::from)
+            .collect();
         Ok(Failures {
             source,
             total: u64::try_from(total).unwrap_or_default(),

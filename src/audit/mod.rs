@@ -128,9 +128,6 @@ pub struct NewRun {
     pub options: String,
 }
 
-/// A plan row to record, before it runs: the columns it is read back with.
-pub type NewRow = RowColumns;
-
 /// How a row ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RowResult {

@@ -5,7 +5,6 @@
 //! run left `running` by a process that is gone is computed here (`crashed`), not stored: a later
 //! `resume` continues such a run.
 
-use std::ops::Deref;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -67,17 +66,9 @@ pub struct RunInfo {
     pub counts: RunCounts,
 }
 
-/// A run reads as its counts too (`run.applied`), as `runs` and `show` print them.
-impl Deref for RunInfo {
-    type Target = RunCounts;
-
-    fn deref(&self) -> &RunCounts {
-        &self.counts
-    }
-}
-
 /// A run's rows by outcome, and its HTTP attempts: the counts of `run_summary`, which `runs`,
-/// `show` and `report` show.
+/// `show` and `report` show, and which a run counts as it goes for its own summary
+/// (`runner::Summary`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RunCounts {
     /// Rows in the run.
@@ -98,6 +89,13 @@ pub struct RunCounts {
     pub pending: u64,
     /// HTTP attempts.
     pub requests: u64,
+}
+
+impl RunCounts {
+    /// Rows that did not end applied or in place: failed, in doubt or in conflict.
+    pub fn unsuccessful(&self) -> u64 {
+        self.failed + self.in_doubt + self.conflict
+    }
 }
 
 /// One row of a run, as `show` and `report` show it.
@@ -160,6 +158,10 @@ pub struct AttemptInfo {
     pub duration_ms: Option<f64>,
 }
 
+/// The outcomes that count as not ending well: what `show --failed` lists, and the failures a
+/// run lists after its summary.
+pub(super) const UNSUCCESSFUL: &str = "('failed', 'in_doubt', 'conflict')";
+
 /// A read-only view of the log.
 pub struct AuditReader {
     conn: Connection,
@@ -221,15 +223,29 @@ impl AuditReader {
         if !exists {
             return Err(AuditError::NoSuchRun(run_id.to_string()));
         }
-        let mut stmt = self.conn.prepare_cached(
+        self.change_rows(run_id, filter.failed_only, None)
+    }
+
+    /// The rows of run `run_id` in plan order: only those that did not end well when
+    /// `unsuccessful_only`, and the first `limit` when given. `show` and the failures a run
+    /// lists after its summary read them alike.
+    pub(super) fn change_rows(
+        &self,
+        run_id: i64,
+        unsuccessful_only: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<RowInfo>, AuditError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT row_no, line, account, account_id, action, target, object_name, outcome,
                     error, ticket, comment, finished_at
              FROM change_log
-             WHERE run_id = ?1 AND (NOT ?2 OR outcome IN ('failed', 'in_doubt', 'conflict'))
-             ORDER BY row_no",
-        )?;
+             WHERE run_id = ?1 AND (NOT ?2 OR outcome IN {UNSUCCESSFUL})
+             ORDER BY row_no LIMIT ?3"
+        ))?;
+        // SQLite reads a negative limit as none.
+        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         let rows = stmt
-            .query_map(params![run_id, filter.failed_only], |r| {
+            .query_map(params![run_id, unsuccessful_only, limit], |r| {
                 Ok(RowInfo {
                     row_no: unsigned(r, 0)?,
                     line: unsigned(r, 1)?,

@@ -6,8 +6,6 @@
 //! own cell parsers (`plan::recorded_row`) gives the row that was recorded: [`RowColumns::of`]
 //! and [`RowColumns::plan_row`] are the two directions, and nothing else converts between them.
 
-use std::ops::Deref;
-
 use rusqlite::Row;
 
 use super::RowResult;
@@ -114,15 +112,6 @@ pub struct RecordedRow {
     /// How the row ended: its outcome (`pending` until it ends), error or note, the account's
     /// state before it and what it learnt, as recorded.
     pub end: RowResult,
-}
-
-/// A recorded row reads as its columns too (`row.line`).
-impl Deref for RecordedRow {
-    type Target = RowColumns;
-
-    fn deref(&self) -> &RowColumns {
-        &self.columns
-    }
 }
 
 impl RecordedRow {

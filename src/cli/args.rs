@@ -1,5 +1,7 @@
 //! The flags of each subcommand, as clap defines them, and the groups of flags that several
-//! share (the connection, the pace, the audit log, the confirmation and the lock wait).
+//! share (the run named by id, the output file, the connection, the pace, the audit log, the
+//! confirmation and the lock wait). A flag that means the same in several subcommands is
+//! defined once, in a group they flatten, so its name, help and default cannot drift apart.
 //! `mod.rs` turns them into settings.
 
 use std::net::SocketAddr;
@@ -61,12 +63,19 @@ pub struct ExportArgs {
     #[arg(long, value_enum)]
     pub format: ExportFormatArg,
 
-    /// Write to this file (created with mode 0600) instead of stdout.
-    #[arg(short = 'o', long = "out", value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: OutFileArgs,
 
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+/// Where `export` and `snapshot` write.
+#[derive(Debug, Args)]
+pub struct OutFileArgs {
+    /// Write to this file (created with mode 0600) instead of stdout.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// The formats of `export`.
@@ -96,18 +105,11 @@ pub struct SnapshotArgs {
     #[arg(long, value_enum)]
     pub format: SnapshotFormatArg,
 
-    /// Write to this file (created with mode 0600) instead of stdout.
-    #[arg(short = 'o', long = "out", value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: OutFileArgs,
 
     #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    #[command(flatten)]
-    pub pace: PaceArgs,
-
-    #[command(flatten)]
-    pub db: DbArgs,
+    pub server: ServerArgs,
 }
 
 /// The formats of `snapshot`.
@@ -122,8 +124,8 @@ pub enum SnapshotFormatArg {
 /// `embatch report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// A run id, or `last`.
-    pub run: String,
+    #[command(flatten)]
+    pub run: RunArg,
 
     /// The HTML file to write [default: report-<run>.html]. Replaced if it exists.
     #[arg(short = 'o', long = "out", value_name = "FILE")]
@@ -137,13 +139,7 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
     #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    #[command(flatten)]
-    pub pace: PaceArgs,
-
-    #[command(flatten)]
-    pub db: DbArgs,
+    pub server: ServerArgs,
 
     #[command(flatten)]
     pub changes: ChangeArgs,
@@ -156,17 +152,23 @@ pub struct RebuildArgs {
 /// What `replay`, `undo` and `resume` share: the run they start from, and how to run.
 #[derive(Debug, Args)]
 pub struct FollowUpArgs {
-    /// A run id, or `last`.
-    pub run: String,
+    #[command(flatten)]
+    pub run: RunArg,
 
     #[command(flatten)]
-    pub connect: ConnectArgs,
+    pub rows: RowRunArgs,
 
-    #[command(flatten)]
-    pub pace: PaceArgs,
+    /// Output format of the final summary.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
 
+/// What every run of plan rows takes: `apply`'s, and those `replay`, `undo` and `resume` derive
+/// from the log.
+#[derive(Debug, Args)]
+pub struct RowRunArgs {
     #[command(flatten)]
-    pub db: DbArgs,
+    pub server: ServerArgs,
 
     #[command(flatten)]
     pub changes: ChangeArgs,
@@ -174,10 +176,6 @@ pub struct FollowUpArgs {
     /// Stop scheduling new rows after this many rows have failed.
     #[arg(long, value_name = "N")]
     pub max_failures: Option<u64>,
-
-    /// Output format of the final summary.
-    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
-    pub output: OutputArg,
 }
 
 /// What every command that may change EM takes: the confirmation, and the wait for the lock.
@@ -234,6 +232,27 @@ pub struct UndoArgs {
 pub struct ResumeArgs {
     #[command(flatten)]
     pub common: FollowUpArgs,
+}
+
+/// The run a command reads or starts from, named on the command line.
+#[derive(Debug, Args)]
+pub struct RunArg {
+    /// A run id, or `last`.
+    pub run: String,
+}
+
+/// What every run against EM takes: how to reach the server, how hard to push it, and the
+/// audit log the run is recorded in.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub pace: PaceArgs,
+
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 /// Where the audit log lives.
@@ -356,20 +375,7 @@ pub struct ApplyArgs {
     pub plan: PathBuf,
 
     #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    #[command(flatten)]
-    pub pace: PaceArgs,
-
-    #[command(flatten)]
-    pub db: DbArgs,
-
-    #[command(flatten)]
-    pub changes: ChangeArgs,
-
-    /// Stop scheduling new rows after this many rows have failed.
-    #[arg(long, value_name = "N")]
-    pub max_failures: Option<u64>,
+    pub rows: RowRunArgs,
 
     /// Allow the plan's delete-account rows; without it a plan that deletes accounts is refused.
     #[arg(long)]
@@ -401,8 +407,8 @@ pub enum OutputArg {
 /// `embatch show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// A run id, or `last`.
-    pub run: String,
+    #[command(flatten)]
+    pub run: RunArg,
 
     /// Only the rows that failed (or are in doubt).
     #[arg(long)]
@@ -464,78 +470,56 @@ pub struct EmulatorArgs {
     #[arg(long)]
     pub scope_accepted: bool,
 
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+/// The faults `emulator` injects, listed under their own heading in its help.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Faults")]
+pub struct FaultArgs {
     /// Fault: fixed latency added to every answer, in milliseconds.
-    #[arg(long, default_value_t = 0, help_heading = "Faults")]
+    #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
 
     /// Fault: random extra latency up to this many milliseconds.
-    #[arg(long, default_value_t = 0, help_heading = "Faults")]
+    #[arg(long, default_value_t = 0)]
     pub jitter_ms: u64,
 
     /// Fault: fraction of requests answered 500 (nothing applied).
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        value_name = "FRACTION",
-        help_heading = "Faults"
-    )]
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     pub error_500: f64,
 
     /// Fault: fraction of requests answered 503 with Retry-After.
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        value_name = "FRACTION",
-        help_heading = "Faults"
-    )]
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     pub error_503: f64,
 
     /// Fault: fraction of requests answered 429 with Retry-After.
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        value_name = "FRACTION",
-        help_heading = "Faults"
-    )]
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     pub error_429: f64,
 
     /// Fault: the Retry-After value, in seconds, for 429 and 503 answers.
-    #[arg(
-        long,
-        default_value_t = 1,
-        value_name = "SECONDS",
-        help_heading = "Faults"
-    )]
+    #[arg(long, default_value_t = 1, value_name = "SECONDS")]
     pub retry_after: u64,
 
     /// Fault: a server-side cap on requests per second; requests over it get 503 + Retry-After.
-    #[arg(long, value_name = "RPS", help_heading = "Faults")]
+    #[arg(long, value_name = "RPS")]
     pub max_rps: Option<u32>,
 
     /// Fault: fraction of connections dropped without an answer, before the change is applied.
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        value_name = "FRACTION",
-        help_heading = "Faults"
-    )]
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     pub drop_before: f64,
 
     /// Fault: fraction of connections dropped without an answer, after the change is applied
     /// (a lost answer).
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        value_name = "FRACTION",
-        help_heading = "Faults"
-    )]
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     pub drop_after: f64,
 
     /// Fault: every session expires after this many requests.
-    #[arg(long, value_name = "N", help_heading = "Faults")]
+    #[arg(long, value_name = "N")]
     pub expire_after: Option<u64>,
 
     /// Fault: seed of the fault dice, for reproducible runs.
-    #[arg(long, value_name = "N", help_heading = "Faults")]
+    #[arg(long, value_name = "N")]
     pub fault_seed: Option<u64>,
 }

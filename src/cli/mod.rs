@@ -118,28 +118,28 @@ impl Cli {
             }),
             CliCommand::Apply(a) => Command::Apply(ApplySettings {
                 plan: a.plan,
-                connect: a.connect.into_settings()?,
-                pace: a.pace.into_pace()?,
-                db: a.db.db,
-                max_failures: a.max_failures,
+                connect: a.rows.server.connect.into_settings()?,
+                pace: a.rows.server.pace.into_pace()?,
+                db: a.rows.server.db.db,
+                max_failures: a.rows.max_failures,
                 rebuild_scopes: a.rebuild_scopes,
                 allow_delete: a.allow_delete,
                 max_changes: a.max_changes,
-                yes: a.changes.yes,
-                wait: a.changes.wait,
+                yes: a.rows.changes.yes,
+                wait: a.rows.changes.wait,
                 output: a.output.into(),
             }),
             CliCommand::RebuildScopes(a) => Command::RebuildScopes(ApplyLike {
-                connect: a.connect.into_settings()?,
-                pace: a.pace.into_pace()?,
-                db: a.db.db,
+                connect: a.server.connect.into_settings()?,
+                pace: a.server.pace.into_pace()?,
+                db: a.server.db.db,
                 output: a.output.into(),
                 yes: a.changes.yes,
                 wait: a.changes.wait,
             }),
             CliCommand::Runs(a) => Command::Runs { db: a.db },
             CliCommand::Show(a) => Command::Show(ShowSettings {
-                run: parse_run_ref(&a.run)?,
+                run: a.run.parse()?,
                 failed_only: a.failed,
                 db: a.db.db,
                 output: a.output.into(),
@@ -173,7 +173,7 @@ impl Cli {
                     ExportFormatArg::Jsonl => ExportFormat::Jsonl,
                     ExportFormatArg::Json => ExportFormat::Json,
                 },
-                out: a.out,
+                out: a.out.out,
                 db: a.db.db,
             }),
             CliCommand::Snapshot(a) => Command::Snapshot(SnapshotSettings {
@@ -185,13 +185,13 @@ impl Cli {
                     SnapshotFormatArg::Csv => SnapshotFormat::Csv,
                     SnapshotFormatArg::Jsonl => SnapshotFormat::Jsonl,
                 },
-                out: a.out,
-                connect: a.connect.into_settings()?,
-                pace: a.pace.into_pace()?,
-                db: a.db.db,
+                out: a.out.out,
+                connect: a.server.connect.into_settings()?,
+                pace: a.server.pace.into_pace()?,
+                db: a.server.db.db,
             }),
             CliCommand::Report(a) => Command::Report(ReportSettings {
-                run: parse_run_ref(&a.run)?,
+                run: a.run.parse()?,
                 out: a.out,
                 db: a.db.db,
             }),
@@ -247,17 +247,23 @@ impl From<OutputArg> for OutputFormat {
     }
 }
 
+impl RunArg {
+    fn parse(&self) -> Result<RunRef, UsageError> {
+        parse_run_ref(&self.run)
+    }
+}
+
 impl FollowUpArgs {
     fn into_settings(self) -> Result<FollowUpSettings, UsageError> {
         Ok(FollowUpSettings {
-            run: parse_run_ref(&self.run)?,
-            connect: self.connect.into_partial()?,
-            pace: self.pace.into_pace()?,
-            db: self.db.db,
-            max_failures: self.max_failures,
+            run: self.run.parse()?,
+            connect: self.rows.server.connect.into_partial()?,
+            pace: self.rows.server.pace.into_pace()?,
+            db: self.rows.server.db.db,
+            max_failures: self.rows.max_failures,
             output: self.output.into(),
-            yes: self.changes.yes,
-            wait: self.changes.wait,
+            yes: self.rows.changes.yes,
+            wait: self.rows.changes.wait,
         })
     }
 }
@@ -381,9 +387,9 @@ fn fraction(name: &str, value: f64) -> Result<f64, UsageError> {
     }
 }
 
-impl EmulatorArgs {
-    fn into_settings(self) -> Result<EmulatorSettings, UsageError> {
-        let faults = Faults {
+impl FaultArgs {
+    fn into_faults(self) -> Result<Faults, UsageError> {
+        Ok(Faults {
             latency_ms: self.latency_ms,
             jitter_ms: self.jitter_ms,
             error_500: fraction("error-500", self.error_500)?,
@@ -395,7 +401,13 @@ impl EmulatorArgs {
             drop_after: fraction("drop-after", self.drop_after)?,
             expire_after: self.expire_after,
             seed: self.fault_seed,
-        };
+        })
+    }
+}
+
+impl EmulatorArgs {
+    fn into_settings(self) -> Result<EmulatorSettings, UsageError> {
+        let faults = self.faults.into_faults()?;
         if !(self.session_timeout.is_finite() && self.session_timeout > 0.0) {
             return Err(usage(
                 "--session-timeout must be a positive number of minutes",

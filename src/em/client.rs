@@ -242,7 +242,7 @@ impl Client {
         let mut builder = self
             .http
             .request(method.clone(), url.clone())
-            .header(ACCEPT, self.codec.accept());
+            .header(ACCEPT, self.codec.media_type());
         builder = match auth {
             Auth::None => builder,
             Auth::Basic => {
@@ -252,7 +252,7 @@ impl Client {
         };
         builder = match body {
             Some(body) => builder
-                .header(CONTENT_TYPE, self.codec.content_type())
+                .header(CONTENT_TYPE, self.codec.media_type())
                 .body(body.to_string()),
             // A POST without a body (logon, toggle) still says so with a zero length.
             None if *method == Method::POST => builder.body(Vec::<u8>::new()),

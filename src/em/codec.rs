@@ -1,6 +1,8 @@
 //! The seam between the client and the two wire formats: one [`Codec`] per format, picked once
 //! when the client is built, plus the rules both formats share (ids from `Href` and `UID`,
-//! lenient booleans) and the reading of `Error` bodies, whatever format they came in.
+//! lenient booleans, the deepest nesting read, the account) and the reading of `Error` bodies,
+//! whatever format they came in. The documents both formats carry alike are read once for both
+//! in `fields.rs`.
 
 use uuid::Uuid;
 
@@ -18,12 +20,17 @@ pub(crate) type DecodeError = String;
 /// thousands deep would overflow the stack of the code that walks or drops its tree.
 pub(crate) const MAX_DEPTH: usize = 64;
 
+/// The refusal of a document nested deeper than [`MAX_DEPTH`] `units` (`levels`, `elements`),
+/// in `format`.
+pub(crate) fn too_deep(format: &str, units: &str) -> DecodeError {
+    format!("{format} nested deeper than {MAX_DEPTH} {units}, which no EM answer is")
+}
+
 /// Reads and writes the bodies of one wire format.
 pub(crate) trait Codec: Send + Sync {
-    /// The `Accept` header value.
-    fn accept(&self) -> &'static str;
-    /// The `Content-Type` of request bodies.
-    fn content_type(&self) -> &'static str;
+    /// The format's media type, which the client both asks for (`Accept`) and sends its
+    /// bodies in (`Content-Type`).
+    fn media_type(&self) -> &'static str;
 
     /// `EnterpriseManager`.
     fn entry_point(&self, body: &str) -> Result<EntryPoint, DecodeError>;
@@ -146,19 +153,6 @@ impl AccountParts<'_> {
             sql: self.sql,
         })
     }
-}
-
-/// An `EnterpriseAccountInRole` from its `Href` (or, lacking one, its Delete link) and name.
-pub(crate) fn account_role(
-    href: Option<&str>,
-    delete_link: Option<&str>,
-    name: Option<&str>,
-) -> Result<AccountRole, DecodeError> {
-    let href = href.or(delete_link).ok_or("role assignment without Href")?;
-    Ok(AccountRole {
-        role_id: id_from_href(href)?,
-        role_name: name.unwrap_or_default().trim().to_string(),
-    })
 }
 
 /// What an `Error` body says.

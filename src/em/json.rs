@@ -6,10 +6,13 @@
 //! is found under its known plural key or, failing that, as the one array-valued property.
 //! Writing uses the property names of the documented request samples.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::codec::{self, AccountParts, Codec, DecodeError, ErrorBody};
+use super::fields::{self, Fields};
 use super::{
     Account, AccountCreateSpec, AccountRole, EntityRef, EntryPoint, FlrSettings, LogonSession,
     RebuildMode, Scope, ScopeItem, SqlSettings, Task,
@@ -64,10 +67,7 @@ fn within_depth(body: &str) -> Result<(), DecodeError> {
             b'[' | b'{' => {
                 depth += 1;
                 if depth > codec::MAX_DEPTH {
-                    return Err(format!(
-                        "json nested deeper than {} levels, which no EM answer is",
-                        codec::MAX_DEPTH
-                    ));
+                    return Err(codec::too_deep("json", "levels"));
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
@@ -188,53 +188,19 @@ fn link(value: &Value, rel: &str) -> Option<String> {
         .and_then(|l| text(l, "Href"))
 }
 
-fn logon_session(value: &Value) -> Result<LogonSession, DecodeError> {
-    object(value)?;
-    let session_id = text(value, "SessionId")
-        .filter(|s| !s.is_empty())
-        .ok_or("LogonSession without SessionId")?;
-    Ok(LogonSession {
-        user_name: text(value, "UserName").unwrap_or_default(),
-        session_id,
-    })
-}
+/// A value as the shared readers see it: an object, whose values are its text properties.
+impl Fields for Value {
+    fn entity(&self) -> Result<(), DecodeError> {
+        object(self).map(|_| ())
+    }
 
-fn entity_ref(value: &Value) -> Result<EntityRef, DecodeError> {
-    object(value)?;
-    let uid = text(value, "UID")
-        .filter(|u| !u.is_empty())
-        .ok_or("reference without UID")?;
-    Ok(EntityRef {
-        uid,
-        name: text(value, "Name").unwrap_or_default(),
-        href: text(value, "Href").unwrap_or_default(),
-        kind: text(value, "Type").unwrap_or_default(),
-    })
-}
+    fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+        text(self, name).map(Cow::Owned)
+    }
 
-fn account_role(value: &Value) -> Result<AccountRole, DecodeError> {
-    object(value)?;
-    codec::account_role(
-        text(value, "Href").as_deref(),
-        link(value, "Delete").as_deref(),
-        text(value, "RoleName").as_deref(),
-    )
-}
-
-fn scope(value: &Value) -> Result<Scope, DecodeError> {
-    object(value)?;
-    let href = text(value, "Href")
-        .or_else(|| link(value, "Delete"))
-        .ok_or("scope without Href")?;
-    let field = |key: &str| text(value, key).unwrap_or_default();
-    Ok(Scope {
-        id: codec::id_from_href(&href)?,
-        name: field("Name"),
-        hierarchy_root_name: field("HierarchyRootName"),
-        platform: field("Platform"),
-        object_type: field("HierarchyObjectType"),
-        state: field("State"),
-    })
+    fn link(&self, rel: &str) -> Option<Cow<'_, str>> {
+        link(self, rel).map(Cow::Owned)
+    }
 }
 
 /// Reads an `Error` body; `None` when the document is not one.
@@ -254,11 +220,7 @@ pub(crate) fn error_body(body: &str) -> Option<ErrorBody> {
 pub(crate) struct JsonCodec;
 
 impl Codec for JsonCodec {
-    fn accept(&self) -> &'static str {
-        "application/json"
-    }
-
-    fn content_type(&self) -> &'static str {
+    fn media_type(&self) -> &'static str {
         "application/json"
     }
 
@@ -278,14 +240,14 @@ impl Codec for JsonCodec {
     }
 
     fn logon_session(&self, body: &str) -> Result<LogonSession, DecodeError> {
-        logon_session(&parse(body)?)
+        fields::logon_session(&parse(body)?)
     }
 
     fn logon_sessions(&self, body: &str) -> Result<Vec<LogonSession>, DecodeError> {
         let value = parse(body)?;
         list(&value, SESSION_LIST_KEYS)?
             .into_iter()
-            .map(logon_session)
+            .map(fields::logon_session)
             .collect()
     }
 
@@ -297,12 +259,12 @@ impl Codec for JsonCodec {
         let value = parse(body)?;
         list(&value, REF_LIST_KEYS)?
             .into_iter()
-            .map(entity_ref)
+            .map(fields::entity_ref)
             .collect()
     }
 
     fn entity_ref(&self, body: &str) -> Result<EntityRef, DecodeError> {
-        entity_ref(&parse(body)?)
+        fields::entity_ref(&parse(body)?)
     }
 
     fn account(&self, body: &str) -> Result<Account, DecodeError> {
@@ -346,37 +308,28 @@ impl Codec for JsonCodec {
         let value = parse(body)?;
         list(&value, ROLE_LIST_KEYS)?
             .into_iter()
-            .map(account_role)
+            .map(fields::account_role)
             .collect()
     }
 
     fn account_role(&self, body: &str) -> Result<AccountRole, DecodeError> {
-        account_role(&parse(body)?)
+        fields::account_role(&parse(body)?)
     }
 
     fn scopes(&self, body: &str) -> Result<Vec<Scope>, DecodeError> {
         let value = parse(body)?;
         list(&value, SCOPE_LIST_KEYS)?
             .into_iter()
-            .map(scope)
+            .map(fields::scope)
             .collect()
     }
 
     fn scope(&self, body: &str) -> Result<Scope, DecodeError> {
-        scope(&parse(body)?)
+        fields::scope(&parse(body)?)
     }
 
     fn task(&self, body: &str) -> Result<Task, DecodeError> {
-        let value = parse(body)?;
-        object(&value)?;
-        let task_id = text(&value, "TaskId")
-            .filter(|t| !t.is_empty())
-            .ok_or("Task without TaskId")?;
-        Ok(Task {
-            task_id,
-            state: text(&value, "State").unwrap_or_default(),
-            operation: text(&value, "Operation").unwrap_or_default(),
-        })
+        fields::task(&parse(body)?)
     }
 
     fn account_create_spec(&self, spec: &AccountCreateSpec) -> String {

@@ -9,6 +9,7 @@ mod certificate;
 mod client;
 mod codec;
 mod error;
+mod fields;
 mod json;
 mod model;
 mod redact;

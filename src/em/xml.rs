@@ -5,6 +5,7 @@
 //! bodies with the XML declaration, EM's namespace and the elements in XSD `sequence` order,
 //! which EM insists on.
 
+use std::borrow::Cow;
 use std::io;
 
 use quick_xml::Writer;
@@ -12,6 +13,7 @@ use quick_xml::events::{BytesDecl, BytesStart, BytesText, Event};
 use quick_xml::reader::Reader;
 
 use super::codec::{self, AccountParts, Codec, DecodeError, ErrorBody};
+use super::fields::{self, Fields};
 use super::{
     Account, AccountCreateSpec, AccountRole, EntityRef, EntryPoint, FlrSettings, LogonSession,
     RebuildMode, Scope, ScopeItem, SqlSettings, Task,
@@ -136,10 +138,7 @@ pub(crate) fn parse_document(body: &str) -> Result<Element, DecodeError> {
 /// recursion, but dropping, comparing or printing it recurses once per level.
 fn room_below(open: &[Element]) -> Result<(), DecodeError> {
     if open.len() >= codec::MAX_DEPTH {
-        return Err(format!(
-            "xml nested deeper than {} elements, which no EM answer is",
-            codec::MAX_DEPTH
-        ));
+        return Err(codec::too_deep("xml", "elements"));
     }
     Ok(())
 }
@@ -190,48 +189,20 @@ fn root(body: &str, names: &[&str]) -> Result<Element, DecodeError> {
     }
 }
 
-fn logon_session(el: &Element) -> Result<LogonSession, DecodeError> {
-    let session_id = el
-        .field("SessionId")
-        .filter(|s| !s.is_empty())
-        .ok_or("LogonSession without SessionId")?;
-    Ok(LogonSession {
-        user_name: el.field("UserName").unwrap_or_default().to_string(),
-        session_id: session_id.to_string(),
-    })
-}
+/// An element as the shared readers see it: every element holds values, as attributes or
+/// child elements.
+impl Fields for Element {
+    fn entity(&self) -> Result<(), DecodeError> {
+        Ok(())
+    }
 
-fn entity_ref(el: &Element) -> Result<EntityRef, DecodeError> {
-    let uid = el
-        .field("UID")
-        .filter(|u| !u.is_empty())
-        .ok_or("reference without UID")?;
-    Ok(EntityRef {
-        uid: uid.to_string(),
-        name: el.field("Name").unwrap_or_default().to_string(),
-        href: el.field("Href").unwrap_or_default().to_string(),
-        kind: el.field("Type").unwrap_or_default().to_string(),
-    })
-}
+    fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+        Element::field(self, name).map(Cow::Borrowed)
+    }
 
-fn account_role(el: &Element) -> Result<AccountRole, DecodeError> {
-    codec::account_role(el.field("Href"), el.link("Delete"), el.field("RoleName"))
-}
-
-fn scope(el: &Element) -> Result<Scope, DecodeError> {
-    let href = el
-        .field("Href")
-        .or_else(|| el.link("Delete"))
-        .ok_or("scope without Href")?;
-    let text = |name: &str| el.field(name).unwrap_or_default().to_string();
-    Ok(Scope {
-        id: codec::id_from_href(href)?,
-        name: text("Name"),
-        hierarchy_root_name: text("HierarchyRootName"),
-        platform: text("Platform"),
-        object_type: text("HierarchyObjectType"),
-        state: text("State"),
-    })
+    fn link(&self, rel: &str) -> Option<Cow<'_, str>> {
+        Element::link(self, rel).map(Cow::Borrowed)
+    }
 }
 
 fn bool_field(el: &Element, name: &str) -> Result<Option<bool>, DecodeError> {
@@ -264,11 +235,7 @@ pub(crate) fn error_body(body: &str) -> Option<ErrorBody> {
 pub(crate) struct XmlCodec;
 
 impl Codec for XmlCodec {
-    fn accept(&self) -> &'static str {
-        "application/xml"
-    }
-
-    fn content_type(&self) -> &'static str {
+    fn media_type(&self) -> &'static str {
         "application/xml"
     }
 
@@ -287,13 +254,13 @@ impl Codec for XmlCodec {
     }
 
     fn logon_session(&self, body: &str) -> Result<LogonSession, DecodeError> {
-        logon_session(&root(body, &["LogonSession"])?)
+        fields::logon_session(&root(body, &["LogonSession"])?)
     }
 
     fn logon_sessions(&self, body: &str) -> Result<Vec<LogonSession>, DecodeError> {
         root(body, &["LogonSessions"])?
             .children_named("LogonSession")
-            .map(logon_session)
+            .map(fields::logon_session)
             .collect()
     }
 
@@ -306,12 +273,12 @@ impl Codec for XmlCodec {
         root.children
             .iter()
             .filter(|c| c.name == "Ref" || c.name == "EntityRef")
-            .map(entity_ref)
+            .map(fields::entity_ref)
             .collect()
     }
 
     fn entity_ref(&self, body: &str) -> Result<EntityRef, DecodeError> {
-        entity_ref(&root(body, &["EntityRef", "Ref"])?)
+        fields::entity_ref(&root(body, &["EntityRef", "Ref"])?)
     }
 
     fn account(&self, body: &str) -> Result<Account, DecodeError> {
@@ -354,12 +321,12 @@ impl Codec for XmlCodec {
             &["EnterpriseAccountInRoleList", "EnterpriseAccountInRoles"],
         )?
         .children_named("EnterpriseAccountInRole")
-        .map(account_role)
+        .map(fields::account_role)
         .collect()
     }
 
     fn account_role(&self, body: &str) -> Result<AccountRole, DecodeError> {
-        account_role(&root(body, &["EnterpriseAccountInRole"])?)
+        fields::account_role(&root(body, &["EnterpriseAccountInRole"])?)
     }
 
     fn scopes(&self, body: &str) -> Result<Vec<Scope>, DecodeError> {
@@ -371,25 +338,16 @@ impl Codec for XmlCodec {
             ],
         )?
         .children_named("EnterpriseAccountHierarchyScope")
-        .map(scope)
+        .map(fields::scope)
         .collect()
     }
 
     fn scope(&self, body: &str) -> Result<Scope, DecodeError> {
-        scope(&root(body, &["EnterpriseAccountHierarchyScope"])?)
+        fields::scope(&root(body, &["EnterpriseAccountHierarchyScope"])?)
     }
 
     fn task(&self, body: &str) -> Result<Task, DecodeError> {
-        let root = root(body, &["Task"])?;
-        let task_id = root
-            .field("TaskId")
-            .filter(|t| !t.is_empty())
-            .ok_or("Task without TaskId")?;
-        Ok(Task {
-            task_id: task_id.to_string(),
-            state: root.field("State").unwrap_or_default().to_string(),
-            operation: root.field("Operation").unwrap_or_default().to_string(),
-        })
+        fields::task(&root(body, &["Task"])?)
     }
 
     fn account_create_spec(&self, spec: &AccountCreateSpec) -> String {

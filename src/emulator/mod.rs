@@ -13,8 +13,10 @@
 //!   [`Faults`]); `banner.rs`: what it says when it starts.
 //! - `server.rs`: the accept loop, TLS, and the front service that records requests and
 //!   applies faults around the router.
-//! - `routes.rs`: the axum router, session and role checks, handlers, inspection endpoints;
-//!   `inspect.rs`: what those endpoints show (state snapshots, journal, requests).
+//! - `routes.rs`: the axum router, session and role checks, inspection endpoints; the handlers
+//!   in `routes/`, a file per part of the API (`sessions.rs`: entry point, logon, logon
+//!   sessions, tasks; `security.rs`: accounts, their roles and scopes, roles);
+//!   `inspect.rs`: what the inspection endpoints show (state snapshots, journal, requests).
 //! - `state/`: the data and every rule a change must pass, behind one lock; one file per
 //!   resource (roles, accounts, scopes, sessions).
 //! - `repr.rs` and `wire.rs`: representations and their XML/JSON rendering.

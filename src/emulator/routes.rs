@@ -1,5 +1,7 @@
 //! The HTTP surface: the axum router with every `/api` endpoint, the session and role checks
-//! in front of them, and the unauthenticated `/_emulator` inspection endpoints.
+//! in front of them, and the unauthenticated `/_emulator` inspection endpoints. The endpoints
+//! themselves are in a file per part of the API: `sessions.rs` (the entry point, logon, logon
+//! sessions and tasks) and `security.rs` (accounts, their roles and scopes, and roles).
 //!
 //! Paths reach the router already lower-cased and without a trailing slash (see
 //! `server.rs`), so routes are declared in lower case and match EM's case-insensitive URLs;
@@ -11,19 +13,24 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use base64::Engine as _;
+use axum::routing::{get, post};
 use uuid::Uuid;
 
 use super::body;
-use super::repr;
-use super::state::{Caller, Origin, ROLES, Shared, role_by_id, scope_not_found};
+use super::state::{self, Caller, Origin, Shared};
 use super::wire::{ApiError, Doc, Wire, body_response};
+
+mod security;
+mod sessions;
+
+use security::*;
+use sessions::*;
 
 /// The session header and cookie name.
 pub(crate) const SESSION_HEADER: &str = "X-RestSvcSessionId";
@@ -34,41 +41,23 @@ pub(crate) const SESSION_HEADER: &str = "X-RestSvcSessionId";
 pub(crate) struct OriginalTarget(pub String);
 
 /// The router over `shared`.
+// One route a line, so that the table reads as a map of the API; rustfmt would spread most
+// routes over three lines.
+#[rustfmt::skip]
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api", get(entry_point))
-        .route("/api/sessionmngr", axum::routing::post(logon))
+        .route("/api/sessionmngr", post(logon))
         .route("/api/logonsessions", get(list_sessions))
-        .route(
-            "/api/logonsessions/{id}",
-            get(get_session).delete(delete_session),
-        )
+        .route("/api/logonsessions/{id}", get(get_session).delete(delete_session))
         .route("/api/tasks/{id}", get(get_task))
         .route("/api/security", get(security))
-        .route(
-            "/api/security/accounts",
-            get(list_accounts).post(post_accounts),
-        )
-        .route(
-            "/api/security/accounts/{id}",
-            get(get_account).post(toggle).delete(delete_account),
-        )
-        .route(
-            "/api/security/accounts/{id}/roles",
-            get(account_roles).post(assign_role),
-        )
-        .route(
-            "/api/security/accounts/{id}/roles/{role}",
-            get(account_role).delete(remove_role),
-        )
-        .route(
-            "/api/security/accounts/{id}/scopes",
-            get(account_scopes).post(add_scopes),
-        )
-        .route(
-            "/api/security/accounts/{id}/scopes/{scope}",
-            get(account_scope).delete(remove_scope),
-        )
+        .route("/api/security/accounts", get(list_accounts).post(post_accounts))
+        .route("/api/security/accounts/{id}", get(get_account).post(toggle).delete(delete_account))
+        .route("/api/security/accounts/{id}/roles", get(account_roles).post(assign_role))
+        .route("/api/security/accounts/{id}/roles/{role}", get(account_role).delete(remove_role))
+        .route("/api/security/accounts/{id}/scopes", get(account_scopes).post(add_scopes))
+        .route("/api/security/accounts/{id}/scopes/{scope}", get(account_scope).delete(remove_scope))
         .route("/api/security/roles", get(roles))
         .route("/api/security/roles/{id}", get(role))
         .route("/_emulator/state", get(inspect_state))
@@ -179,6 +168,38 @@ impl FromRequestParts<Arc<Shared>> for Authed {
     }
 }
 
+impl Authed {
+    /// Answers a request about the `what` (`Account`, `Role`, ...) the URL names by `id`: what
+    /// `answer` makes of its GUID; a 404 when `id` is none; any error as an `Error` body.
+    fn about(
+        &self,
+        id: &str,
+        what: &str,
+        answer: impl FnOnce(&Ctx, Uuid) -> Result<Response, ApiError>,
+    ) -> Response {
+        let ctx = &self.ctx;
+        ctx.finish(guid(id, what).and_then(|id| answer(ctx, id)))
+    }
+
+    /// Answers a request about one of an account's roles or scopes (`what`: `Role` or `Scope`),
+    /// the URL naming both by `ids`: `answer` gets the locked state and both GUIDs. The account
+    /// is looked up before the item's id is read, so an unknown account is the 404 whatever
+    /// the item, and the lock is held from that look-up to the answer.
+    fn about_item(
+        &self,
+        (id, item): &(String, String),
+        what: &str,
+        answer: impl FnOnce(&Ctx, &mut state::State, Uuid, Uuid) -> Result<Response, ApiError>,
+    ) -> Response {
+        self.about(id, "Account", |ctx, id| {
+            let mut st = ctx.shared.lock();
+            st.account(id)?;
+            let item = guid(item, what)?;
+            answer(ctx, &mut st, id, item)
+        })
+    }
+}
+
 /// A request made with a Portal Administrator's session: only they may use `/security`.
 struct Admin(Authed);
 
@@ -191,6 +212,30 @@ impl FromRequestParts<Arc<Shared>> for Admin {
             return Err(ApiError::forbidden().response(authed.ctx.wire));
         }
         Ok(Admin(authed))
+    }
+}
+
+/// A request's body and the headers that say how to read it. It is decoded only when the
+/// handler asks, so each handler keeps the order of its checks: an id in the URL that is no
+/// GUID is a 404 before the body is read.
+struct Posted {
+    headers: HeaderMap,
+    bytes: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Posted {
+    type Rejection = BytesRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, BytesRejection> {
+        let headers = req.headers().clone();
+        let bytes = Bytes::from_request(req, state).await?;
+        Ok(Posted { headers, bytes })
+    }
+}
+
+impl Posted {
+    fn decode(&self) -> Result<body::Body, ApiError> {
+        body::decode(&self.headers, &self.bytes)
     }
 }
 
@@ -220,326 +265,6 @@ fn created_at(location: String) -> Response {
     resp.headers_mut()
         .insert(header::LOCATION, header_value(&location));
     resp
-}
-
-// --- entry point and sessions ------------------------------------------------------------
-
-async fn entry_point(ctx: Ctx) -> Response {
-    ctx.doc(StatusCode::OK, &repr::entry_point(&ctx.base))
-}
-
-/// Reads `Authorization: Basic base64(user:password)`.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
-}
-
-async fn logon(ctx: Ctx, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    if let Some(v) = query_get(&query, "v") {
-        let known = v.eq_ignore_ascii_case("latest")
-            || repr::VERSIONS.iter().any(|k| k.eq_ignore_ascii_case(&v));
-        if !known {
-            return ApiError::bad_request(format!(
-                "API version {v} is not supported; use latest, v1_5, v1_6 or v1_7"
-            ))
-            .response(ctx.wire);
-        }
-    }
-    let session = basic_credentials(&headers)
-        .ok_or_else(|| ApiError::unauthorized("Authentication failed: send Basic credentials"))
-        .and_then(|(user, password)| ctx.shared.lock().logon(&user, &password, Instant::now()));
-    match session {
-        Ok(s) => {
-            let element = repr::logon_session(&ctx.base, &s);
-            let mut resp = ctx.doc(StatusCode::CREATED, &Doc::One(element));
-            let h = resp.headers_mut();
-            h.insert(SESSION_HEADER, header_value(&s.token));
-            h.insert(
-                header::SET_COOKIE,
-                header_value(&format!("{SESSION_HEADER}={}; Path=/api", s.token)),
-            );
-            h.insert(
-                header::LOCATION,
-                header_value(&format!("{}/logonSessions/{}", ctx.base, s.id)),
-            );
-            resp
-        }
-        Err(e) => {
-            let mut resp = e.response(ctx.wire);
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic Realm=RestSvc"),
-            );
-            resp
-        }
-    }
-}
-
-async fn list_sessions(a: Authed) -> Response {
-    let doc = repr::logon_sessions(&a.ctx.base, a.ctx.shared.lock().sessions.iter());
-    a.ctx.doc(StatusCode::OK, &doc)
-}
-
-async fn get_session(a: Authed, Path(id): Path<String>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Logon session")?;
-        let st = ctx.shared.lock();
-        let doc = Doc::One(repr::logon_session(&ctx.base, st.session(id)?));
-        Ok(ctx.doc(StatusCode::OK, &doc))
-    })())
-}
-
-async fn delete_session(a: Authed, Path(id): Path<String>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Logon session")?;
-        ctx.shared.lock().logout(id)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })())
-}
-
-async fn get_task(a: Authed, Path(id): Path<String>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let st = ctx.shared.lock();
-        Ok(ctx.doc(StatusCode::OK, &repr::task(&ctx.base, st.task(&id)?)))
-    })())
-}
-
-// --- security and accounts ---------------------------------------------------------------
-
-async fn security(Admin(a): Admin) -> Response {
-    a.ctx.doc(StatusCode::OK, &repr::security(&a.ctx.base))
-}
-
-async fn list_accounts(Admin(a): Admin) -> Response {
-    let doc = repr::account_refs(&a.ctx.base, a.ctx.shared.lock().accounts.iter());
-    a.ctx.doc(StatusCode::OK, &doc)
-}
-
-/// `POST /security/accounts`: creates an account, or with `?action=rebuildScope` starts a
-/// scope rebuild.
-async fn post_accounts(
-    Admin(a): Admin,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| match query_get(&query, "action") {
-        Some(action) if action.eq_ignore_ascii_case("rebuildScope") => {
-            let mode = body::rebuild_spec(&body::decode(&headers, &bytes)?)?;
-            let task = ctx.shared.lock().rebuild(mode, &a.caller, &ctx.origin);
-            Ok(ctx.doc(StatusCode::CREATED, &repr::task(&ctx.base, &task)))
-        }
-        Some(action) => Err(ApiError::bad_request(format!("unknown action {action}"))),
-        None => {
-            let spec = body::account_spec(&body::decode(&headers, &bytes)?)?;
-            let id = ctx.shared.lock().create_account(&spec, &ctx.origin)?;
-            Ok(created_at(format!("{}/security/accounts/{id}", ctx.base)))
-        }
-    })())
-}
-
-async fn get_account(
-    Admin(a): Admin,
-    Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        let st = ctx.shared.lock();
-        let account = st.account(id)?;
-        let doc = if query_is(&query, "format", "Entity") {
-            repr::account_entity(&ctx.base, account)
-        } else {
-            Doc::One(repr::account_ref(&ctx.base, account, "EntityRef"))
-        };
-        Ok(ctx.doc(StatusCode::OK, &doc))
-    })())
-}
-
-/// `POST /security/accounts/{id}`: flips "restore all VMs"; any body is ignored.
-async fn toggle(Admin(a): Admin, Path(id): Path<String>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        ctx.shared.lock().toggle_restore_all_vms(id, &ctx.origin)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })())
-}
-
-async fn delete_account(Admin(a): Admin, Path(id): Path<String>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        ctx.shared.lock().delete_account(id, &ctx.origin)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })())
-}
-
-// --- account roles -----------------------------------------------------------------------
-
-async fn account_roles(Admin(a): Admin, Path(id): Path<String>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        let st = ctx.shared.lock();
-        let account = st.account(id)?;
-        let held: Vec<_> = account
-            .roles
-            .iter()
-            .filter_map(|r| role_by_id(*r))
-            .collect();
-        Ok(ctx.doc(
-            StatusCode::OK,
-            &repr::account_roles(&ctx.base, id, held.iter()),
-        ))
-    })())
-}
-
-async fn assign_role(
-    Admin(a): Admin,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        let uid = body::role_spec(&body::decode(&headers, &bytes)?)?;
-        ctx.shared.lock().assign_role(id, &uid, &ctx.origin)?;
-        let role = body::role_uid(&uid)?;
-        Ok(created_at(format!(
-            "{}/security/accounts/{id}/roles/{role}",
-            ctx.base
-        )))
-    })())
-}
-
-async fn account_role(Admin(a): Admin, Path((id, role)): Path<(String, String)>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        let st = ctx.shared.lock();
-        let account = st.account(id)?;
-        let role_id = guid(&role, "Role")?;
-        let role = role_by_id(role_id)
-            .filter(|r| account.roles.contains(&r.id))
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "Role {role_id} is not assigned to account {}",
-                    account.name
-                ))
-            })?;
-        Ok(ctx.doc(
-            StatusCode::OK,
-            &Doc::One(repr::account_role(&ctx.base, id, &role, true)),
-        ))
-    })())
-}
-
-async fn remove_role(Admin(a): Admin, Path((id, role)): Path<(String, String)>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        let mut st = ctx.shared.lock();
-        st.account(id)?;
-        let role = guid(&role, "Role")?;
-        st.remove_role(id, role, &ctx.origin)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })())
-}
-
-// --- account scopes ----------------------------------------------------------------------
-
-async fn account_scopes(Admin(a): Admin, Path(id): Path<String>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        let st = ctx.shared.lock();
-        let account = st.account(id)?;
-        Ok(ctx.doc(
-            StatusCode::OK,
-            &repr::scopes(&ctx.base, id, account.scopes.iter()),
-        ))
-    })())
-}
-
-async fn add_scopes(
-    Admin(a): Admin,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        let items = body::scope_spec(&body::decode(&headers, &bytes)?)?;
-        let mut st = ctx.shared.lock();
-        st.add_scopes(id, &items, &ctx.origin)?;
-        Ok(st.options.scope_post_status.into_response())
-    })())
-}
-
-async fn account_scope(Admin(a): Admin, Path((id, scope)): Path<(String, String)>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        let st = ctx.shared.lock();
-        let account = st.account(id)?;
-        let scope_id = guid(&scope, "Scope")?;
-        let scope = account
-            .scopes
-            .iter()
-            .find(|s| s.id == scope_id)
-            .ok_or_else(|| scope_not_found(scope_id))?;
-        Ok(ctx.doc(StatusCode::OK, &Doc::One(repr::scope(&ctx.base, id, scope))))
-    })())
-}
-
-async fn remove_scope(Admin(a): Admin, Path((id, scope)): Path<(String, String)>) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let id = guid(&id, "Account")?;
-        let mut st = ctx.shared.lock();
-        st.account(id)?;
-        let scope = guid(&scope, "Scope")?;
-        st.remove_scope(id, scope, &ctx.origin)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })())
-}
-
-// --- roles -------------------------------------------------------------------------------
-
-async fn roles(Admin(a): Admin) -> Response {
-    a.ctx
-        .doc(StatusCode::OK, &repr::role_refs(&a.ctx.base, ROLES.iter()))
-}
-
-async fn role(Admin(a): Admin, Path(id): Path<String>, RawQuery(query): RawQuery) -> Response {
-    let ctx = &a.ctx;
-    ctx.finish((|| {
-        let role = role_by_id(guid(&id, "Role")?)
-            .ok_or_else(|| ApiError::not_found(format!("Role {id} was not found")))?;
-        let doc = if query_is(&query, "format", "Entity") {
-            repr::role_entity(&ctx.base, &role)
-        } else {
-            Doc::One(repr::role_ref(&ctx.base, &role, "EntityRef"))
-        };
-        Ok(ctx.doc(StatusCode::OK, &doc))
-    })())
 }
 
 // --- inspection --------------------------------------------------------------------------
@@ -625,22 +350,6 @@ mod tests {
             HeaderValue::from_static("a=b; X-RestSvcSessionId=from+cookie=="),
         );
         assert_eq!(session_token(&h).as_deref(), Some("from+cookie=="));
-    }
-
-    #[test]
-    fn basic_credentials_are_decoded() {
-        let mut h = HeaderMap::new();
-        assert_eq!(basic_credentials(&h), None);
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic YWRtaW46ZTptdWxhdG9y"),
-        );
-        assert_eq!(
-            basic_credentials(&h),
-            Some(("admin".into(), "e:mulator".into()))
-        );
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        assert_eq!(basic_credentials(&h), None);
     }
 
     #[test]

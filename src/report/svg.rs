@@ -34,9 +34,29 @@ const TIME_STEPS: [u64; 17] = [
 struct Frame {
     span_s: f64,
     y_max: f64,
+    /// The seconds one bucket covers.
+    bucket_s: f64,
+    /// The plot width one bucket takes.
+    slot: f64,
 }
 
 impl Frame {
+    /// The frame of a chart of `t` whose values reach `peak`, shown with `unit`, with its axes
+    /// drawn into `out`. Both charts share it, so their time axes line up on the page.
+    fn draw(out: &mut String, t: &Timeline, peak: f64, unit: &str) -> Frame {
+        let y_ticks = value_ticks(peak, 4);
+        let frame = Frame {
+            span_s: t.span_s() as f64,
+            y_max: *y_ticks
+                .last()
+                .expect("value_ticks always returns two ticks or more"),
+            bucket_s: t.width_s as f64,
+            slot: Frame::plot_width() / t.buckets.len() as f64,
+        };
+        axes(out, &frame, &y_ticks, unit);
+        frame
+    }
+
     fn plot_width() -> f64 {
         WIDTH - LEFT - RIGHT
     }
@@ -73,16 +93,8 @@ pub fn requests_chart(t: &Timeline) -> String {
     if t.buckets.is_empty() {
         return empty(out);
     }
-    let y_ticks = value_ticks(t.peak_rate(), 4);
-    let frame = Frame {
-        span_s: t.span_s() as f64,
-        y_max: *y_ticks
-            .last()
-            .expect("value_ticks always returns two ticks or more"),
-    };
-    axes(&mut out, &frame, &y_ticks, "/s");
-    let width = t.width_s as f64;
-    let slot = Frame::plot_width() / t.buckets.len() as f64;
+    let frame = Frame::draw(&mut out, t, t.peak_rate(), "/s");
+    let (width, slot) = (frame.bucket_s, frame.slot);
     // A gap between bars only where there is room for one; dense charts are a solid area.
     let bar = if slot >= 4.0 { slot - 1.0 } else { slot }.min(MAX_BAR);
     let inset = (slot - bar) / 2.0;
@@ -136,17 +148,9 @@ pub fn latency_chart(t: &Timeline) -> String {
         return empty(out);
     }
     let max = points.iter().map(|p| p.2).fold(0.0, f64::max);
-    let y_ticks = value_ticks(max, 4);
-    let frame = Frame {
-        span_s: t.span_s() as f64,
-        y_max: *y_ticks
-            .last()
-            .expect("value_ticks always returns two ticks or more"),
-    };
-    axes(&mut out, &frame, &y_ticks, " ms");
-    let width = t.width_s as f64;
+    let frame = Frame::draw(&mut out, t, max, " ms");
+    let (width, slot) = (frame.bucket_s, frame.slot);
     let centre = |i: usize| frame.x((i as f64 + 0.5) * width);
-    let slot = Frame::plot_width() / t.buckets.len() as f64;
 
     // Transparent columns under the lines carry the tooltips, so they work on any bucket.
     for &(i, p50, p99) in &points {

@@ -3,11 +3,11 @@
 //!
 //! Shape of a run (see ARCHITECTURE.md): the run and its rows are recorded first; then one
 //! logon; then the roles (and, for rows that name accounts, the account list) are resolved;
-//! then `concurrency` workers take one account at a time from a shared queue. A worker reads
-//! the account's state before its first row and decides each row against it (`state`), so rows
-//! already in place are no-ops and the restore-all-VMs toggle is only sent when needed. The
-//! runner emits [`RunEvent`]s for the console reporter and writes outcomes through the audit
-//! handle; it shares no other state with either.
+//! then the run's pool (`pool`) keeps `2 × concurrency` accounts in work, taking one at a time
+//! from a shared queue. A worker reads the account's state before its first row and decides
+//! each row against it (`state`), so rows already in place are no-ops and the restore-all-VMs
+//! toggle is only sent when needed. The runner emits [`RunEvent`]s for the console reporter
+//! and writes outcomes through the audit handle; it shares no other state with either.
 
 mod accounts;
 mod door;
@@ -16,6 +16,7 @@ mod guard;
 pub mod history;
 mod lock;
 mod pace;
+mod pool;
 mod preview;
 mod report;
 mod rows;
@@ -30,7 +31,7 @@ use std::time::Duration;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::audit::{AuditError, LockHolder, NewRow};
+use crate::audit::{AuditError, LockHolder, RowColumns};
 use crate::em::{ClientConfig, EmError, RequestTag};
 use crate::plan::{AccountRef, Plan, PlanErrors, PlanRow};
 
@@ -45,7 +46,6 @@ pub use rows::{PlanStream, RowStream};
 pub use run::execute;
 use run::{Reads, by_name, connect, end_run, stop_on_log_failure, unless_log_failed};
 pub use state::{AccountState, Guard, RoleTable};
-use worker::panic_text;
 
 /// A row's outcome, as recorded in the audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -252,7 +252,7 @@ pub struct RebuildOutcome {
 impl RunReport {
     /// Rows of the whole run that did not end applied or in place.
     pub fn unsuccessful(&self) -> u64 {
-        self.summary.unsuccessful() + self.earlier_failures
+        self.summary.counts.unsuccessful() + self.earlier_failures
     }
 }
 
@@ -372,8 +372,8 @@ impl RunSpec {
 }
 
 /// The audit record of a plan row before it runs.
-pub fn new_row(row_no: u64, row: &PlanRow) -> NewRow {
-    NewRow::of(row_no, row)
+pub fn new_row(row_no: u64, row: &PlanRow) -> RowColumns {
+    RowColumns::of(row_no, row)
 }
 
 /// The account as a plan names it.

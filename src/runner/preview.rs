@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::Serialize;
-use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::plan::{AccountRef, Action, Plan};
 use crate::text;
@@ -16,6 +16,7 @@ use super::exec::Executor;
 use super::state::AccountState;
 
 use super::pace::{Pace, Pacer};
+use super::pool::Pool;
 use super::rows::AccountIndex;
 use super::state::{Change, Decision, decide};
 use super::{Reads, RunError, by_name, connect};
@@ -155,30 +156,40 @@ pub async fn preview(
     let refused = executor.preflight(&guarded).await?;
     let mut predictions: Vec<Option<Prediction>> = vec![None; plan.rows.len()];
 
-    // Reads run `concurrency` accounts at a time, like apply.
-    let mut tasks = JoinSet::new();
-    let mut pending = groups.into_iter();
-    loop {
-        while tasks.len() < pace.concurrency {
-            let Some(group) = pending.next() else { break };
-            let executor = executor.clone();
-            let rows: Vec<(usize, crate::plan::PlanRow)> = group
-                .rows
-                .iter()
-                .map(|&p| {
-                    let i = usize::try_from(p).expect("positions of plan rows are indexes");
-                    (i, plan.rows[i].clone())
-                })
-                .collect();
-            let label = group.label();
-            tasks.spawn(async move { predict_account(&executor, group.id, &label, rows).await });
-        }
-        let Some(done) = tasks.join_next().await else {
-            break;
-        };
-        for (i, p) in done.expect("preview tasks do not panic") {
-            predictions[i] = Some(p);
-        }
+    // Reads run `concurrency` accounts at a time, like apply; each answers the predictions of
+    // its rows, by their place in the plan.
+    let mut groups = groups.into_iter();
+    let pool = Pool {
+        limit: pace.concurrency,
+        cancel: CancellationToken::new(),
+    };
+    let ran = pool
+        .run(
+            || std::future::ready(groups.next()),
+            |group| {
+                let executor = executor.clone();
+                let rows: Vec<(usize, crate::plan::PlanRow)> = group
+                    .rows
+                    .iter()
+                    .map(|&p| {
+                        let i = usize::try_from(p).expect("positions of plan rows are indexes");
+                        (i, plan.rows[i].clone())
+                    })
+                    .collect();
+                let label = group.label();
+                async move { predict_account(&executor, group.id, &label, rows).await }
+            },
+            |predicted| {
+                for (i, p) in predicted {
+                    predictions[i] = Some(p);
+                }
+            },
+        )
+        .await;
+    // The preview has no run to stop and no log to leave as it was: a bug ends it as it would
+    // end any command.
+    if let Err(why) = ran {
+        panic!("a preview task {why}");
     }
     if let Err(e) = executor.client.logout().await {
         tracing::warn!("logout failed: {e}");

@@ -13,72 +13,85 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Outcome, RunEvent};
+use crate::audit::RunCounts;
 
-/// The counts of a run, as the summary table and `--output json` show them.
-#[derive(Clone, Debug, Default, Serialize)]
+/// A run's summary, as the summary table and `--output json` show it: its rows by outcome and
+/// its requests, counted as they happen (the counts `runs` and `show` read back from the log
+/// later), with what only the run itself sees.
+#[derive(Clone, Debug, Default)]
 pub struct Summary {
-    /// Rows in the plan.
-    pub rows: u64,
-    /// Rows whose change was made.
-    pub applied: u64,
-    /// Rows already in place.
-    pub noop: u64,
-    /// Rows that failed.
-    pub failed: u64,
-    /// Rows not run because the run stopped first.
-    pub skipped: u64,
-    /// Rows whose outcome could not be learnt (see `resume`).
-    pub in_doubt: u64,
-    /// Rows `undo` left alone because the account changed since (see `--force`).
-    pub conflict: u64,
-    /// HTTP requests sent, logons and retries included.
-    pub requests: u64,
+    /// Rows by outcome, and HTTP requests sent, logons and retries included. A row still
+    /// pending when the run ends was skipped: `pending` stays 0.
+    pub counts: RunCounts,
     /// Answers of 429 or 503 that asked the run to slow down.
     pub throttled: u64,
     /// Wall-clock seconds.
     pub elapsed_secs: f64,
 }
 
+/// The keys of `--output json` are an interface scripts read: the counts but `pending` (always
+/// 0 here, and never shown by a run's summary), then the figures of the run itself.
+impl Serialize for Summary {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let c = &self.counts;
+        let mut s = serializer.serialize_struct("Summary", 10)?;
+        for (key, n) in [
+            ("rows", c.rows),
+            ("applied", c.applied),
+            ("noop", c.noop),
+            ("failed", c.failed),
+            ("skipped", c.skipped),
+            ("in_doubt", c.in_doubt),
+            ("conflict", c.conflict),
+            ("requests", c.requests),
+            ("throttled", self.throttled),
+        ] {
+            s.serialize_field(key, &n)?;
+        }
+        s.serialize_field("elapsed_secs", &self.elapsed_secs)?;
+        s.end()
+    }
+}
+
 impl Summary {
     fn count(&mut self, outcome: Outcome) {
+        let c = &mut self.counts;
         match outcome {
-            Outcome::Applied => self.applied += 1,
-            Outcome::Noop => self.noop += 1,
-            Outcome::Failed => self.failed += 1,
-            Outcome::Skipped | Outcome::Pending => self.skipped += 1,
-            Outcome::InDoubt => self.in_doubt += 1,
-            Outcome::Conflict => self.conflict += 1,
+            Outcome::Applied => c.applied += 1,
+            Outcome::Noop => c.noop += 1,
+            Outcome::Failed => c.failed += 1,
+            Outcome::Skipped | Outcome::Pending => c.skipped += 1,
+            Outcome::InDoubt => c.in_doubt += 1,
+            Outcome::Conflict => c.conflict += 1,
         }
     }
 
-    /// Rows that did not end applied or in place: failed, in doubt or in conflict.
-    pub fn unsuccessful(&self) -> u64 {
-        self.failed + self.in_doubt + self.conflict
-    }
-
     fn done(&self) -> u64 {
-        self.applied + self.noop + self.failed + self.skipped + self.in_doubt + self.conflict
+        let c = &self.counts;
+        c.applied + c.noop + c.failed + c.skipped + c.in_doubt + c.conflict
     }
 
     /// The summary as a small table, for people.
     pub fn table(&self) -> String {
+        let c = &self.counts;
         let mut out = String::new();
         for (label, n) in [
-            ("applied", self.applied),
-            ("no-op", self.noop),
-            ("failed", self.failed),
-            ("skipped", self.skipped),
-            ("in doubt", self.in_doubt),
-            ("conflict", self.conflict),
+            ("applied", c.applied),
+            ("no-op", c.noop),
+            ("failed", c.failed),
+            ("skipped", c.skipped),
+            ("in doubt", c.in_doubt),
+            ("conflict", c.conflict),
         ] {
             if n > 0 || matches!(label, "applied" | "no-op" | "failed" | "skipped") {
                 out.push_str(&format!("  {label:<9} {n:>8}\n"));
             }
         }
-        out.push_str(&format!("  {:<9} {:>8}\n", "rows", self.rows));
+        out.push_str(&format!("  {:<9} {:>8}\n", "rows", c.rows));
         out.push_str(&format!(
             "  {} requests in {:.1} s{}\n",
-            self.requests,
+            c.requests,
             self.elapsed_secs,
             if self.throttled > 0 {
                 format!(" ({} throttled by the server)", self.throttled)
@@ -114,7 +127,10 @@ async fn consume(
     mut rx: mpsc::UnboundedReceiver<RunEvent>,
 ) -> Summary {
     let mut summary = Summary {
-        rows,
+        counts: RunCounts {
+            rows,
+            ..RunCounts::default()
+        },
         ..Summary::default()
     };
     let terminal = reporter == Reporter::Stderr && std::io::stderr().is_terminal();
@@ -136,12 +152,12 @@ async fn consume(
                     bar.set_position(summary.done());
                     bar.set_message(format!(
                         "applied {}  no-op {}  failed {}",
-                        summary.applied, summary.noop, summary.failed
+                        summary.counts.applied, summary.counts.noop, summary.counts.failed
                     ));
                 }
             }
             RunEvent::Request { status, .. } => {
-                summary.requests += 1;
+                summary.counts.requests += 1;
                 if matches!(status, Some(429 | 503)) {
                     summary.throttled += 1;
                 }
@@ -157,10 +173,10 @@ async fn consume(
                 "progress: {}/{} rows (applied {}, no-op {}, failed {}), {} requests, {:.1} rows/s",
                 summary.done(),
                 rows,
-                summary.applied,
-                summary.noop,
-                summary.failed,
-                summary.requests,
+                summary.counts.applied,
+                summary.counts.noop,
+                summary.counts.failed,
+                summary.counts.requests,
                 summary.done() as f64 / secs.max(0.001)
             );
         }
@@ -189,8 +205,38 @@ mod tests {
         drop(tx);
         let s = task.await.unwrap();
         assert_eq!(
-            (s.applied, s.noop, s.failed, s.requests, s.throttled),
+            (
+                s.counts.applied,
+                s.counts.noop,
+                s.counts.failed,
+                s.counts.requests,
+                s.throttled
+            ),
             (1, 1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn the_json_summary_keeps_its_keys() {
+        let summary = Summary {
+            counts: RunCounts {
+                rows: 9,
+                applied: 1,
+                noop: 2,
+                failed: 3,
+                skipped: 1,
+                in_doubt: 1,
+                conflict: 1,
+                pending: 0,
+                requests: 7,
+            },
+            throttled: 4,
+            elapsed_secs: 1.5,
+        };
+        assert_eq!(
+            serde_json::to_string(&summary).unwrap(),
+            "{\"rows\":9,\"applied\":1,\"noop\":2,\"failed\":3,\"skipped\":1,\"in_doubt\":1,\
+             \"conflict\":1,\"requests\":7,\"throttled\":4,\"elapsed_secs\":1.5}"
         );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use uuid::Uuid;
 
 use crate::audit::{AuditHandle, NewRun, RecordedRow, RowBatch, RunRows};
-use crate::plan::{AccountRef, PlanError, PlanErrors, PlanRow, RecordedColumns, recorded_row};
+use crate::plan::{AccountRef, PlanError, PlanErrors, PlanRow};
 
 use super::{Job, RunError, new_row};
 
@@ -218,8 +218,9 @@ impl JobSource {
                         g.rows
                             .iter()
                             .map(|&row_no| {
-                                let at =
-                                    recorded.binary_search_by_key(&row_no, |r| r.row_no).expect(
+                                let at = recorded
+                                    .binary_search_by_key(&row_no, |r| r.columns.row_no)
+                                    .expect(
                                         "RunRows::fetch answers every row asked for, in \
                                          ascending order, or fails",
                                     );
@@ -235,19 +236,13 @@ impl JobSource {
 
 /// A recorded row as a job of the run it belongs to.
 pub(super) fn job_of(rec: &RecordedRow) -> Result<Job, String> {
-    let row = recorded_row(&RecordedColumns {
-        line: rec.line,
-        account: &rec.account,
-        action: &rec.action,
-        target: &rec.target,
-        object_name: rec.object_name.as_deref(),
-        ticket: rec.ticket.as_deref(),
-        comment: rec.comment.as_deref(),
-        annotations: rec.annotations.as_deref(),
-    })
-    .map_err(|e| format!("read back recorded row {}: {e}", rec.row_no))?;
+    let row_no = rec.columns.row_no;
+    let row = rec
+        .columns
+        .plan_row()
+        .map_err(|e| format!("read back recorded row {row_no}: {e}"))?;
     Ok(Job {
-        row_no: rec.row_no,
+        row_no,
         row,
         guard: None,
         maybe_sent: false,

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::audit::{AuditHandle, NewRun, RowResult, RunRows, RunStatus};
 use crate::em::{Client, ClientConfig, EntityRef};
 use crate::plan::Action;
 
+use super::pool::Pool;
 use super::rows::{self, AccountIndex, AccountQueue, JobSource};
 use super::worker::Worker;
 use super::*;
@@ -261,39 +261,45 @@ async fn run_rows(
             refusals,
         });
     }
-    let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(Mutex::new(None::<StopReason>));
-    let panicked = Arc::new(Mutex::new(None::<String>));
-    let tracker = TaskTracker::new();
-    for _ in 0..settings.pace.workers() {
-        let worker = Worker {
-            executor: executor.clone(),
-            force: input.force,
-            scopes_added: scopes_added.clone(),
-            queue: queue.clone(),
-            audit: audit.clone(),
-            run_id,
-            events: events.clone(),
-            cancel: cancel.clone(),
-            failures: failures.clone(),
-            max_failures: settings.max_failures,
-            stop: stop.clone(),
-            panicked: panicked.clone(),
-        };
-        tracker.spawn(worker.run());
-    }
-    tracker.close();
-    tracker.wait().await;
+    let worker = Arc::new(Worker {
+        executor: executor.clone(),
+        force: input.force,
+        scopes_added: scopes_added.clone(),
+        queue: queue.clone(),
+        audit: audit.clone(),
+        run_id,
+        events: events.clone(),
+        cancel: cancel.clone(),
+        failures: Arc::new(AtomicU64::new(0)),
+        max_failures: settings.max_failures,
+        stop: stop.clone(),
+    });
+    // The run's token is the pool's: a panic stops the run, and the accounts in work put their
+    // rows not started back (`Worker::run_account`).
+    let pool = Pool {
+        limit: settings.pace.workers(),
+        cancel: cancel.clone(),
+    };
+    let ran = pool
+        .run(
+            || queue.next(),
+            move |(group, jobs)| {
+                let worker = worker.clone();
+                async move { worker.run_account(group, jobs).await }
+            },
+            |()| {},
+        )
+        .await;
     // Nothing more can be written: the caller reports the failure, and the rows stay as the
     // log last holds them (pending, or with intents in flight) for `resume`.
     if let Some(source) = audit.failure() {
         return Err(RunError::LogFailed { run_id, source });
     }
-    if let Some(why) = panicked
-        .lock()
-        .expect("panic slot is never poisoned")
-        .take()
-    {
+    // A panic is a bug, and the state of the account it left is unknown: the run stops rather
+    // than ending `completed` with the account's rows never finished.
+    if let Err(why) = ran {
+        tracing::error!("a worker {why}");
         return Err(RunError::Internal(why));
     }
 
@@ -340,7 +346,7 @@ async fn run_rows(
     drop(executor);
     drop(pacer);
     let mut summary = reporter_task.await.unwrap_or_default();
-    summary.requests = requests;
+    summary.counts.requests = requests;
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(RunReport {
         run_id,

@@ -17,11 +17,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::audit::{AuditHandle, NewRow, NewRun, RowResult, csv_safe};
+use crate::audit::{AuditHandle, NewRun, RowColumns, RowResult, csv_safe};
 use crate::em::{AccountType, EmError};
 use crate::plan::{AccountRef, Plan};
 
@@ -29,6 +28,7 @@ use crate::exit::Exit;
 
 use super::exec::Executor;
 use super::pace::{AttemptLog, Pacer};
+use super::pool::Pool;
 use super::state::AccountState;
 use super::{Outcome, Reads, RunError, RunSettings, account_text, by_name, connect};
 
@@ -120,8 +120,8 @@ struct Target {
 }
 
 impl Target {
-    fn new_row(&self) -> NewRow {
-        NewRow {
+    fn new_row(&self) -> RowColumns {
+        RowColumns {
             row_no: self.row_no,
             line: self.line,
             account: self.label.clone(),
@@ -312,74 +312,70 @@ async fn read_all(
     }
 
     let mut read: Vec<Option<AccountAccess>> = vec![None; accounts.len()];
-    let mut tasks = JoinSet::new();
     let mut pending = accounts.iter().enumerate();
     let mut interrupted = false;
-    loop {
-        while tasks.len() < settings.pace.concurrency && !cancel.is_cancelled() {
-            let Some((slot, (id, rows))) = pending.next() else {
-                break;
-            };
-            let executor = executor.clone();
-            let (id, first) = (*id, targets[rows[0]].row_no);
-            tasks.spawn(async move { (slot, read_account(&executor, id, first).await) });
-        }
-        let Some(done) = tasks.join_next().await else {
-            break;
-        };
-        let (slot, result) = match done {
-            Ok(done) => done,
-            // A bug: the reads in progress stop with it, and the accounts stay unread.
-            Err(e) => {
-                tasks.abort_all();
-                let why = match e.try_into_panic() {
-                    Ok(payload) => super::panic_text(payload.as_ref()),
-                    Err(e) => e.to_string(),
-                };
-                return Err(RunError::Internal(why));
-            }
-        };
-        let rows = &accounts[slot].1;
-        match result {
-            Ok(access) => {
-                let state = access.state.to_json();
-                let facts = serde_json::json!({
-                    "account_type": access.account_type(),
-                    "read_at": access.read_at,
-                })
-                .to_string();
-                for &i in rows {
-                    finish(
-                        audit,
-                        run_id,
-                        &targets[i],
-                        Outcome::Noop,
-                        None,
-                        Some(state.clone()),
-                        Some(facts.clone()),
-                    );
+    // Reads run `concurrency` accounts at a time. A panic stops them on a token of their own,
+    // so that it reads as the bug it is, not as a Ctrl-C.
+    let pool = Pool {
+        limit: settings.pace.concurrency,
+        cancel: cancel.child_token(),
+    };
+    let ran = pool
+        .run(
+            || std::future::ready(pending.next()),
+            |(slot, (id, rows))| {
+                let executor = executor.clone();
+                let (id, first) = (*id, targets[rows[0]].row_no);
+                async move { (slot, read_account(&executor, id, first).await) }
+            },
+            |(slot, result)| {
+                let rows = &accounts[slot].1;
+                match result {
+                    Ok(access) => {
+                        let state = access.state.to_json();
+                        let facts = serde_json::json!({
+                            "account_type": access.account_type(),
+                            "read_at": access.read_at,
+                        })
+                        .to_string();
+                        for &i in rows {
+                            finish(
+                                audit,
+                                run_id,
+                                &targets[i],
+                                Outcome::Noop,
+                                None,
+                                Some(state.clone()),
+                                Some(facts.clone()),
+                            );
+                        }
+                        read[slot] = Some(access);
+                    }
+                    Err(e) => {
+                        let error = format!("read account {}: {e}", targets[rows[0]].label);
+                        for &i in rows {
+                            finish(
+                                audit,
+                                run_id,
+                                &targets[i],
+                                Outcome::Failed,
+                                Some(error.clone()),
+                                None,
+                                None,
+                            );
+                        }
+                        failures.push(SnapshotFailure {
+                            account: targets[rows[0]].label.clone(),
+                            error,
+                        });
+                    }
                 }
-                read[slot] = Some(access);
-            }
-            Err(e) => {
-                let error = format!("read account {}: {e}", targets[rows[0]].label);
-                for &i in rows {
-                    finish(
-                        audit,
-                        run_id,
-                        &targets[i],
-                        Outcome::Failed,
-                        Some(error.clone()),
-                        None,
-                        None,
-                    );
-                }
-                failures.push(SnapshotFailure {
-                    account: targets[rows[0]].label.clone(),
-                    error,
-                });
-            }
-        }
+            },
+        )
+        .await;
+    // A bug: the accounts not read yet stay unread.
+    if let Err(why) = ran {
+        return Err(RunError::Internal(why));
     }
     // Accounts never started stay on record as not read, and say why.
     for (_, (_, rows)) in pending {

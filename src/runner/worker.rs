@@ -1,6 +1,6 @@
-//! A worker of a run: takes one account at a time from the run's queue, reads the account's
-//! state, and runs its rows in plan order, recording each outcome. A panic is caught per
-//! account and stops the run.
+//! The work of a run on one account: reads the account's state and runs its rows in plan order,
+//! recording each outcome. The run's pool (`pool.rs`) takes the accounts from the run's queue
+//! and keeps `2N` of them in work at once; it catches a panic per account, which stops the run.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,7 @@ use crate::plan::Action;
 use super::rows::{AccountGroup, AccountQueue};
 use super::*;
 
+/// What every account of a run is run with, shared by the accounts in work.
 pub(super) struct Worker {
     pub(super) executor: Arc<Executor>,
     pub(super) force: bool,
@@ -27,37 +28,13 @@ pub(super) struct Worker {
     pub(super) failures: Arc<AtomicU64>,
     pub(super) max_failures: Option<u64>,
     pub(super) stop: Arc<Mutex<Option<StopReason>>>,
-    /// What the first worker that panicked said.
-    pub(super) panicked: Arc<Mutex<Option<String>>>,
 }
 
 impl Worker {
-    pub(super) async fn run(self) {
-        loop {
-            if self.cancel.is_cancelled() {
-                return;
-            }
-            let Some((group, jobs)) = self.queue.next().await else {
-                return;
-            };
-            // A panic is a bug, and the state of the account it left is unknown: the run stops
-            // rather than ending `completed` with the account's rows never finished.
-            if let Err(why) = caught(self.run_account(group, jobs)).await {
-                tracing::error!("a worker {why}");
-                self.panicked
-                    .lock()
-                    .expect("panic slot is never poisoned")
-                    .get_or_insert(why);
-                self.cancel.cancel();
-                return;
-            }
-        }
-    }
-
     /// Runs one account's rows: `jobs` are the rows of `group`, read when the account was taken,
     /// so only the accounts being worked on (and a few read ahead) have their rows in memory;
     /// positions in `group` and indexes into `jobs` match.
-    async fn run_account(&self, group: AccountGroup, jobs: Result<Vec<Job>, String>) {
+    pub(super) async fn run_account(&self, group: AccountGroup, jobs: Result<Vec<Job>, String>) {
         let jobs = match jobs {
             Ok(jobs) => jobs,
             Err(why) => {
@@ -280,44 +257,5 @@ impl Worker {
                 self.cancel.cancel();
             }
         }
-    }
-}
-
-/// Runs `future`, turning a panic in it into the panic's message. Unwind safety is asserted
-/// because after a panic the run decides nothing more from what the future shared: it stops,
-/// and the rows stay as the log holds them.
-async fn caught<F: std::future::Future>(future: F) -> Result<F::Output, String> {
-    use futures_util::FutureExt as _;
-    std::panic::AssertUnwindSafe(future)
-        .catch_unwind()
-        .await
-        .map_err(|payload| panic_text(payload.as_ref()))
-}
-
-/// The message a panic carried, when it was text.
-pub(super) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    match payload.downcast_ref::<&str>() {
-        Some(text) => format!("panicked: {text}"),
-        None => match payload.downcast_ref::<String>() {
-            Some(text) => format!("panicked: {text}"),
-            None => "panicked".into(),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panic_becomes_its_message() {
-        assert_eq!(caught(async { 7 }).await, Ok(7));
-        let text = caught(async { panic!("overflow when adding duration to instant") }).await;
-        assert_eq!(
-            text,
-            Err::<(), _>("panicked: overflow when adding duration to instant".into())
-        );
-        let formatted = caught(async { panic!("row {}", 3) }).await;
-        assert_eq!(formatted, Err::<(), _>("panicked: row 3".into()));
     }
 }

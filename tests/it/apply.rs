@@ -131,7 +131,7 @@ async fn last_role_refusal_fails_that_row_only() {
         "{:?}",
         run.errors()
     );
-    assert_eq!(run.report.summary.failed, 1);
+    assert_eq!(run.report.summary.counts.failed, 1);
 }
 
 /// A plan of `n` role assignments over distinct generated accounts that lack the role.
@@ -307,7 +307,7 @@ async fn the_rate_limit_is_never_exceeded() {
         elapsed >= floor,
         "{requests} requests in {elapsed:?}, floor {floor:?}"
     );
-    assert_eq!(run.report.summary.applied, 10);
+    assert_eq!(run.report.summary.counts.applied, 10);
 }
 
 /// The preview and the summary are text people read: their wording is pinned by snapshots.
@@ -343,7 +343,7 @@ async fn the_demo_preview_and_summary_read_well() {
     let mut summary = run.report.summary.clone();
     // Timing and request counts vary from run to run; the counts of rows do not.
     summary.elapsed_secs = 1.5;
-    summary.requests = 71;
+    summary.counts.requests = 71;
     insta::assert_snapshot!("demo_summary", summary.table());
 }
 
