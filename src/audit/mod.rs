@@ -9,8 +9,10 @@
 //! Every HTTP attempt is recorded as an intent, committed, before the request is sent; so a
 //! crash leaves evidence of what may have been sent. No secret is ever written here.
 //!
-//! The tables are private; four views are the stable interface for auditors, and their column
-//! names do not change (`migrations/01-initial/up.sql` defines them):
+//! The log is append-only: each fact is a row written once into a table of its kind, numbered and
+//! hashed into one chain (`chain.rs`). The tables are private; four views are the stable
+//! interface for auditors, and their column names do not change
+//! (`migrations/02-append-only/up.sql` defines them):
 //!
 //! - `run_summary`, one row per run: `run_id`, `kind`, `parent_run_id`, `status`, `started_at`,
 //!   `ended_at`, `operator`, `server_url`, `wire`, `tls_verify`, `insecure`, `plan_file`,
@@ -23,10 +25,9 @@
 //!   `method`, `path`, `status`, `error`, `started_at`, `duration_ms`. An attempt with neither
 //!   status, error nor duration was about to be sent, or in flight, when its process stopped.
 //!
-//! - `evidence_log`, one row per evidence record: `seq`, `kind`, `run_id`, `ref`, `content`,
-//!   `prev_hash`, `hash`. Every write to the tables above is also appended here, hash-linked,
-//!   in the same transaction; `verify` recomputes the chain and compares the tables with it
-//!   (`chain.rs` defines the records, `verify.rs` the checks).
+//! - `evidence_log`, one row per record of the chain: `seq`, `kind`, `run_id`, `ref`, `content`
+//!   (the text its hash covers), `prev_hash`, `hash`; `verify` recomputes the chain from the
+//!   tables (`chain.rs` defines the records, `verify/` the checks).
 //!
 //! Timestamps are RFC 3339 in UTC with milliseconds (`2026-11-23T10:21:03.123Z`). The status
 //! stored for a run whose process died is still `running`; [`AuditReader`] reports it as
