@@ -509,7 +509,8 @@ mod tests {
         let mut stmt = conn
             .prepare("SELECT seq, kind, run_id, ref, content, prev_hash, hash FROM evidence_log")
             .unwrap();
-        let records: Vec<(i64, String, i64, Option<i64>, String, String, String)> = stmt
+        type Shown = (i64, String, i64, Option<i64>, String, String, String);
+        let records: Vec<Shown> = stmt
             .query_map([], |r| {
                 Ok((
                     r.get(0)?,

@@ -560,7 +560,7 @@ impl PrivateOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::fixtures::{new_rows, new_run, outcome};
+    use crate::audit::fixtures::{edit_facts, new_rows, new_run, outcome, writer_gone};
     use crate::audit::{AuditWriter, RowColumns, RowResult, RunStatus};
 
     #[test]
@@ -849,13 +849,11 @@ mod tests {
         assert_eq!(second.len(), 2);
 
         // Move run 1's rows into the past; run 2's pending rows count at their run's start.
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute(
-                "UPDATE plan_rows SET finished_at = '2026-01-10T12:00:00.000Z' WHERE run_id = 1",
-                [],
-            )
-            .unwrap();
+        edit_facts(
+            &rusqlite::Connection::open(&path).unwrap(),
+            "row_outcomes",
+            "UPDATE row_outcomes SET finished_at = '2026-01-10T12:00:00.000Z' WHERE run_id = 1",
+        );
         let window = |since: Option<&str>, until: Option<&str>| ExportFilter {
             run_id: None,
             window: TimeWindow::parse(since, until).unwrap(),
@@ -886,11 +884,8 @@ mod tests {
         let path = dir.path().join("audit.db");
         log(&path).await;
         let reader = AuditReader::open(&path).unwrap();
-        // Above the largest pid Linux hands out: no such process.
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute("UPDATE runs SET writer_pid = 999999999 WHERE id = 2", [])
-            .unwrap();
+        // Run 2's writer is now a process that does not exist.
+        writer_gone(&path, 2);
         let rows = export(&reader, &ExportFilter::default());
         let expected = if cfg!(target_os = "linux") {
             "crashed"
@@ -920,17 +915,30 @@ mod tests {
             },
         ] {
             let (sql, params) = export_query(&filter);
-            let plan: Vec<String> = reader
+            // Each step: its id, its parent's and its text.
+            let plan: Vec<(i64, i64, String)> = reader
                 .connection()
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .unwrap()
-                .query_map(params.as_slice(), |r| r.get::<_, String>(3))
+                .query_map(params.as_slice(), |r| Ok((r.get(0)?, r.get(1)?, r.get(3)?)))
                 .unwrap()
                 .map(|r| r.unwrap())
                 .collect();
-            // A temporary B-tree would hold every row before the first is handed over.
+            let per_row = |mut parent: i64| {
+                while let Some((_, up, text)) = plan.iter().find(|(id, _, _)| *id == parent) {
+                    if text.starts_with("CORRELATED SCALAR SUBQUERY") {
+                        return true;
+                    }
+                    parent = *up;
+                }
+                false
+            };
+            // A temporary B-tree would hold every row before the first is handed over. One
+            // inside a correlated subquery sorts only the records of the one row it computes a
+            // value of (the newest of a row's account ids).
             assert!(
-                plan.iter().all(|step| !step.contains("TEMP B-TREE")),
+                plan.iter()
+                    .all(|(_, parent, step)| !step.contains("TEMP B-TREE") || per_row(*parent)),
                 "{plan:#?}"
             );
         }

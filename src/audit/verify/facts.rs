@@ -185,10 +185,7 @@ pub(super) fn walk_facts(
     let mut open_end: Option<(i64, i64)> = None;
     let mut records = 0;
     let mut anchor_at = (expect == Some(GENESIS)).then_some((0, false));
-    loop {
-        let Some(seq) = next.iter().flatten().map(|r| r.seq).min() else {
-            break;
-        };
+    while let Some(seq) = next.iter().flatten().map(|r| r.seq).min() {
         // Every record with that number; more than one means the others were inserted.
         let mut same: Vec<Record> = Vec::new();
         for (i, slot) in next.iter_mut().enumerate() {

@@ -408,10 +408,12 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use rusqlite::{Connection, params};
+    use rusqlite::Connection;
 
     use super::*;
-    use crate::audit::fixtures::{attempt, log_with_run, new_rows, new_run, new_run_on, outcome};
+    use crate::audit::fixtures::{
+        attempt, log_with_run, new_rows, new_run, new_run_on, outcome, writer_gone,
+    };
 
     fn is_timestamp(s: &str) -> bool {
         let b = s.as_bytes();
@@ -835,7 +837,7 @@ mod tests {
         let other = Connection::open(&path).unwrap();
         other
             .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON attempts
+                "CREATE TRIGGER refuse BEFORE INSERT ON requests
                  BEGIN SELECT RAISE(ABORT, 'disk refused the write'); END;",
             )
             .unwrap();
@@ -898,27 +900,34 @@ mod tests {
             ]
         );
         // Row 0's id and outcome are one record; row 1's id is a record of its own.
-        let updates: Vec<(i64, String)> = conn
+        let updates: Vec<(String, i64, String)> = conn
             .prepare(
-                "SELECT ref, content FROM evidence_log
-                 WHERE kind = 'row' AND run_id = ?1 AND content NOT LIKE '%\"line\"%'
+                "SELECT kind, ref, content FROM evidence_log
+                 WHERE kind NOT IN ('row', 'run', 'end', 'checkpoint') AND run_id = ?1
                  ORDER BY seq",
             )
             .unwrap()
-            .query_map([first], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([first], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
         assert_eq!(updates.len(), 2, "{updates:?}");
-        assert_eq!(updates[0].0, 0);
+        assert_eq!((updates[0].0.as_str(), updates[0].1), ("outcome", 0));
         assert!(
             updates[0]
-                .1
+                .2
                 .starts_with(r#"{"account_id":"a","error":null,"finished_at":"#),
             "{}",
-            updates[0].1
+            updates[0].2
         );
-        assert_eq!(updates[1], (1, r#"{"account_id":"b"}"#.to_string()));
+        assert_eq!(
+            updates[1],
+            (
+                "account".to_string(),
+                1,
+                format!(r#"{{"account_id":"b","row_no":1,"run_id":{first}}}"#)
+            )
+        );
         let verified = crate::audit::AuditReader::open(&path)
             .unwrap()
             .verify(None, None)
@@ -1084,13 +1093,7 @@ mod tests {
         }
         let (_dir, path, writer, first) = log_with_run(1).await;
         // The run's writer is now a process that does not exist: a crash.
-        Connection::open(&path)
-            .unwrap()
-            .execute(
-                "UPDATE runs SET writer_pid = ?2, writer_start = 1 WHERE id = ?1",
-                params![first, i32::MAX],
-            )
-            .unwrap();
+        writer_gone(&path, first);
         let audit = writer.handle();
         let second = audit.begin_run(new_run()).await.unwrap();
         // While the second runs, resuming the crashed first one is refused: the second holds

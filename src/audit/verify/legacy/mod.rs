@@ -5,3 +5,6 @@
 pub(super) mod schema;
 pub(super) mod tables;
 pub(super) mod walk;
+
+#[cfg(test)]
+mod tests;
