@@ -183,22 +183,9 @@ fn tagged_hex(out: &mut Vec<u8>, tag: &str, bytes: &[u8]) {
     out.push(b'}');
 }
 
-/// The hash of one record, lowercase hex (see the module docs for the exact text hashed).
+/// The hash of one record (see the module docs for the exact text hashed); lowercase hex is
+/// how the chain shows it.
 pub(crate) fn record_hash(
-    prev_hash: &str,
-    seq: i64,
-    kind: &str,
-    run_id: i64,
-    reference: Option<i64>,
-    content: &str,
-) -> String {
-    hex::encode(record_hash_bytes(
-        prev_hash, seq, kind, run_id, reference, content,
-    ))
-}
-
-/// The hash of one record, as bytes.
-pub(crate) fn record_hash_bytes(
     prev_hash: &str,
     seq: i64,
     kind: &str,
@@ -329,19 +316,19 @@ mod tests {
 
     #[test]
     fn the_hash_covers_every_field_and_the_link() {
-        let base = record_hash(GENESIS, 1, "row", 2, Some(3), "{}");
+        let base = hex::encode(record_hash(GENESIS, 1, "row", 2, Some(3), "{}"));
         assert_eq!(base.len(), 64);
         assert!(
             base.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         );
         for other in [
-            record_hash(&"1".repeat(64), 1, "row", 2, Some(3), "{}"),
-            record_hash(GENESIS, 2, "row", 2, Some(3), "{}"),
-            record_hash(GENESIS, 1, "end", 2, Some(3), "{}"),
-            record_hash(GENESIS, 1, "row", 3, Some(3), "{}"),
-            record_hash(GENESIS, 1, "row", 2, None, "{}"),
-            record_hash(GENESIS, 1, "row", 2, Some(3), "{ }"),
+            hex::encode(record_hash(&"1".repeat(64), 1, "row", 2, Some(3), "{}")),
+            hex::encode(record_hash(GENESIS, 2, "row", 2, Some(3), "{}")),
+            hex::encode(record_hash(GENESIS, 1, "end", 2, Some(3), "{}")),
+            hex::encode(record_hash(GENESIS, 1, "row", 3, Some(3), "{}")),
+            hex::encode(record_hash(GENESIS, 1, "row", 2, None, "{}")),
+            hex::encode(record_hash(GENESIS, 1, "row", 2, Some(3), "{ }")),
         ] {
             assert_ne!(base, other);
         }
@@ -349,7 +336,7 @@ mod tests {
         let text = format!("{GENESIS}\n1\nrow\n2\n3\n{{}}");
         assert_eq!(base, hex::encode(Sha256::digest(text.as_bytes())));
         assert_eq!(
-            record_hash(GENESIS, 1, "run", 2, None, "{}"),
+            hex::encode(record_hash(GENESIS, 1, "run", 2, None, "{}")),
             hex::encode(Sha256::digest(
                 format!("{GENESIS}\n1\nrun\n2\n\n{{}}").as_bytes()
             ))

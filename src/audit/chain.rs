@@ -30,7 +30,7 @@ use rusqlite::{Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 pub use super::canon::GENESIS;
-use super::canon::{Content, record_hash_bytes};
+use super::canon::{Content, record_hash};
 
 /// Where a record's `ref` comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,7 +322,9 @@ fn bound_int(value: &dyn ToSql) -> Option<i64> {
 #[derive(Debug)]
 pub(crate) struct ChainHead {
     seq: i64,
-    hash: String,
+    /// The newest record's hash as lowercase hex, as the next record's hash covers it (kept as
+    /// bytes: it is written anew for every record).
+    hash: [u8; 64],
 }
 
 impl ChainHead {
@@ -345,16 +347,26 @@ impl ChainHead {
             .prepare_cached(sql)?
             .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
             .optional()?;
-        Ok(match head {
-            Some((seq, hash)) => ChainHead {
-                seq,
-                hash: hex::encode(hash),
-            },
-            None => ChainHead {
-                seq: 0,
-                hash: GENESIS.to_string(),
-            },
-        })
+        let mut head_hex = [0u8; 64];
+        match head {
+            Some((seq, hash)) => {
+                // A stored hash that is not 32 bytes links nothing; `verify` names it.
+                if hex::encode_to_slice(&hash, &mut head_hex).is_err() {
+                    head_hex.copy_from_slice(GENESIS.as_bytes());
+                }
+                Ok(ChainHead {
+                    seq,
+                    hash: head_hex,
+                })
+            }
+            None => {
+                head_hex.copy_from_slice(GENESIS.as_bytes());
+                Ok(ChainHead {
+                    seq: 0,
+                    hash: head_hex,
+                })
+            }
+        }
     }
 
     /// The newest record's number (0 for an empty chain).
@@ -364,7 +376,7 @@ impl ChainHead {
 
     /// The newest record's hash, lowercase hex ([`GENESIS`] for an empty chain).
     pub(crate) fn hash(&self) -> &str {
-        &self.hash
+        std::str::from_utf8(&self.hash).expect("hex is ASCII")
     }
 
     /// Appends one record to `table` after the head, with `values` for its content columns (in
@@ -383,7 +395,7 @@ impl ChainHead {
         }
         let content = content.finish();
         let (run_id, reference) = table.run_and_ref(seq, |i| bound_int(values[i]));
-        let hash = record_hash_bytes(&self.hash, seq, table.kind, run_id, reference, &content);
+        let hash = record_hash(self.hash(), seq, table.kind, run_id, reference, &content);
         let mut stmt = conn.prepare_cached(table.insert_sql())?;
         stmt.raw_bind_parameter(1, seq)?;
         stmt.raw_bind_parameter(2, &hash[..])?;
@@ -392,7 +404,7 @@ impl ChainHead {
         }
         stmt.raw_execute()?;
         self.seq = seq;
-        self.hash = hex::encode(hash);
+        hex::encode_to_slice(hash, &mut self.hash).expect("32 bytes fill 64 hex digits");
         Ok(seq)
     }
 }
@@ -530,7 +542,7 @@ mod tests {
         for (seq, kind, run_id, reference, content, prev_hash, hash) in records {
             assert_eq!(prev_hash, prev);
             assert_eq!(
-                record_hash(&prev, seq, &kind, run_id, reference, &content),
+                hex::encode(record_hash(&prev, seq, &kind, run_id, reference, &content)),
                 hash,
                 "{seq} {content}"
             );

@@ -112,14 +112,14 @@ impl Record {
 
     fn computed_hash(&self, prev_hash: &str) -> String {
         let (run_id, reference) = self.run_and_ref();
-        record_hash(
+        hex::encode(record_hash(
             prev_hash,
             self.seq,
             self.table.kind,
             run_id,
             reference,
             &self.content(),
-        )
+        ))
     }
 
     fn hash_holds(&self, prev_hash: &str) -> bool {
@@ -597,7 +597,7 @@ mod tests {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .unwrap();
-            let hash = record_hash(&prev, seq, &kind, run_id, reference, &content);
+            let hash = hex::encode(record_hash(&prev, seq, &kind, run_id, reference, &content));
             let table = FACT_TABLES.iter().find(|t| t.kind == kind).unwrap().name;
             conn.execute(
                 &format!("UPDATE {table} SET hash = ?2 WHERE seq = ?1"),

@@ -115,22 +115,16 @@ fn patch(
         return None;
     }
     // What json_patch will give: the base's fields in order, the changed values in place.
-    let mut applied = String::with_capacity(state.len());
-    applied.push('{');
-    for (i, (name, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            applied.push(',');
-        }
-        applied.push_str(&serde_json::to_string(name).expect("a string serializes"));
-        applied.push(':');
-        applied.push_str(value);
-    }
-    applied.push('}');
-    if applied != state {
+    if object(fields.iter()) != state {
         return None;
     }
+    Some(Some(object(changed.into_iter())))
+}
+
+/// The JSON object of `fields` (names and raw value texts), written as serde_json writes one.
+fn object<'a>(fields: impl Iterator<Item = &'a (String, String)>) -> String {
     let mut out = String::from("{");
-    for (i, (name, value)) in changed.iter().enumerate() {
+    for (i, (name, value)) in fields.enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -139,7 +133,7 @@ fn patch(
         out.push_str(value);
     }
     out.push('}');
-    Some(Some(out))
+    out
 }
 
 /// The `prior_states` record holding `state`: found by its hash, or appended.

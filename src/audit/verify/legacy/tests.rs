@@ -434,7 +434,7 @@ fn rebuild_chain(path: &Path, from: i64) {
         if kind == "checkpoint" {
             content = checkpoint_content(&prev, seq - 1, run_id);
         }
-        let hash = record_hash(&prev, seq, &kind, run_id, reference, &content);
+        let hash = hex::encode(record_hash(&prev, seq, &kind, run_id, reference, &content));
         conn.execute(
             "UPDATE evidence SET content = ?2, prev_hash = ?3, hash = ?4 WHERE seq = ?1",
             params![seq, content, prev, hash],

@@ -66,7 +66,9 @@ impl Stored {
         ) else {
             return false;
         };
-        record_hash(prev, self.seq, kind, run_id, reference, content) == *hash
+        hex::encode(record_hash(
+            prev, self.seq, kind, run_id, reference, content,
+        )) == *hash
     }
 }
 
