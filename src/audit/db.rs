@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use include_dir::{Dir, include_dir};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior};
 use rusqlite_migration::{HookError, MigrationDefinitionError, Migrations, MigrationsBuilder};
 use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
@@ -59,6 +59,11 @@ pub(crate) fn int(v: u64) -> rusqlite::Result<i64> {
 /// Opens the log at `path` (creating it if `create` allows), sets the pragmas and migrates the
 /// schema to the newest version.
 pub(crate) fn open(path: &Path, durability: Durability) -> Result<Connection, AuditError> {
+    open_migrated(path, durability).map(|(conn, _)| conn)
+}
+
+/// Like [`open`], also answering the schema version the log had before it was migrated.
+fn open_migrated(path: &Path, durability: Durability) -> Result<(Connection, i64), AuditError> {
     prepare_file(path)?;
     // Switching a new file to WAL takes an exclusive lock for which SQLite does not always wait
     // on its busy handler, so processes opening a new log at the same moment can see "database
@@ -74,6 +79,61 @@ pub(crate) fn open(path: &Path, durability: Durability) -> Result<Connection, Au
     }
 }
 
+/// What `embatch migrate` did to a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migrated {
+    /// The schema version the log had (0 for an empty file).
+    pub from: i64,
+    /// The schema version it has now.
+    pub to: i64,
+    /// The chain of schema 01 it carried over, if it held one.
+    pub carried_over: Option<CarriedOver>,
+}
+
+/// The chain of schema 01 a migration carried over, as its `migration` record holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarriedOver {
+    /// Its record count.
+    pub records: i64,
+    /// Its head hash: the last one `verify --anchor` could print before the migration.
+    pub head: String,
+}
+
+/// Brings the existing log at `path` to the newest schema, as any command that writes to it
+/// would, and tells what that did. A log of schema 01 that does not verify is refused and left
+/// as it was.
+pub fn migrate_log(path: &Path) -> Result<Migrated, AuditError> {
+    // Unlike a run, which makes its log, this works on a log that must be there already.
+    if !path.is_file() {
+        return Err(AuditError::Io {
+            path: path.display().to_string(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no audit log here"),
+        });
+    }
+    let (conn, from) = open_migrated(path, Durability::Full)?;
+    let to = schema_version(&conn)?;
+    let carried_over = if from < to {
+        conn.query_row(
+            "SELECT legacy_records, legacy_head FROM migration ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| {
+                Ok(CarriedOver {
+                    records: r.get(0)?,
+                    head: r.get(1)?,
+                })
+            },
+        )
+        .optional()?
+    } else {
+        None
+    };
+    Ok(Migrated {
+        from,
+        to,
+        carried_over,
+    })
+}
+
 /// Opens the log at `path` to read it only: the file must exist, and nothing is created,
 /// migrated or changed (auditors verify copies on read-only shares, and a check must not alter
 /// its evidence).
@@ -83,6 +143,19 @@ pub(crate) fn open(path: &Path, durability: Durability) -> Result<Connection, Au
 /// instead, which is safe only while nobody writes it: so only when no `-wal` file is beside it,
 /// that is, when every writer has closed it and its content is all in the main file.
 pub(crate) fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
+    open_read_only_accepting(path, false)
+}
+
+/// Like [`open_read_only`], also taking a log of schema 01 as it is, for `verify`, which knows
+/// how to check that schema's chain and tables: so an old log can be verified where it cannot be
+/// migrated (on a read-only share, or kept unchanged as evidence).
+pub(crate) fn open_read_only_to_verify(path: &Path) -> Result<Connection, AuditError> {
+    open_read_only_accepting(path, true)
+}
+
+/// Opens the log at `path` read-only (see [`open_read_only`]), at the newest schema, or also at
+/// schema 01 when `schema_01` allows.
+fn open_read_only_accepting(path: &Path, schema_01: bool) -> Result<Connection, AuditError> {
     let io_error = |source: io::Error| AuditError::Io {
         path: path.display().to_string(),
         source,
@@ -121,12 +194,13 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
         Ok(n) if n < 0 => Err(AuditError::Migrate(
             "the file was written by a newer embatch; use that version to read it".into(),
         )),
-        Ok(_) => Err(AuditError::Migrate(
-            "the file was written by an older embatch, and reading never changes it: run a \
-             command that writes to it (such as `embatch resume` or `apply`) once to bring it up \
-             to date, or read it with the version that wrote it"
-                .into(),
-        )),
+        Ok(_) => match schema_version(&conn)? {
+            1 if schema_01 => Ok(conn),
+            version => Err(AuditError::OlderSchema {
+                path: path.display().to_string(),
+                version,
+            }),
+        },
         Err(e) => Err(AuditError::Migrate(e.to_string())),
     }
 }
@@ -172,14 +246,21 @@ fn is_locked(e: &AuditError) -> bool {
     }
 }
 
-/// One attempt at opening the prepared file, setting the pragmas and migrating.
-fn open_once(path: &Path, durability: Durability) -> Result<Connection, AuditError> {
+/// One attempt at opening the prepared file, setting the pragmas and migrating; answers the
+/// connection and the schema version the log had before.
+fn open_once(path: &Path, durability: Durability) -> Result<(Connection, i64), AuditError> {
     // No SQLITE_OPEN_CREATE: the file exists now with the right mode, and if it vanished in
     // between, SQLite must not recreate it with the default one. No SQLITE_OPEN_URI either, so a
     // file named `file:...` is a file.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    let found = schema_version(&conn)?;
+    if found == 1 {
+        // Before the journal mode is set, which rewrites the file's header: a log refused here
+        // is left byte for byte as it was.
+        refuse_unverified(&conn, path)?;
+    }
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         // WAL is what lets `runs` and `show` read while a run writes; a file system that cannot
@@ -197,7 +278,7 @@ fn open_once(path: &Path, durability: Durability) -> Result<Connection, AuditErr
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut conn)?;
-    Ok(conn)
+    Ok((conn, found))
 }
 
 /// The embedded migrations.
@@ -228,25 +309,31 @@ fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
 }
 
-/// Brings the schema to the newest version. A log of schema 01 is verified first, and one that
-/// does not verify is left as it is: carried over, its damage would be vouched for by the new
-/// chain.
+/// Refuses the log of schema 01 at `path` that does not verify: carried over, its damage would
+/// be vouched for by the new chain.
+fn refuse_unverified(conn: &Connection, path: &Path) -> Result<(), AuditError> {
+    let verification = super::verify::verify_connection(conn, None, None, None)?;
+    if verification.holds() {
+        return Ok(());
+    }
+    let count = verification.problem_count;
+    let first = verification
+        .problems
+        .first()
+        .map_or_else(String::new, |p| format!("; the first: {p}"));
+    Err(AuditError::Migrate(format!(
+        "the log was written by an older embatch and fails verification ({count} problem{}\
+         {first}); it was not migrated, and is as it was. `embatch verify --db {}` lists every \
+         problem",
+        if count == 1 { "" } else { "s" },
+        path.display()
+    )))
+}
+
+/// Brings the schema to the newest version (a log of schema 01 has been verified first, by
+/// [`open_once`]).
 fn migrate(conn: &mut Connection) -> Result<(), AuditError> {
     let migrations = migrations()?;
-    if schema_version(conn)? == 1 {
-        let verification = super::verify::verify_connection(conn, None, None, None)?;
-        if !verification.holds() {
-            let first = verification
-                .problems
-                .first()
-                .map_or_else(String::new, |p| format!("; the first: {p}"));
-            return Err(AuditError::Migrate(format!(
-                "the log was written by an older embatch and fails verification ({} problems{first}); \
-                 it was not migrated. Run `embatch verify` on it for the whole list",
-                verification.problem_count
-            )));
-        }
-    }
     // An immediate transaction takes the write lock before the schema version is read again, so
     // two processes opening a new file at once queue up instead of failing on a stale read.
     conn.set_transaction_behavior(TransactionBehavior::Immediate);

@@ -52,6 +52,7 @@ mod verify;
 mod write;
 
 pub use chain::GENESIS;
+pub use db::{CarriedOver, Migrated, migrate_log};
 pub use export::{
     EXPORT_COLUMNS, ExportError, ExportFilter, ExportFormat, PrivateOutput, TimeWindow,
     WindowError, csv_safe,
@@ -64,7 +65,7 @@ pub use read::{
 };
 pub use recorded::{RecordedRow, RowColumns};
 pub use rows::{RowBatch, RunRows};
-pub use sign::CheckpointKey;
+pub use sign::{CheckpointKey, KeyError, KeyFiles, public_key_from_file, write_key_pair};
 pub use verify::{Anchor, Damage, MAX_PROBLEMS, Problem, Verification};
 pub use write::{AuditHandle, AuditWriter, without_password};
 
@@ -77,6 +78,23 @@ pub enum AuditError {
     /// The schema could not be created or upgraded.
     #[error("migrate the schema: {0}")]
     Migrate(String),
+    /// A command that only reads was given a log of an older schema, which it does not change.
+    #[error(
+        "{path} was written by an older embatch (schema {version:02}), and a command that only \
+         reads never changes it. `embatch verify` checks a log of schema 01 as it is; for the \
+         other commands, bring it up to date with `embatch migrate --db {path}`, or, to keep \
+         this file as it is (a copy on a read-only share, evidence), migrate a writable copy: \
+         `cp {path} COPY && embatch migrate --db COPY`"
+    )]
+    OlderSchema {
+        /// The log.
+        path: String,
+        /// Its schema version.
+        version: i64,
+    },
+    /// A key of the checkpoints' signatures could not be made or read.
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// The file could not be created or its mode set.
     #[error("{path}: {source}")]
     Io {

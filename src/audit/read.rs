@@ -183,6 +183,22 @@ impl AuditReader {
         Ok(AuditReader { conn })
     }
 
+    /// Opens the log read-only to verify it: like [`AuditReader::open`], but a log of schema 01,
+    /// not migrated yet, is taken as it is too, since `verify` checks that schema's chain and
+    /// tables. Only [`AuditReader::verify`] and [`AuditReader::schema_version`] read such a log.
+    pub fn open_to_verify(path: &Path) -> Result<AuditReader, AuditError> {
+        let conn = db::open_read_only_to_verify(path)?;
+        Ok(AuditReader { conn })
+    }
+
+    /// The log's schema version: 1 for a log of schema 01 (see
+    /// [`AuditReader::open_to_verify`]), whose checkpoints were never signed.
+    pub fn schema_version(&self) -> Result<i64, AuditError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
     /// Every run, newest first.
     pub fn runs(&self) -> Result<Vec<RunInfo>, AuditError> {
         let mut stmt = self

@@ -142,10 +142,8 @@ pub async fn apply(
     Run { report, dir }
 }
 
-/// The binary, with the environment cleared of embatch settings, pointed at `emu` (as the
-/// admin) and at the audit log `db`, fast enough for tests.
-pub fn cli(emu: &RunningEmulator, db: &std::path::Path) -> std::process::Command {
-    let defaults = EmulatorConfig::default();
+/// The binary, with the environment cleared of embatch settings.
+pub fn bin() -> std::process::Command {
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("embatch"));
     for var in [
         "EMBATCH_URL",
@@ -153,9 +151,18 @@ pub fn cli(emu: &RunningEmulator, db: &std::path::Path) -> std::process::Command
         "EMBATCH_PASSWORD",
         "EMBATCH_DB",
         "EMBATCH_LOG",
+        "EMBATCH_SIGNING_KEY",
     ] {
         cmd.env_remove(var);
     }
+    cmd
+}
+
+/// The binary, with the environment cleared of embatch settings, pointed at `emu` (as the
+/// admin) and at the audit log `db`, fast enough for tests.
+pub fn cli(emu: &RunningEmulator, db: &std::path::Path) -> std::process::Command {
+    let defaults = EmulatorConfig::default();
+    let mut cmd = bin();
     cmd.env("EMBATCH_URL", emu.base_url())
         .env("EMBATCH_USER", &defaults.admin_user)
         .env("EMBATCH_PASSWORD", &defaults.admin_password)
