@@ -9,7 +9,7 @@ use crate::audit::{
     AuditError, AuditReader, ExportFilter, RowFilter, RunSelector, migrate_log,
     public_key_from_file,
 };
-use crate::console::{self, errln, out, outln};
+use crate::console::{self, out, outln};
 use crate::exit::Exit;
 use crate::settings::{ExportSettings, OutputFormat, ReportSettings, ShowSettings, VerifySettings};
 use crate::text;
@@ -114,14 +114,6 @@ pub(super) fn verify(s: VerifySettings) -> Result<Exit, AppError> {
         Some(key) => reader.verify_signed(run, s.expect.as_deref(), key)?,
         None => reader.verify(run, s.expect.as_deref())?,
     };
-    if public_key.is_some() && reader.schema_version()? < 2 {
-        // Its checkpoints predate signing: holding here says nothing of a key.
-        errln!(
-            "embatch: note: {} is a log of schema 01, written before checkpoints were signed: \
-             --public-key had no signature to check",
-            text::printable(&s.db.display().to_string())
-        );
-    }
     let mut out = console::stdout();
     match s.output {
         OutputFormat::Json => {
