@@ -198,10 +198,7 @@ pub(super) fn verification_text(v: &Verification) -> String {
                     anchor.hash
                 ));
             } else {
-                text.push_str(&format!(
-                    "anchor {}: found at evidence #{at}\n",
-                    anchor.hash
-                ));
+                text.push_str(&format!("anchor {}: found at record #{at}\n", anchor.hash));
             }
         }
         text.push_str(&format!("{0}/{0} records valid{scope}\n", v.records));
@@ -420,7 +417,7 @@ mod tests {
         );
         assert!(
             verification_text(&verification(Vec::new(), Some(anchor(false)))).starts_with(
-                &format!("anchor {}: found at evidence #529\n", "e2".repeat(32))
+                &format!("anchor {}: found at record #529\n", "e2".repeat(32))
             )
         );
     }

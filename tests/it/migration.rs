@@ -51,7 +51,7 @@ fn an_old_log_is_verified_as_it_is_and_the_other_readers_say_how_to_migrate_it()
     assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
     assert_eq!(
         stdout(&out),
-        format!("anchor {AFTER_RUN_3}: found at evidence #529\n714/714 records valid\n")
+        format!("anchor {AFTER_RUN_3}: found at record #529\n714/714 records valid\n")
     );
     let out = embatch(&db, &["verify", "--anchor"]);
     assert_eq!(stdout(&out), format!("{HEAD}\n"), "{}", support::text(&out));

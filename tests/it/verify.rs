@@ -199,7 +199,7 @@ async fn a_whole_log_verifies_and_its_anchor_is_checked_later() {
     assert_eq!(ran.code, Some(0), "{}", ran.all);
     assert_eq!(
         ran.stdout,
-        format!("anchor {anchor}: found at evidence #{records}\n{all}/{all} records valid\n")
+        format!("anchor {anchor}: found at record #{records}\n{all}/{all} records valid\n")
     );
 
     let ran = embatch(&emu, &db, &["verify", "--run", "1"]).await;
