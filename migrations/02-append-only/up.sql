@@ -97,13 +97,13 @@ CREATE TABLE planned_rows (
     UNIQUE (run_id, row_no)
 );
 
--- An account's state as read from EM, stored once (content-addressed by `sha256`) however many
--- rows it is the prior state of. `run_id` is the run that first stored it.
+-- An account's state as read from EM, before the first of its rows in a run: stored once per
+-- account and run, however many rows it is the prior state of (see `row_outcomes`). `run_id` is
+-- the run that stored it.
 CREATE TABLE prior_states (
     seq             INTEGER PRIMARY KEY,
     hash            BLOB    NOT NULL,
     run_id          INTEGER NOT NULL,
-    sha256          BLOB    NOT NULL UNIQUE,
     content         TEXT    NOT NULL
 );
 
@@ -147,7 +147,9 @@ CREATE TABLE requests (
     path            TEXT    NOT NULL,
     started_at      TEXT    NOT NULL
 );
-CREATE INDEX requests_row ON requests (run_id, row_no);
+-- By run only: a run's requests are read whole (by `resume`, `show`, `report`), and an index by
+-- row too would put each new entry at a place of its own, a page written for every request.
+CREATE INDEX requests_run ON requests (run_id);
 
 -- What came of an attempt: its status, or the error of a transport failure. An attempt with no
 -- result was in flight when the writing process stopped. `duration_us` is in microseconds.
@@ -405,7 +407,7 @@ FROM (
     FROM planned_rows
     UNION ALL
     SELECT seq, 'state', run_id, NULL,
-        json_object('content', content, 'run_id', run_id, 'sha256', lower(hex(sha256))),
+        json_object('content', content, 'run_id', run_id),
         lower(hex(hash))
     FROM prior_states
     UNION ALL

@@ -204,13 +204,13 @@ pub(crate) static PLANNED_ROWS: FactTable = FactTable::new(
     ],
 );
 
-/// An account's state, stored once.
+/// An account's state, stored once per account and run.
 pub(crate) static PRIOR_STATES: FactTable = FactTable::new(
     "prior_states",
     "state",
     Some("run_id"),
     Ref::None,
-    &["content", "run_id", "sha256"],
+    &["content", "run_id"],
 );
 
 /// A row's outcome.
@@ -407,11 +407,6 @@ impl ChainHead {
         hex::encode_to_slice(hash, &mut self.hash).expect("32 bytes fill 64 hex digits");
         Ok(seq)
     }
-}
-
-/// The SHA-256 of `bytes`.
-pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
 }
 
 #[cfg(test)]

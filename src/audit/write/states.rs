@@ -1,9 +1,12 @@
-//! Prior states stored once: the rows of one account in a run each record the account's state
-//! just before them, and those states differ only by what the rows before changed. So the first
-//! is stored whole in `prior_states` (content-addressed: a state already in the log is named,
-//! not stored again), and each later one as a JSON merge patch of the top-level fields that
-//! changed; the `change_log` view applies the patch (`json_patch`) and shows the state as it was
-//! recorded, byte for byte.
+//! Prior states stored once per account and run: the rows of one account in a run each record the
+//! account's state just before them, and those states differ only by what the rows before
+//! changed. So the first is stored whole in `prior_states`, and each later one as a JSON merge
+//! patch of the top-level fields that changed; the `change_log` view applies the patch
+//! (`json_patch`) and shows the state as it was recorded, byte for byte.
+//!
+//! States are not looked up by content across accounts or runs: no two accounts share a state
+//! (it holds the account's id), and an index of their hashes would cost a page written at a
+//! random place for every state stored, more than a state repeated across runs saves.
 //!
 //! A patch is written only when applying it gives back exactly the recorded text: the same
 //! fields in the same order, and no changed field whose new value is `null` (which a merge
@@ -12,10 +15,10 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use crate::audit::canon::content_fields;
-use crate::audit::chain::{ChainHead, PRIOR_STATES, sha256};
+use crate::audit::chain::{ChainHead, PRIOR_STATES};
 
 /// The most accounts whose first state is kept in memory; beyond it the memory is cleared, and
 /// an account seen again starts from a whole state (still stored once, by its hash).
@@ -136,22 +139,14 @@ fn object<'a>(fields: impl Iterator<Item = &'a (String, String)>) -> String {
     out
 }
 
-/// The `prior_states` record holding `state`: found by its hash, or appended.
+/// Appends `state` to `prior_states`; answers its record's number.
 fn stored(
     conn: &Connection,
     chain: &mut ChainHead,
     run_id: i64,
     state: &str,
 ) -> rusqlite::Result<i64> {
-    let digest = sha256(state.as_bytes());
-    let found = conn
-        .prepare_cached("SELECT seq FROM prior_states WHERE sha256 = ?1")?
-        .query_row([&digest[..]], |r| r.get(0))
-        .optional()?;
-    match found {
-        Some(seq) => Ok(seq),
-        None => chain.append(conn, &PRIOR_STATES, &[&state, &run_id, &&digest[..]]),
-    }
+    chain.append(conn, &PRIOR_STATES, &[&state, &run_id])
 }
 
 #[cfg(test)]
@@ -196,16 +191,12 @@ mod tests {
         assert_ne!(d.state, a.state);
         let e = states.record(&tx, &mut chain, 1, other).unwrap();
         assert_eq!(e.patch, None);
-        // Another run, or a process that forgot, finds the state stored already.
-        states.forget();
+        // Another run stores the account's state anew, once.
         let again = states.record(&tx, &mut chain, 2, first).unwrap();
-        assert_eq!(
-            again,
-            PriorState {
-                state: a.state,
-                patch: None
-            }
-        );
+        assert_eq!(again.patch, None);
+        assert_ne!(again.state, a.state);
+        let later = states.record(&tx, &mut chain, 2, second).unwrap();
+        assert_eq!(later.state, again.state);
         for (recorded, expected) in [(&b, second), (&c, third), (&d, object), (&e, other)] {
             let shown: String = tx
                 .query_row(
@@ -220,6 +211,6 @@ mod tests {
         let stored: i64 = tx
             .query_row("SELECT count(*) FROM prior_states", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(stored, 3);
+        assert_eq!(stored, 4);
     }
 }

@@ -397,7 +397,7 @@ async fn a_change_to_the_schema_is_named() {
             "view change_log: modified",
         ),
         ("CREATE TABLE notes (x)", "table notes: inserted"),
-        ("DROP INDEX requests_row", "index requests_row: deleted"),
+        ("DROP INDEX requests_run", "index requests_run: deleted"),
     ];
     for (n, (sql, expected)) in cases.into_iter().enumerate() {
         let path = copy_of(&sample, &format!("schema-{n}.db"));
