@@ -27,7 +27,6 @@ use std::sync::OnceLock;
 
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
-use sha2::{Digest, Sha256};
 
 pub use super::canon::GENESIS;
 use super::canon::{Content, record_hash};
@@ -544,6 +543,15 @@ mod tests {
             prev = hash;
         }
         assert_eq!(prev, head.hash());
+    }
+
+    #[test]
+    fn a_new_log_has_small_pages_since_every_commit_writes_its_last_ones() {
+        let (_dir, conn) = log();
+        let size: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap();
+        assert_eq!(size, 2048);
     }
 
     #[test]
