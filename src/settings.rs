@@ -62,6 +62,16 @@ pub enum Command {
     Snapshot(SnapshotSettings),
     /// `embatch verify`
     Verify(VerifySettings),
+    /// `embatch migrate`
+    Migrate {
+        /// The audit log.
+        db: PathBuf,
+    },
+    /// `embatch keygen`
+    Keygen {
+        /// Where the signing key goes (the public key goes beside it, with `.pub` added).
+        file: PathBuf,
+    },
     /// `embatch completions` and `embatch man`: a text made from the command-line definitions
     /// (a completion script, the man page), printed on stdout as it is.
     Print(String),
@@ -76,6 +86,8 @@ pub struct VerifySettings {
     pub anchor: bool,
     /// A head hash the log must still hold (lowercase hex).
     pub expect: Option<String>,
+    /// The public key's file every checkpoint must be signed by.
+    pub public_key: Option<PathBuf>,
     /// The audit log.
     pub db: PathBuf,
     /// Output format.
@@ -121,6 +133,8 @@ pub struct SnapshotSettings {
     pub pace: Pace,
     /// The audit log the snapshot run is recorded in.
     pub db: PathBuf,
+    /// The signing key's file, to sign the run's checkpoint with.
+    pub signing_key: Option<PathBuf>,
 }
 
 /// `embatch report`.
@@ -143,6 +157,8 @@ pub struct ApplyLike {
     pub pace: Pace,
     /// The audit log.
     pub db: PathBuf,
+    /// The signing key's file, to sign the run's checkpoint with.
+    pub signing_key: Option<PathBuf>,
     /// Output format of the summary.
     pub output: OutputFormat,
     /// Do not ask for confirmation.
@@ -162,6 +178,8 @@ pub struct FollowUpSettings {
     pub pace: Pace,
     /// The audit log.
     pub db: PathBuf,
+    /// The signing key's file, to sign the run's checkpoints with.
+    pub signing_key: Option<PathBuf>,
     /// Stop scheduling after this many failed rows.
     pub max_failures: Option<u64>,
     /// Output format of the summary.
@@ -230,6 +248,8 @@ pub struct ApplySettings {
     pub pace: Pace,
     /// The audit log.
     pub db: PathBuf,
+    /// The signing key's file, to sign the run's checkpoint with.
+    pub signing_key: Option<PathBuf>,
     /// Stop scheduling after this many failed rows.
     pub max_failures: Option<u64>,
     /// Start a scope rebuild after a run that added scopes.

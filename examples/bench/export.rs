@@ -2,7 +2,8 @@
 //! process's peak memory rises while it runs.
 //!
 //! Applying a million rows takes minutes, and the export reads only what a run leaves in the
-//! log, so the log is written directly: one completed run whose rows look like an apply's
+//! log, so the log is written by the audit writer alone: one completed run whose rows look like
+//! an apply's
 //! (account, role, ticket, a formula-like comment that CSV must defuse, a prior state of about
 //! 300 bytes, a result). The export is measured at a tenth of the rows and at all of them: a
 //! streamed export rises by the same few MiB at both sizes, while one that held its rows would
@@ -12,7 +13,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use embatch::audit::{AuditReader, AuditWriter, ExportFilter, ExportFormat};
+use embatch::audit::{
+    AuditReader, AuditWriter, ExportFilter, ExportFormat, NewRun, RowColumns, RowResult, RunStatus,
+};
 
 use crate::measure::{db_bytes, mib, status_kib};
 
@@ -26,11 +29,9 @@ pub async fn run(rows: usize) -> Result<()> {
     for n in [(rows / 10).max(1), rows] {
         let dir = tempfile::tempdir().context("create a temporary directory")?;
         let path = dir.path().join("audit.db");
-        AuditWriter::spawn(&path)?
-            .close()
+        write_run(&path, n as u64)
             .await
-            .context("create the audit log")?;
-        write_run(&path, n as u64)?;
+            .context("write the audit log")?;
         let reader = AuditReader::open(&path)?;
         for (format, name) in [
             (ExportFormat::Csv, "csv"),
@@ -76,47 +77,77 @@ impl std::io::Write for Counting {
     }
 }
 
-/// Writes one completed `apply` run of `rows` finished rows into the log at `path`.
-fn write_run(path: &Path, rows: u64) -> Result<()> {
-    let mut conn = rusqlite::Connection::open(path)?;
-    let tx = conn.transaction()?;
-    tx.execute(
-        "INSERT INTO runs (kind, status, started_at, ended_at, operator, server_url, wire,
-             tls_verify, insecure, plan_file, plan_sha256, tool_version, options, writer_pid)
-         VALUES ('apply', 'completed', '2026-11-23T09:00:00.000Z', '2026-11-23T09:40:00.000Z',
-             'TECH\\admin', 'https://em.example.com:9398/api', 'xml', 1, 0, 'bulk.csv', ?1,
-             '0.1.0', '{}', 1)",
-        ["0".repeat(64)],
-    )?;
-    let run_id = tx.last_insert_rowid();
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO plan_rows (run_id, row_no, line, account, account_id, action, target,
-                 ticket, comment, outcome, prior_state, result, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'assign-role', 'Restore Operator', 'CHG-20931',
-                 '=HYPERLINK(\"x\")', 'applied', ?6, ?7, '2026-11-23T09:20:00.000Z')",
-        )?;
-        for i in 0..rows {
+/// Writes one completed `apply` run of `rows` finished rows into the log at `path`, through
+/// the audit writer as a run would (the log is append-only and hash-chained, so there is no
+/// faster honest way), in batches so that memory stays flat.
+async fn write_run(path: &Path, rows: u64) -> Result<()> {
+    let writer = AuditWriter::spawn(path)?;
+    let audit = writer.handle();
+    let run_id = audit
+        .begin_run(NewRun {
+            kind: "apply".into(),
+            parent_run_id: None,
+            operator: "TECH\\admin".into(),
+            server_url: "https://em.example.com:9398/api".into(),
+            wire: "xml".into(),
+            tls_verify: true,
+            insecure: false,
+            plan_file: Some("bulk.csv".into()),
+            plan_sha256: Some("0".repeat(64)),
+            tool_version: "0.1.0".into(),
+            options: "{}".into(),
+        })
+        .await?;
+    const BATCH: u64 = 10_000;
+    let mut start = 0;
+    while start < rows {
+        let end = (start + BATCH).min(rows);
+        // Awaited: everything sent before it is committed first, so the channel never holds
+        // more than a batch.
+        audit
+            .add_rows(
+                run_id,
+                (start..end)
+                    .map(|i| RowColumns {
+                        row_no: i,
+                        line: i + 2,
+                        account: format!("TECH\\user{i:07}"),
+                        action: "assign-role".into(),
+                        target: "Restore Operator".into(),
+                        object_name: None,
+                        ticket: Some("CHG-20931".into()),
+                        comment: Some("=HYPERLINK(\"x\")".into()),
+                        annotations: None,
+                    })
+                    .collect(),
+            )
+            .await?;
+        for i in start..end {
             let account = format!("TECH\\user{i:07}");
             let id = uuid::Uuid::from_u128(u128::from(i) + 1);
             let prior = serde_json::json!({
+                "id": id,
                 "name": account,
                 "allow_restore_all_vms": false,
                 "roles": [{ "id": uuid::Uuid::from_u128(7), "name": "Portal User" }],
                 "scopes": [{ "id": uuid::Uuid::from_u128(u128::from(i) << 8), "name": "vm-01" }],
             });
             let result = serde_json::json!({ "role_id": uuid::Uuid::from_u128(9) });
-            insert.execute(rusqlite::params![
+            audit.row_account(run_id, i, &id.to_string());
+            audit.row_finished(
                 run_id,
-                i as i64,
-                i as i64 + 2,
-                account,
-                id.to_string(),
-                prior.to_string(),
-                result.to_string(),
-            ])?;
+                i,
+                RowResult {
+                    outcome: "applied".into(),
+                    error: None,
+                    prior_state: Some(prior.to_string()),
+                    result: Some(result.to_string()),
+                },
+            );
         }
+        start = end;
     }
-    tx.commit()?;
+    audit.end_run(run_id, RunStatus::Completed).await?;
+    writer.close().await?;
     Ok(())
 }

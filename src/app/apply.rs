@@ -13,7 +13,7 @@ use crate::settings::{ApplyLike, ApplySettings, CheckSettings, OutputFormat};
 use crate::text;
 
 use super::connect::client_config;
-use super::{AppError, load_plan, reporter_for, run_through};
+use super::{AppError, load_plan, reporter_for, run_through, signing_key};
 
 pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
     let Some((connect, pace)) = s.online else {
@@ -124,6 +124,7 @@ pub(super) fn jobs_text(jobs: &[runner::Job]) -> String {
 }
 
 pub(super) async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
+    let key = signing_key(s.signing_key.as_deref())?;
     // The plan is validated in one pass that keeps no rows, then read again row by row as the
     // run records it; a file changed in between is refused before anything is sent.
     let plan = plan::check(&s.plan)?;
@@ -146,6 +147,7 @@ pub(super) async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     };
     let door = Door {
         db: &s.db,
+        signing_key: key.as_ref(),
         reporter: reporter_for(s.output),
         wait: s.wait,
     };
@@ -153,6 +155,7 @@ pub(super) async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
 }
 
 pub(super) async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
+    let key = signing_key(s.signing_key.as_deref())?;
     let config = client_config(&s.connect, None)?;
     confirm(
         &format!(
@@ -183,6 +186,7 @@ pub(super) async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
     let settings = runner::run_settings(config, s.pace, None, serde_json::json!({}));
     let door = Door {
         db: &s.db,
+        signing_key: key.as_ref(),
         reporter: Reporter::Quiet,
         wait: s.wait,
     };

@@ -93,8 +93,10 @@ pub(super) async fn demo(s: DemoSettings) -> Result<Exit, AppError> {
         spec.take()
             .ok_or_else(|| AppError::Usage("the demo's run can start only once".into()))
     };
+    // The demo's runs are not signed: its log is a trial's, and it makes no key.
     let door = Door {
         db: &s.db,
+        signing_key: None,
         reporter: Reporter::Stderr,
         wait: false,
     };

@@ -12,7 +12,7 @@ use crate::text;
 
 use super::apply::{confirm, jobs_text};
 use super::connect::client_config;
-use super::{AppError, open_reader, reporter_for, run_through};
+use super::{AppError, open_reader, reporter_for, run_through, signing_key};
 
 /// The recorded run a follow-up command starts from, with a reader of its log.
 pub(super) fn recorded_run(s: &FollowUpSettings) -> Result<(AuditReader, RunInfo), AppError> {
@@ -35,6 +35,7 @@ pub(super) async fn run_follow_up(
     derive: Derive<'_>,
     extra: serde_json::Value,
 ) -> Result<Exit, AppError> {
+    let key = signing_key(s.signing_key.as_deref())?;
     let config = client_config(&s.connect, Some(run))?;
     confirm(
         &jobs_text(&spec.jobs),
@@ -53,6 +54,7 @@ pub(super) async fn run_follow_up(
     };
     let door = Door {
         db: &s.db,
+        signing_key: key.as_ref(),
         reporter: reporter_for(s.output),
         wait: s.wait,
     };

@@ -1,15 +1,21 @@
-//! The commands that only read the audit log: `runs`, `show`, `report`, `export`, `verify`.
+//! The commands on the audit log itself: those that only read it, `runs`, `show`, `report`,
+//! `export` and `verify`, and `migrate`, which brings a log written by an older embatch up to
+//! date.
 
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::audit::{ExportFilter, RowFilter, RunSelector};
+use crate::audit::{
+    AuditError, AuditReader, ExportFilter, RowFilter, RunSelector, migrate_log,
+    public_key_from_file,
+};
 use crate::console::{self, out, outln};
 use crate::exit::Exit;
 use crate::settings::{ExportSettings, OutputFormat, ReportSettings, ShowSettings, VerifySettings};
+use crate::text;
 
 use super::render::{self, verification_text};
-use super::{AppError, finish_output, open_reader, private_output};
+use super::{AppError, existing_log, finish_output, open_reader, private_output};
 
 pub(super) fn runs(db: &Path) -> Result<Exit, AppError> {
     let reader = open_reader(db)?;
@@ -93,9 +99,21 @@ pub(super) fn export(s: ExportSettings) -> Result<Exit, AppError> {
 }
 
 pub(super) fn verify(s: VerifySettings) -> Result<Exit, AppError> {
-    let reader = open_reader(&s.db)?;
+    let public_key = s
+        .public_key
+        .as_deref()
+        .map(public_key_from_file)
+        .transpose()
+        .map_err(AuditError::from)?;
+    existing_log(&s.db)?;
+    // A log of schema 01 is verified as it is: an auditor may hold it where it cannot be
+    // migrated, and must not have to change evidence to check it.
+    let reader = AuditReader::open_to_verify(&s.db)?;
     let run = s.run.map(RunSelector::from);
-    let v = reader.verify(run, s.expect.as_deref())?;
+    let v = match &public_key {
+        Some(key) => reader.verify_signed(run, s.expect.as_deref(), key)?,
+        None => reader.verify(run, s.expect.as_deref())?,
+    };
     let mut out = console::stdout();
     match s.output {
         OutputFormat::Json => {
@@ -111,4 +129,37 @@ pub(super) fn verify(s: VerifySettings) -> Result<Exit, AppError> {
         OutputFormat::Text => write!(out, "{}", console::printable_lines(&verification_text(&v)))?,
     }
     Ok(Exit::of_verification(&v))
+}
+
+/// Brings the log up to date (`embatch migrate`), and says what that did.
+pub(super) fn migrate(db: &Path) -> Result<Exit, AppError> {
+    existing_log(db)?;
+    let migrated = migrate_log(db)?;
+    let shown = text::printable(&db.display().to_string()).into_owned();
+    if migrated.from == migrated.to {
+        outln!("{shown}: already up to date (schema {})", migrated.to)?;
+        return Ok(Exit::Success);
+    }
+    match &migrated.carried_over {
+        None if migrated.from == 0 => outln!(
+            "{shown}: was an empty file; now an audit log of schema {} with no runs",
+            migrated.to
+        )?,
+        Some(old) => outln!(
+            "{shown}: migrated from schema {} to {}: {} records of the old chain carried over, \
+             head {}",
+            migrated.from,
+            migrated.to,
+            old.records,
+            old.head
+        )?,
+        None => outln!(
+            "{shown}: migrated from schema {} to {}: the old chain held no records",
+            migrated.from,
+            migrated.to
+        )?,
+    }
+    // The old heads still verify (`verify --expect`); the chain now goes on from a new one.
+    outln!("keep the new head hash with `embatch verify --anchor --db {shown}`")?;
+    Ok(Exit::Success)
 }

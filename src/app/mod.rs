@@ -7,6 +7,7 @@ mod apply;
 mod connect;
 mod emulator;
 mod history;
+mod keys;
 mod log;
 mod render;
 mod snapshot;
@@ -14,12 +15,13 @@ mod snapshot;
 use self::apply::{apply, check, rebuild_scopes};
 use self::emulator::{demo, run_emulator};
 use self::history::{replay, resume, undo};
-use self::log::{export, report, runs, show, verify};
+use self::keys::keygen;
+use self::log::{export, migrate, report, runs, show, verify};
 use self::snapshot::snapshot_accounts;
 
 use std::path::Path;
 
-use crate::audit::{AuditError, AuditReader, ExportError, PrivateOutput};
+use crate::audit::{AuditError, AuditReader, CheckpointKey, ExportError, PrivateOutput};
 use crate::console::{self, errln, out};
 use crate::em::EmError;
 use crate::exit::Exit;
@@ -42,8 +44,8 @@ pub enum AppError {
     /// [`AppError::Plan`], see the `From` below).
     #[error(transparent)]
     Run(RunError),
-    /// The audit log could not be opened or read.
-    #[error("audit log: {0}")]
+    /// The audit log could not be opened or read, or a key of its signatures made or read.
+    #[error("{}", audit_text(.0))]
     Audit(#[from] AuditError),
     /// The run cannot be replayed, undone or resumed: nothing was sent.
     #[error("{0}")]
@@ -54,6 +56,14 @@ pub enum AppError {
     /// Writing output failed.
     #[error("write output: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// What an [`AppError::Audit`] says: about the log, or about a key file, which names itself.
+fn audit_text(e: &AuditError) -> String {
+    match e {
+        AuditError::Key(e) => e.to_string(),
+        e => format!("audit log: {e}"),
+    }
 }
 
 impl From<RunError> for AppError {
@@ -112,6 +122,8 @@ pub async fn run(command: Command) -> Exit {
         Command::RebuildScopes(s) => rebuild_scopes(s).await,
         Command::Emulator(s) => run_emulator(s).await,
         Command::Verify(s) => verify(s),
+        Command::Migrate { db } => migrate(&db),
+        Command::Keygen { file } => keygen(&file),
         Command::Export(s) => export(s),
         Command::Snapshot(s) => snapshot_accounts(s).await,
         Command::Report(s) => report(s),
@@ -190,13 +202,29 @@ pub(super) fn load_plan(path: &Path) -> Result<Plan, AppError> {
 }
 
 pub(super) fn open_reader(db: &Path) -> Result<AuditReader, AppError> {
-    if !db.exists() {
-        return Err(AppError::Usage(format!(
-            "no audit log at {} (pass --db or set EMBATCH_DB)",
-            db.display()
-        )));
-    }
+    existing_log(db)?;
     Ok(AuditReader::open(db)?)
+}
+
+/// Refuses, as a usage error, a log that is not there: a command that does not write must not
+/// make one, and the usual cause is a `--db` or `EMBATCH_DB` left out.
+pub(super) fn existing_log(db: &Path) -> Result<(), AppError> {
+    if db.exists() {
+        return Ok(());
+    }
+    Err(AppError::Usage(format!(
+        "no audit log at {} (pass --db or set EMBATCH_DB)",
+        db.display()
+    )))
+}
+
+/// The signing key `--signing-key` names, read before anything is sent: a key that cannot be
+/// used refuses the command, rather than leaving a run unsigned.
+pub(super) fn signing_key(path: Option<&Path>) -> Result<Option<CheckpointKey>, AppError> {
+    Ok(path
+        .map(CheckpointKey::load)
+        .transpose()
+        .map_err(AuditError::from)?)
 }
 
 impl From<HistoryError> for AppError {

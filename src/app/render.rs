@@ -6,7 +6,8 @@ use std::io::Write as _;
 use std::path::Path;
 
 use crate::audit::{
-    AuditReader, FailedRow, Failures, LineSource, LockHolder, RowInfo, RunInfo, Verification,
+    AuditReader, Damage, FailedRow, Failures, LineSource, LockHolder, RowInfo, RunInfo,
+    Verification,
 };
 use crate::console::{self, errln};
 use crate::runner::{self, RunReport};
@@ -191,10 +192,14 @@ pub(super) fn verification_text(v: &Verification) -> String {
     if v.holds() {
         if let Some(anchor) = &v.anchor {
             let at = anchor.found_at.unwrap_or_default();
-            text.push_str(&format!(
-                "anchor {}: found at evidence #{at}\n",
-                anchor.hash
-            ));
+            if anchor.carried_over {
+                text.push_str(&format!(
+                    "anchor {}: found at schema 01 evidence #{at} (before the log was migrated)\n",
+                    anchor.hash
+                ));
+            } else {
+                text.push_str(&format!("anchor {}: found at record #{at}\n", anchor.hash));
+            }
         }
         text.push_str(&format!("{0}/{0} records valid{scope}\n", v.records));
         return text;
@@ -205,6 +210,21 @@ pub(super) fn verification_text(v: &Verification) -> String {
     let unlisted = v.problem_count.saturating_sub(VERIFY_LISTED as u64);
     if unlisted > 0 {
         text.push_str(&format!("... and {unlisted} more\n"));
+    }
+    // What the damages of signatures mean, once each: they are not edits of the chain, and
+    // the first has an innocent cause as often as not.
+    let damaged = |damage: Damage| v.problems.iter().any(|p| p.damage == damage);
+    if damaged(Damage::Unsigned) {
+        text.push_str(
+            "unsigned: the run that wrote the checkpoint was not given --signing-key, or the \
+             signature was removed\n",
+        );
+    }
+    if damaged(Damage::OtherKey) {
+        text.push_str(
+            "signed by another key: not by the key of --public-key; check that it is the .pub \
+             of the key the runs were given\n",
+        );
     }
     let mut count = v.problem_count;
     if let Some(anchor) = v.anchor.as_ref().filter(|a| a.found_at.is_none()) {
@@ -332,6 +352,7 @@ fn shown<const N: usize>(texts: [&str; N]) -> [String; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::Anchor;
 
     #[test]
     fn a_failed_row_reads_like_a_plan_problem_with_outside_text_escaped() {
@@ -365,5 +386,69 @@ mod tests {
             (&7.into(), &serde_json::Value::Null)
         );
         assert!(json.get("file").is_none());
+    }
+
+    fn verification(problems: Vec<crate::audit::Problem>, anchor: Option<Anchor>) -> Verification {
+        Verification {
+            run_id: None,
+            records: 714,
+            head: "ab".repeat(32),
+            head_seq: 714,
+            problem_count: problems.len() as u64,
+            problems,
+            anchor,
+        }
+    }
+
+    #[test]
+    fn an_anchor_in_the_chain_carried_over_is_said_to_be_from_before_the_migration() {
+        let anchor = |carried_over| Anchor {
+            hash: "e2".repeat(32),
+            found_at: Some(529),
+            carried_over,
+        };
+        assert_eq!(
+            verification_text(&verification(Vec::new(), Some(anchor(true)))),
+            format!(
+                "anchor {}: found at schema 01 evidence #529 (before the log was migrated)\n\
+                 714/714 records valid\n",
+                "e2".repeat(32)
+            )
+        );
+        assert!(
+            verification_text(&verification(Vec::new(), Some(anchor(false)))).starts_with(
+                &format!("anchor {}: found at record #529\n", "e2".repeat(32))
+            )
+        );
+    }
+
+    #[test]
+    fn checkpoints_unsigned_or_signed_by_another_key_are_named_and_explained_once() {
+        let problem = |run: i64, damage| crate::audit::Problem {
+            record: format!("run {run} checkpoint (record #{})", run * 10),
+            damage,
+            seq: Some(run * 10),
+        };
+        let text = verification_text(&verification(
+            vec![
+                problem(1, Damage::Unsigned),
+                problem(2, Damage::OtherKey),
+                problem(3, Damage::Unsigned),
+            ],
+            None,
+        ));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "run 1 checkpoint (record #10): unsigned",
+                "run 2 checkpoint (record #20): signed by another key",
+                "run 3 checkpoint (record #30): unsigned",
+            ]
+        );
+        assert!(lines[3].starts_with("unsigned: "), "{text}");
+        assert!(lines[4].starts_with("signed by another key: "), "{text}");
+        assert_eq!(lines[5], "verification failed: 3 problems in 714 records");
+        assert_eq!(lines.len(), 6);
     }
 }

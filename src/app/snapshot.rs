@@ -8,9 +8,10 @@ use crate::settings::{SnapshotAccounts, SnapshotSettings};
 use crate::text;
 
 use super::connect::client_config;
-use super::{AppError, finish_output, load_plan, private_output};
+use super::{AppError, finish_output, load_plan, private_output, signing_key};
 
 pub(super) async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppError> {
+    let key = signing_key(s.signing_key.as_deref())?;
     let plan = match &s.accounts {
         SnapshotAccounts::Plan(path) => Some(load_plan(path)?),
         SnapshotAccounts::All => None,
@@ -29,6 +30,7 @@ pub(super) async fn snapshot_accounts(s: SnapshotSettings) -> Result<Exit, AppEr
     };
     let door = Door {
         db: &s.db,
+        signing_key: key.as_ref(),
         reporter: Reporter::Quiet,
         wait: false,
     };

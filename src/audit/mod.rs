@@ -9,8 +9,10 @@
 //! Every HTTP attempt is recorded as an intent, committed, before the request is sent; so a
 //! crash leaves evidence of what may have been sent. No secret is ever written here.
 //!
-//! The tables are private; four views are the stable interface for auditors, and their column
-//! names do not change (`migrations/01-initial/up.sql` defines them):
+//! The log is append-only: each fact is a row written once into a table of its kind, numbered and
+//! hashed into one chain (`chain.rs`). The tables are private; four views are the stable
+//! interface for auditors, and their column names do not change
+//! (`migrations/02-append-only/up.sql` defines them):
 //!
 //! - `run_summary`, one row per run: `run_id`, `kind`, `parent_run_id`, `status`, `started_at`,
 //!   `ended_at`, `operator`, `server_url`, `wire`, `tls_verify`, `insecure`, `plan_file`,
@@ -23,15 +25,15 @@
 //!   `method`, `path`, `status`, `error`, `started_at`, `duration_ms`. An attempt with neither
 //!   status, error nor duration was about to be sent, or in flight, when its process stopped.
 //!
-//! - `evidence_log`, one row per evidence record: `seq`, `kind`, `run_id`, `ref`, `content`,
-//!   `prev_hash`, `hash`. Every write to the tables above is also appended here, hash-linked,
-//!   in the same transaction; `verify` recomputes the chain and compares the tables with it
-//!   (`chain.rs` defines the records, `verify.rs` the checks).
+//! - `evidence_log`, one row per record of the chain: `seq`, `kind`, `run_id`, `ref`, `content`
+//!   (the text its hash covers), `prev_hash`, `hash`; `verify` recomputes the chain from the
+//!   tables (`chain.rs` defines the records, `verify/` the checks).
 //!
 //! Timestamps are RFC 3339 in UTC with milliseconds (`2026-11-23T10:21:03.123Z`). The status
 //! stored for a run whose process died is still `running`; [`AuditReader`] reports it as
 //! `crashed`.
 
+mod canon;
 mod chain;
 mod db;
 mod export;
@@ -40,14 +42,17 @@ mod failures;
 pub(crate) mod fixtures;
 mod history;
 mod lock;
+mod migrate;
 mod process;
 mod read;
 mod recorded;
 mod rows;
+mod sign;
 mod verify;
 mod write;
 
 pub use chain::GENESIS;
+pub use db::{CarriedOver, Migrated, migrate_log};
 pub use export::{
     EXPORT_COLUMNS, ExportError, ExportFilter, ExportFormat, PrivateOutput, TimeWindow,
     WindowError, csv_safe,
@@ -60,6 +65,7 @@ pub use read::{
 };
 pub use recorded::{RecordedRow, RowColumns};
 pub use rows::{RowBatch, RunRows};
+pub use sign::{CheckpointKey, KeyError, KeyFiles, public_key_from_file, write_key_pair};
 pub use verify::{Anchor, Damage, MAX_PROBLEMS, Problem, Verification};
 pub use write::{AuditHandle, AuditWriter, without_password};
 
@@ -72,6 +78,23 @@ pub enum AuditError {
     /// The schema could not be created or upgraded.
     #[error("migrate the schema: {0}")]
     Migrate(String),
+    /// A command that only reads was given a log of an older schema, which it does not change.
+    #[error(
+        "{path} was written by an older embatch (schema {version:02}), and a command that only \
+         reads never changes it. `embatch verify` checks a log of schema 01 as it is; for the \
+         other commands, bring it up to date with `embatch migrate --db {path}`, or, to keep \
+         this file as it is (a copy on a read-only share, evidence), migrate a writable copy: \
+         `cp {path} COPY && embatch migrate --db COPY`"
+    )]
+    OlderSchema {
+        /// The log.
+        path: String,
+        /// Its schema version.
+        version: i64,
+    },
+    /// A key of the checkpoints' signatures could not be made or read.
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// The file could not be created or its mode set.
     #[error("{path}: {source}")]
     Io {

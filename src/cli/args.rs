@@ -34,12 +34,26 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "HASH")]
     pub expect: Option<String>,
 
+    /// Also check that every checkpoint is signed by the key in this public key file (FILE.pub,
+    /// from `embatch keygen`): a checkpoint unsigned, or signed by another key, is a problem
+    /// (exit 5). Those carried over from a log of schema 01, older than signing, are exempt.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+
     #[command(flatten)]
     pub db: DbArgs,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
+}
+
+/// `embatch keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the signing key (mode 0600); the public key goes to FILE.pub.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// `embatch export`.
@@ -242,7 +256,7 @@ pub struct RunArg {
 }
 
 /// What every run against EM takes: how to reach the server, how hard to push it, and the
-/// audit log the run is recorded in.
+/// audit log the run is recorded in, with the key its checkpoints are signed with.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     #[command(flatten)]
@@ -253,6 +267,21 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub db: DbArgs,
+
+    #[command(flatten)]
+    pub signing: SigningArgs,
+}
+
+/// The key a run signs its checkpoints with.
+#[derive(Debug, Args)]
+pub struct SigningArgs {
+    /// Sign the checkpoint that ends each run with the Ed25519 signing key in this file, made by
+    /// `embatch keygen FILE`; `embatch verify --public-key FILE.pub` then tells a chain rebuilt
+    /// after an edit by anyone without the key. The file must be readable by its owner alone
+    /// (mode 0600); a key that cannot be used refuses the command (exit 2) before anything is
+    /// sent.
+    #[arg(long, env = "EMBATCH_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
 }
 
 /// Where the audit log lives.

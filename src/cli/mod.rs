@@ -81,7 +81,33 @@ pub enum CliCommand {
     /// Check offline that the audit log is as embatch wrote it: recompute its hash chain and
     /// compare every run, row and request with it. Where it does not hold, name the first record
     /// that was modified, deleted or inserted, and exit with status 5.
+    ///
+    /// With --public-key, a checkpoint unsigned or signed by another key is named too. A log
+    /// written by an older embatch (schema 01) is verified as it is, and not changed.
     Verify(VerifyArgs),
+    /// Bring an audit log written by an older embatch up to date, and say what was done.
+    ///
+    /// A command that writes to a log brings it up to date on its own; those that only read
+    /// (runs, show, export, report) refuse an old log, which they never change. A log of schema
+    /// 01 is verified first: one that does not verify is refused (exit 2) and left as it was.
+    /// Its chain is carried over, so head hashes kept from before (`verify --expect`) still
+    /// verify. To keep the old file as it is (evidence, a read-only share), migrate a copy:
+    /// `cp LOG COPY && embatch migrate --db COPY`.
+    Migrate(DbArgs),
+    /// Make an Ed25519 key pair to sign the audit log's checkpoints with.
+    ///
+    /// Writes the signing key to FILE, created with mode 0600, and the public key to FILE.pub.
+    /// Each file is one line: 64 lowercase hex characters (the key's 32 bytes) and a newline.
+    /// An existing FILE or FILE.pub is never overwritten: the command refuses (exit 2) and
+    /// writes nothing.
+    ///
+    /// Give the signing key to the commands that record runs (apply, replay, undo, resume,
+    /// rebuild-scopes, snapshot) with `--signing-key FILE` or EMBATCH_SIGNING_KEY: each
+    /// checkpoint that ends a run is then signed. Keep it readable by you alone, and apart from
+    /// the audit log. Give FILE.pub to whoever verifies the log: `embatch verify --public-key
+    /// FILE.pub` also checks every checkpoint's signature, which nobody without the signing key
+    /// can make again after an edit.
+    Keygen(KeygenArgs),
     /// Print the completion script of a shell on stdout, e.g.
     /// `embatch completions bash > ~/.local/share/bash-completion/completions/embatch`.
     Completions(CompletionsArgs),
@@ -121,6 +147,7 @@ impl Cli {
                 connect: a.rows.server.connect.into_settings()?,
                 pace: a.rows.server.pace.into_pace()?,
                 db: a.rows.server.db.db,
+                signing_key: a.rows.server.signing.signing_key,
                 max_failures: a.rows.max_failures,
                 rebuild_scopes: a.rebuild_scopes,
                 allow_delete: a.allow_delete,
@@ -133,6 +160,7 @@ impl Cli {
                 connect: a.server.connect.into_settings()?,
                 pace: a.server.pace.into_pace()?,
                 db: a.server.db.db,
+                signing_key: a.server.signing.signing_key,
                 output: a.output.into(),
                 yes: a.changes.yes,
                 wait: a.changes.wait,
@@ -161,9 +189,12 @@ impl Cli {
                 run: a.run.as_deref().map(parse_run_ref).transpose()?,
                 anchor: a.anchor,
                 expect: a.expect.as_deref().map(parse_hash).transpose()?,
+                public_key: a.public_key,
                 db: a.db.db,
                 output: a.output.into(),
             }),
+            CliCommand::Migrate(a) => Command::Migrate { db: a.db },
+            CliCommand::Keygen(a) => Command::Keygen { file: a.file },
             CliCommand::Export(a) => Command::Export(ExportSettings {
                 run: a.run.as_deref().map(parse_run_ref).transpose()?,
                 window: TimeWindow::parse(a.since.as_deref(), a.until.as_deref())
@@ -189,6 +220,7 @@ impl Cli {
                 connect: a.server.connect.into_settings()?,
                 pace: a.server.pace.into_pace()?,
                 db: a.server.db.db,
+                signing_key: a.server.signing.signing_key,
             }),
             CliCommand::Report(a) => Command::Report(ReportSettings {
                 run: a.run.parse()?,
@@ -260,6 +292,7 @@ impl FollowUpArgs {
             connect: self.rows.server.connect.into_partial()?,
             pace: self.rows.server.pace.into_pace()?,
             db: self.rows.server.db.db,
+            signing_key: self.rows.server.signing.signing_key,
             max_failures: self.rows.max_failures,
             output: self.output.into(),
             yes: self.rows.changes.yes,
@@ -551,13 +584,90 @@ mod tests {
         let Ok(Command::Print(script)) = cli.into_command() else {
             panic!("completions print a script");
         };
-        assert!(script.contains("ca-fingerprint"), "{script}");
+        for word in [
+            "ca-fingerprint",
+            "keygen",
+            "migrate",
+            "signing-key",
+            "public-key",
+        ] {
+            assert!(script.contains(word), "{word}: {script}");
+        }
         assert!(Cli::try_parse_from(["embatch", "completions", "tcsh"]).is_err());
         let cli = Cli::try_parse_from(["embatch", "man"]).unwrap();
         let Ok(Command::Print(page)) = cli.into_command() else {
             panic!("man prints a page");
         };
         assert!(page.contains(".TH embatch"), "{page}");
+        for command in ["keygen", "migrate"] {
+            assert!(
+                page.contains(&format!("embatch\\-{command}")),
+                "{command}: {page}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_command_that_records_a_run_takes_a_signing_key() {
+        let connect = ["--url", "http://h/api", "--user", "u"];
+        let with_key = |args: &[&str]| {
+            let mut all = vec!["embatch"];
+            all.extend(args);
+            all.extend(connect);
+            all.extend(["--signing-key", "k"]);
+            Cli::try_parse_from(all).unwrap().into_command().unwrap()
+        };
+        let k = Some(std::path::PathBuf::from("k"));
+        let Command::Apply(s) = with_key(&["apply", "p.csv"]) else {
+            panic!("not apply");
+        };
+        assert_eq!(s.signing_key, k);
+        let Command::RebuildScopes(s) = with_key(&["rebuild-scopes"]) else {
+            panic!("not rebuild-scopes");
+        };
+        assert_eq!(s.signing_key, k);
+        let Command::Snapshot(s) = with_key(&["snapshot", "--all", "--format", "csv"]) else {
+            panic!("not snapshot");
+        };
+        assert_eq!(s.signing_key, k);
+        for verb in ["replay", "undo", "resume"] {
+            let common = match with_key(&[verb, "3"]) {
+                Command::Replay { common, .. } | Command::Undo { common, .. } => common,
+                Command::Resume(common) => common,
+                other => panic!("{verb}: {other:?}"),
+            };
+            assert_eq!(common.signing_key, k, "{verb}");
+        }
+        // Neither the demo nor the commands that only read sign anything.
+        for args in [
+            vec!["embatch", "demo", "--signing-key", "k"],
+            vec!["embatch", "runs", "--signing-key", "k"],
+            vec!["embatch", "check", "p.csv", "--signing-key", "k"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn keygen_migrate_and_verify_with_a_public_key() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().into_command().unwrap();
+        let Command::Keygen { file } = parse(&["embatch", "keygen", "ops.key"]) else {
+            panic!("not keygen");
+        };
+        assert_eq!(file, std::path::PathBuf::from("ops.key"));
+        assert!(
+            Cli::try_parse_from(["embatch", "keygen"]).is_err(),
+            "FILE is required"
+        );
+        let Command::Migrate { db } = parse(&["embatch", "migrate", "--db", "old.db"]) else {
+            panic!("not migrate");
+        };
+        assert_eq!(db, std::path::PathBuf::from("old.db"));
+        let Command::Verify(s) = parse(&["embatch", "verify", "--public-key", "ops.key.pub"])
+        else {
+            panic!("not verify");
+        };
+        assert_eq!(s.public_key, Some(std::path::PathBuf::from("ops.key.pub")));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::Path;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::audit::{AuditReader, AuditWriter};
+use crate::audit::{AuditError, AuditReader, AuditWriter, CheckpointKey};
 use crate::console::errln;
 use crate::em::ClientConfig;
 use crate::exit::{self, Exit};
@@ -19,12 +19,14 @@ use crate::exit::{self, Exit};
 use super::snapshot::{self, Selection, SnapshotReport};
 use super::{Pace, Reporter, RunError, RunReport, RunSettings, RunSpec, execute, wait_for_lock};
 
-/// How a run goes: its audit log, its progress display, and whether it waits for the lock of
-/// its server.
+/// How a run goes: its audit log and the key its checkpoints are signed with, its progress
+/// display, and whether it waits for the lock of its server.
 #[derive(Clone, Copy, Debug)]
 pub struct Door<'a> {
     /// The audit log the run is recorded in.
     pub db: &'a Path,
+    /// The key the writer signs each checkpoint with (`--signing-key`), if any.
+    pub signing_key: Option<&'a CheckpointKey>,
     /// Where progress goes.
     pub reporter: Reporter,
     /// Wait while another live run changes the server from this log, instead of refusing.
@@ -85,6 +87,14 @@ pub fn interrupt_token() -> CancellationToken {
 }
 
 impl Door<'_> {
+    /// A fresh writer of the run's log, signing with the run's key when it has one.
+    fn writer(&self) -> Result<AuditWriter, AuditError> {
+        match self.signing_key {
+            Some(key) => AuditWriter::spawn_signed(self.db, key.clone()),
+            None => AuditWriter::spawn(self.db),
+        }
+    }
+
     /// Runs the spec `make` builds, with a fresh audit writer, and answers its report; `None`
     /// when Ctrl-C came while the run waited for the lock, before anything was recorded.
     ///
@@ -104,7 +114,7 @@ impl Door<'_> {
                 return Ok(None);
             }
             let spec = make()?;
-            let writer = AuditWriter::spawn(self.db).map_err(RunError::from)?;
+            let writer = self.writer().map_err(RunError::from)?;
             let result = execute(
                 spec,
                 settings.clone(),
@@ -132,7 +142,7 @@ impl Door<'_> {
         selection: Selection<'_>,
         settings: RunSettings,
     ) -> Result<SnapshotReport, RunError> {
-        let writer = AuditWriter::spawn(self.db)?;
+        let writer = self.writer()?;
         let report = async {
             // EM never shows a scope's object ref; the log knows those of the scopes it saw
             // created.
@@ -203,6 +213,7 @@ mod tests {
         let db = dir.path().join("audit.db");
         let door = Door {
             db: &db,
+            signing_key: None,
             reporter: Reporter::Quiet,
             wait: true,
         };

@@ -142,10 +142,8 @@ pub async fn apply(
     Run { report, dir }
 }
 
-/// The binary, with the environment cleared of embatch settings, pointed at `emu` (as the
-/// admin) and at the audit log `db`, fast enough for tests.
-pub fn cli(emu: &RunningEmulator, db: &std::path::Path) -> std::process::Command {
-    let defaults = EmulatorConfig::default();
+/// The binary, with the environment cleared of embatch settings.
+pub fn bin() -> std::process::Command {
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("embatch"));
     for var in [
         "EMBATCH_URL",
@@ -153,9 +151,18 @@ pub fn cli(emu: &RunningEmulator, db: &std::path::Path) -> std::process::Command
         "EMBATCH_PASSWORD",
         "EMBATCH_DB",
         "EMBATCH_LOG",
+        "EMBATCH_SIGNING_KEY",
     ] {
         cmd.env_remove(var);
     }
+    cmd
+}
+
+/// The binary, with the environment cleared of embatch settings, pointed at `emu` (as the
+/// admin) and at the audit log `db`, fast enough for tests.
+pub fn cli(emu: &RunningEmulator, db: &std::path::Path) -> std::process::Command {
+    let defaults = EmulatorConfig::default();
+    let mut cmd = bin();
     cmd.env("EMBATCH_URL", emu.base_url())
         .env("EMBATCH_USER", &defaults.admin_user)
         .env("EMBATCH_PASSWORD", &defaults.admin_password)
@@ -274,4 +281,34 @@ pub fn assert_every_request_logged(emu: &RunningEmulator, db: &std::path::Path, 
         let have = logged.get(key).copied().unwrap_or(0);
         assert!(have >= *n, "{key:?}: {n} received, {have} in request_log");
     }
+}
+
+/// Runs `sql` on the audit log `db` as someone with the sqlite3 shell would who knows the log
+/// is append-only: the triggers that refuse edits of the fact tables (`<table>_no_update`,
+/// `<table>_no_delete`) are dropped first and made again after, from their own SQL, all in one
+/// transaction, so that the schema is exactly as embatch made it and only the edit itself is
+/// there to be found.
+pub fn edit_facts(db: &std::path::Path, sql: &str) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+    let tx = conn.unchecked_transaction().unwrap();
+    let triggers: Vec<(String, String)> = tx
+        .prepare(
+            "SELECT name, sql FROM sqlite_schema WHERE type = 'trigger'
+             AND (name LIKE '%\\_no\\_update' ESCAPE '\\' OR name LIKE '%\\_no\\_delete' ESCAPE '\\')",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!triggers.is_empty(), "the log has its append-only triggers");
+    for (name, _) in &triggers {
+        tx.execute_batch(&format!("DROP TRIGGER {name}")).unwrap();
+    }
+    tx.execute_batch(sql).unwrap();
+    for (_, sql) in &triggers {
+        tx.execute_batch(sql).unwrap();
+    }
+    tx.commit().unwrap();
 }

@@ -1,11 +1,13 @@
 //! `embatch verify` as auditors run it: the binary, after real runs against the in-process
 //! emulator, on logs left whole and on logs edited afterwards with plain SQL.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use embatch::emulator::{AccountSnapshot, EmulatorConfig, Faults, RunningEmulator};
+use sha2::{Digest, Sha256};
 
 use crate::support::{self, FAST, has};
 use crate::workload::Workload;
@@ -86,16 +88,23 @@ fn count(db: &Path, sql: &str) -> i64 {
         .unwrap()
 }
 
-/// Runs plain SQL on the file, as someone with the sqlite3 shell would (which does not enforce
-/// foreign keys).
-fn edit(db: &Path, sql: &str) {
+/// Checks that plain SQL, as someone with the sqlite3 shell would run it, is refused: the log
+/// is append-only.
+fn assert_refused(db: &Path, sql: &str) {
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
-    conn.execute_batch(sql).unwrap();
+    let err = conn.execute_batch(sql).unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{sql}: {err}");
 }
 
-/// Checks that `verify` fails with status 5 and names `record` first.
-async fn assert_tampered(emu: &RunningEmulator, db: &Path, first: &str) {
+/// A copy of the log `db`, named `name` beside it.
+fn copy(db: &Path, name: &str) -> PathBuf {
+    let path = db.with_file_name(name);
+    std::fs::copy(db, &path).unwrap();
+    path
+}
+
+/// Checks that `verify` fails with status 5 and names `record` first; answers what it printed.
+async fn assert_tampered(emu: &RunningEmulator, db: &Path, first: &str) -> Ran {
     let ran = embatch(emu, db, &["verify"]).await;
     assert_eq!(ran.code, Some(5), "{}", ran.all);
     assert_eq!(ran.stdout.lines().next(), Some(first), "{}", ran.all);
@@ -107,6 +116,14 @@ async fn assert_tampered(emu: &RunningEmulator, db: &Path, first: &str) {
         "{}",
         ran.all
     );
+    ran
+}
+
+/// The problems `verify` printed, without its closing line.
+fn problems(ran: &Ran) -> Vec<&str> {
+    let mut lines: Vec<&str> = ran.stdout.lines().collect();
+    lines.pop();
+    lines
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,10 +131,46 @@ async fn a_whole_log_verifies_and_its_anchor_is_checked_later() {
     let dir = tempfile::tempdir().unwrap();
     let (emu, db) = applied(dir.path()).await;
     let records = count(&db, "SELECT count(*) FROM evidence_log");
-    // The run, eight rows (each recorded, then finished with the account it resolved to), its
-    // requests (each intent and end), its end and its checkpoint.
+    // The facts of the run (src/audit/write/apply.rs): its start; its eight plan rows; each
+    // request before it is sent, and its result; each account's state before its rows, stored
+    // once per account (eight: one account per row); each row's outcome, which carries the
+    // account id the row resolved to (so no account id is a record of its own); its end and its
+    // checkpoint.
     let requests = count(&db, "SELECT count(*) FROM request_log");
-    assert_eq!(records, 1 + 8 * 2 + 2 * requests + 2);
+    let accounts = count(
+        &db,
+        "SELECT count(DISTINCT account_id) FROM change_log WHERE run_id = 1",
+    );
+    assert_eq!(accounts, 8);
+    let results = count(
+        &db,
+        "SELECT count(*) FROM request_log WHERE status IS NOT NULL OR error IS NOT NULL",
+    );
+    assert_eq!(results, requests, "every request has its result");
+    assert_eq!(records, 1 + 8 + 2 * requests + accounts + 8 + 2);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let kinds: BTreeMap<String, i64> = conn
+        .prepare("SELECT kind, count(*) FROM evidence_log GROUP BY kind")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    drop(conn);
+    let expected: BTreeMap<String, i64> = [
+        ("run", 1),
+        ("row", 8),
+        ("attempt", requests),
+        ("result", requests),
+        ("state", accounts),
+        ("outcome", 8),
+        ("end", 1),
+        ("checkpoint", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    assert_eq!(kinds, expected);
 
     let ran = embatch(&emu, &db, &["verify"]).await;
     assert_eq!(ran.code, Some(0), "{}", ran.all);
@@ -146,7 +199,7 @@ async fn a_whole_log_verifies_and_its_anchor_is_checked_later() {
     assert_eq!(ran.code, Some(0), "{}", ran.all);
     assert_eq!(
         ran.stdout,
-        format!("anchor {anchor}: found at evidence #{records}\n{all}/{all} records valid\n")
+        format!("anchor {anchor}: found at record #{records}\n{all}/{all} records valid\n")
     );
 
     let ran = embatch(&emu, &db, &["verify", "--run", "1"]).await;
@@ -178,140 +231,345 @@ async fn a_whole_log_verifies_and_its_anchor_is_checked_later() {
 async fn a_row_edited_with_plain_sql_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let (emu, db) = applied(dir.path()).await;
-    // Row 2 is on plan line 4; say it was never sent.
-    edit(
+    let intact = copy(&db, "intact.db");
+    // Row 2 is on plan line 4; say it was never sent. The log refuses the edit as it is...
+    let skipped = "UPDATE row_outcomes SET outcome = 'skipped' WHERE run_id = 1 AND row_no = 2";
+    assert_refused(&db, skipped);
+    // ... so it is made with the triggers dropped, and they are made again after it.
+    let seq = count(
         &db,
-        "UPDATE plan_rows SET outcome = 'skipped' WHERE run_id = 1 AND row_no = 2",
+        "SELECT seq FROM row_outcomes WHERE run_id = 1 AND row_no = 2",
     );
-    assert_tampered(&emu, &db, "run 1 row 2 (plan line 4): modified").await;
+    support::edit_facts(&db, skipped);
+    assert_eq!(support::outcomes(&db, 1)[2], "skipped");
+    let ran = assert_tampered(
+        &emu,
+        &db,
+        &format!("run 1 row 2 outcome (record #{seq}): modified"),
+    )
+    .await;
+    assert_eq!(problems(&ran).len(), 1, "{}", ran.all);
 
     let ran = embatch(&emu, &db, &["verify", "--output", "json"]).await;
     assert_eq!(ran.code, Some(5), "{}", ran.all);
     let json: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(json["valid"], false);
     assert_eq!(json["problem_count"], 1);
-    assert_eq!(json["problems"][0]["record"], "run 1 row 2 (plan line 4)");
-    assert_eq!(json["problems"][0]["damage"], "modified");
-
-    // An attempt's answer changed, on a fresh log.
-    let dir = tempfile::tempdir().unwrap();
-    let (emu, db) = applied(dir.path()).await;
-    let id = count(&db, "SELECT max(attempt_id) FROM request_log");
-    edit(
-        &db,
-        &format!("UPDATE attempts SET status = 403 WHERE id = {id}"),
+    assert_eq!(
+        json["problems"][0]["record"],
+        format!("run 1 row 2 outcome (record #{seq})")
     );
-    assert_tampered(&emu, &db, &format!("attempt {id}: modified")).await;
+    assert_eq!(json["problems"][0]["damage"], "modified");
+    assert_eq!(json["problems"][0]["seq"], seq);
+
+    // The plan row itself changed.
+    let planned = copy(&intact, "planned.db");
+    let seq = count(
+        &planned,
+        "SELECT seq FROM planned_rows WHERE run_id = 1 AND row_no = 2",
+    );
+    support::edit_facts(
+        &planned,
+        "UPDATE planned_rows SET target = 'Portal Administrator' WHERE run_id = 1 AND row_no = 2",
+    );
+    let ran = assert_tampered(
+        &emu,
+        &planned,
+        &format!("run 1 row 2 (plan line 4) (record #{seq}): modified"),
+    )
+    .await;
+    assert_eq!(problems(&ran).len(), 1, "{}", ran.all);
+
+    // An attempt's answer changed.
+    let answered = copy(&intact, "answered.db");
+    let id = count(&answered, "SELECT max(attempt_id) FROM request_log");
+    let seq = count(
+        &answered,
+        &format!("SELECT seq FROM request_results WHERE request = {id}"),
+    );
+    support::edit_facts(
+        &answered,
+        &format!("UPDATE request_results SET status = 403 WHERE request = {id}"),
+    );
+    assert_eq!(
+        count(
+            &answered,
+            &format!("SELECT status FROM request_log WHERE attempt_id = {id}")
+        ),
+        403
+    );
+    let ran = assert_tampered(
+        &emu,
+        &answered,
+        &format!("attempt {id} result (record #{seq}): modified"),
+    )
+    .await;
+    assert_eq!(problems(&ran).len(), 1, "{}", ran.all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_deleted_with_plain_sql_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let (emu, db) = applied(dir.path()).await;
+    let intact = copy(&db, "intact.db");
+    // An attempt of a row, with its result: gone from request_log.
     let id = count(
         &db,
         "SELECT min(attempt_id) FROM request_log WHERE method = 'POST' AND row_no IS NOT NULL",
     );
-    edit(&db, &format!("DELETE FROM attempts WHERE id = {id}"));
-    assert_tampered(&emu, &db, &format!("attempt {id}: deleted")).await;
+    let result = count(
+        &db,
+        &format!("SELECT seq FROM request_results WHERE request = {id}"),
+    );
+    let delete = format!(
+        "DELETE FROM requests WHERE seq = {id}; DELETE FROM request_results WHERE request = {id};"
+    );
+    assert_refused(&db, &delete);
+    support::edit_facts(&db, &delete);
+    assert_eq!(
+        count(
+            &db,
+            &format!("SELECT count(*) FROM request_log WHERE attempt_id = {id}")
+        ),
+        0
+    );
+    // What a deleted record held is gone with it: it is named by its number.
+    let expected = if result == id + 1 {
+        vec![format!("records #{id} to #{result}: deleted")]
+    } else {
+        vec![
+            format!("record #{id}: deleted"),
+            format!("record #{result}: deleted"),
+        ]
+    };
+    let ran = assert_tampered(&emu, &db, &expected[0]).await;
+    assert_eq!(problems(&ran), expected, "{}", ran.all);
 
-    let dir = tempfile::tempdir().unwrap();
-    let (emu, db) = applied(dir.path()).await;
-    edit(&db, "DELETE FROM plan_rows WHERE run_id = 1 AND row_no = 5");
-    assert_tampered(&emu, &db, "run 1 row 5 (plan line 7): deleted").await;
+    // A plan row, with its outcome: gone from change_log.
+    let db = copy(&intact, "row.db");
+    let row = count(
+        &db,
+        "SELECT seq FROM planned_rows WHERE run_id = 1 AND row_no = 5",
+    );
+    let outcome = count(
+        &db,
+        "SELECT seq FROM row_outcomes WHERE run_id = 1 AND row_no = 5",
+    );
+    support::edit_facts(
+        &db,
+        "DELETE FROM planned_rows WHERE run_id = 1 AND row_no = 5;
+         DELETE FROM row_outcomes WHERE run_id = 1 AND row_no = 5;",
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM change_log WHERE row_no = 5"),
+        0
+    );
+    let ran = assert_tampered(&emu, &db, &format!("record #{row}: deleted")).await;
+    assert_eq!(
+        problems(&ran),
+        [
+            format!("record #{row}: deleted"),
+            format!("record #{outcome}: deleted")
+        ],
+        "{}",
+        ran.all
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_inserted_with_plain_sql_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let (emu, db) = applied(dir.path()).await;
+    let intact = copy(&db, "intact.db");
+    // An attempt that was never made, with its answer. The next number of its table is the
+    // number of a record of another table.
     let next = count(&db, "SELECT max(attempt_id) + 1 FROM request_log");
-    edit(
-        &db,
-        "INSERT INTO attempts (run_id, row_no, attempt, method, path, status, started_at,
-             duration_ms)
-         VALUES (1, 0, 1, 'GET', '/api/security/accounts', 200, '2026-11-23T10:21:03.123Z', 4.0)",
+    let insert = "INSERT INTO requests (hash, run_id, row_no, attempt, method, path, started_at)
+         VALUES (randomblob(32), 1, 0, 1, 'GET', '/api/security/accounts',
+             '2026-11-23T10:21:03.123Z');
+         INSERT INTO request_results (hash, run_id, request, status, duration_us)
+         VALUES (randomblob(32), 1, last_insert_rowid(), 200, 4000);";
+    support::edit_facts(&db, insert);
+    assert_eq!(
+        count(
+            &db,
+            &format!("SELECT status FROM request_log WHERE attempt_id = {next}")
+        ),
+        200
     );
-    assert_tampered(&emu, &db, &format!("attempt {next}: inserted")).await;
+    let result = count(
+        &db,
+        &format!("SELECT seq FROM request_results WHERE request = {next}"),
+    );
+    let ran = assert_tampered(
+        &emu,
+        &db,
+        &format!("attempt {next} (record #{next}): inserted"),
+    )
+    .await;
+    assert_eq!(
+        problems(&ran),
+        [
+            format!("attempt {next} (record #{next}): inserted"),
+            format!("attempt {next} result (record #{result}): inserted"),
+        ],
+        "{}",
+        ran.all
+    );
 
-    let dir = tempfile::tempdir().unwrap();
-    let (emu, db) = applied(dir.path()).await;
-    edit(
+    // A plan row that was never in the plan, applied.
+    let db = copy(&intact, "row.db");
+    support::edit_facts(
         &db,
-        "INSERT INTO plan_rows (run_id, row_no, line, account, action, target, outcome)
-         VALUES (1, 8, 10, 'TECH\\mallory', 'assign-role', 'Portal Administrator', 'applied')",
+        "INSERT INTO planned_rows (hash, run_id, row_no, line, account, action, target)
+         VALUES (randomblob(32), 1, 8, 10, 'TECH\\mallory', 'assign-role',
+             'Portal Administrator');
+         INSERT INTO row_outcomes (hash, run_id, row_no, outcome, finished_at)
+         VALUES (randomblob(32), 1, 8, 'applied', '2026-11-23T10:21:03.123Z');",
     );
-    assert_tampered(&emu, &db, "run 1 row 8 (plan line 10): inserted").await;
+    assert_eq!(support::outcomes(&db, 1).len(), 9);
+    assert_eq!(support::outcomes(&db, 1)[8], "applied");
+    let row = count(
+        &db,
+        "SELECT seq FROM planned_rows WHERE run_id = 1 AND row_no = 8",
+    );
+    let outcome = count(
+        &db,
+        "SELECT seq FROM row_outcomes WHERE run_id = 1 AND row_no = 8",
+    );
+    let ran = assert_tampered(
+        &emu,
+        &db,
+        &format!("run 1 row 8 (plan line 10) (record #{row}): inserted"),
+    )
+    .await;
+    assert_eq!(
+        problems(&ran),
+        [
+            format!("run 1 row 8 (plan line 10) (record #{row}): inserted"),
+            format!("run 1 row 8 outcome (record #{outcome}): inserted"),
+        ],
+        "{}",
+        ran.all
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damage_to_the_evidence_itself_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let (emu, db) = applied(dir.path()).await;
-    let unlock = "DROP TRIGGER evidence_no_update; DROP TRIGGER evidence_no_delete;";
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let refused = conn.execute("DELETE FROM evidence WHERE seq = 5", []);
-    assert!(refused.is_err(), "the evidence refuses a plain delete");
-    drop(conn);
-
-    let copy = |name: &str| {
-        let path = dir.path().join(name);
-        std::fs::copy(&db, &path).unwrap();
-        path
-    };
-    let deleted = copy("deleted.db");
-    edit(
-        &deleted,
-        &format!("{unlock} DELETE FROM evidence WHERE seq = 5"),
-    );
-    assert_tampered(&emu, &deleted, "evidence #5: deleted").await;
-
-    let last = count(&db, "SELECT max(seq) FROM evidence_log");
-    let inserted = copy("inserted.db");
-    edit(
-        &inserted,
-        "INSERT INTO evidence (kind, run_id, ref, content, prev_hash, hash)
-         SELECT kind, run_id, ref, content, prev_hash, hash FROM evidence WHERE seq = 3",
-    );
-    assert_tampered(
-        &emu,
-        &inserted,
-        &format!("evidence #{}: inserted", last + 1),
-    )
-    .await;
-
-    // The row and its evidence edited alike: the record no longer has its hash.
+    let records = count(&db, "SELECT count(*) FROM evidence_log");
+    // Row 3 (plan line 5) and the record after it.
     let seq = count(
         &db,
-        "SELECT max(seq) FROM evidence_log WHERE kind = 'row' AND run_id = 1 AND ref = 3",
+        "SELECT seq FROM planned_rows WHERE run_id = 1 AND row_no = 3",
     );
-    let modified = copy("modified.db");
-    edit(
-        &modified,
+    assert_eq!(
+        count(
+            &db,
+            "SELECT seq FROM planned_rows WHERE run_id = 1 AND row_no = 4"
+        ),
+        seq + 1
+    );
+    let row_3 = format!("run 1 row 3 (plan line 5) (record #{seq})");
+    // The chain's own columns refuse plain edits like the rest.
+    assert_refused(
+        &db,
+        &format!("UPDATE planned_rows SET hash = randomblob(32) WHERE seq = {seq}"),
+    );
+    assert_refused(&db, &format!("DELETE FROM planned_rows WHERE seq = {seq}"));
+    let only =
+        |problem: &str| format!("{problem}\nverification failed: 1 problem in {records} records\n");
+
+    // A hash replaced, or cut short: that record is named, not every one after it.
+    for (name, set) in [
+        ("replaced.db", "randomblob(32)"),
+        ("short.db", "substr(hash, 1, 31)"),
+    ] {
+        let path = copy(&db, name);
+        support::edit_facts(
+            &path,
+            &format!("UPDATE planned_rows SET hash = {set} WHERE seq = {seq}"),
+        );
+        let ran = assert_tampered(&emu, &path, &format!("{row_3}: modified")).await;
+        assert_eq!(ran.stdout, only(&format!("{row_3}: modified")), "{set}");
+    }
+
+    // A copy of the record, with its hash, under the number of a record of another table.
+    let taken = count(&db, "SELECT min(seq) FROM requests");
+    let columns =
+        "run_id, line, account, action, target, object_name, ticket, comment, annotations";
+    let path = copy(&db, "copied.db");
+    support::edit_facts(
+        &path,
         &format!(
-            "{unlock}
-             UPDATE plan_rows SET ticket = 'CHG-2' WHERE run_id = 1 AND row_no = 3;
-             UPDATE evidence SET content = replace(content, '\"CHG-1\"', '\"CHG-2\"')
-             WHERE kind = 'row' AND run_id = 1 AND ref = 3"
+            "INSERT INTO planned_rows (seq, hash, row_no, {columns})
+             SELECT {taken}, hash, row_no + 100, {columns} FROM planned_rows WHERE seq = {seq}"
         ),
     );
-    let first_row_record = count(
-        &db,
-        "SELECT min(seq) FROM evidence_log WHERE kind = 'row' AND run_id = 1 AND ref = 3",
-    );
-    assert!(first_row_record < seq);
-    assert_tampered(
+    let ran = assert_tampered(
         &emu,
-        &modified,
-        &format!("evidence #{first_row_record}: modified"),
+        &path,
+        &format!("run 1 row 103 (plan line 5) (record #{taken}): inserted"),
     )
     .await;
+    assert_eq!(problems(&ran).len(), 1, "{}", ran.all);
+
+    // The record moved to that number: gone from its place, and there twice.
+    let path = copy(&db, "moved.db");
+    support::edit_facts(
+        &path,
+        &format!("UPDATE planned_rows SET seq = {taken} WHERE seq = {seq}"),
+    );
+    let ran = assert_tampered(&emu, &path, &format!("record #{seq}: deleted")).await;
+    assert_eq!(
+        problems(&ran),
+        [
+            format!("record #{seq}: deleted"),
+            format!("run 1 row 3 (plan line 5) (record #{taken}): inserted"),
+        ],
+        "{}",
+        ran.all
+    );
+
+    // The row edited and its hash made again, as someone who knows how hashes are made: the
+    // record holds, and the next one no longer links to it.
+    let path = copy(&db, "rehashed.db");
+    support::edit_facts(
+        &path,
+        &format!("UPDATE planned_rows SET ticket = 'CHG-2' WHERE seq = {seq}"),
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let text: String = conn
+        .query_row(
+            "SELECT prev_hash || char(10) || seq || char(10) || kind || char(10) || run_id
+                 || char(10) || coalesce(ref, '') || char(10) || content
+             FROM evidence_log WHERE seq = ?1",
+            [seq],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+    assert!(text.contains(r#""ticket":"CHG-2""#), "{text}");
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    support::edit_facts(
+        &path,
+        &format!("UPDATE planned_rows SET hash = X'{hash}' WHERE seq = {seq}"),
+    );
+    let ran = assert_tampered(
+        &emu,
+        &path,
+        &format!("run 1 row 4 (plan line 6) (record #{}): modified", seq + 1),
+    )
+    .await;
+    assert_eq!(problems(&ran).len(), 1, "{}", ran.all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_newest_run_is_caught_by_the_anchor_alone() {
     let dir = tempfile::tempdir().unwrap();
     let (emu, db) = applied(dir.path()).await;
+    let first = count(&db, "SELECT count(*) FROM evidence_log");
     let second = plan(&emu, dir.path(), "second.csv");
     let ran = embatch(&emu, &db, &["apply", second.to_str().unwrap()]).await;
     assert_eq!(ran.code, Some(0), "{}", ran.all);
@@ -320,30 +578,48 @@ async fn a_deleted_newest_run_is_caught_by_the_anchor_alone() {
         .stdout
         .trim()
         .to_string();
+    assert!(count(&db, "SELECT count(*) FROM evidence_log WHERE run_id = 2") > 0);
 
-    // The whole of run 2 removed, evidence included: what is left is a shorter chain that holds.
-    edit(
+    // The whole of run 2 removed, every record of it in every table of facts: what is left is a
+    // shorter chain that holds.
+    support::edit_facts(
         &db,
-        "DROP TRIGGER evidence_no_delete;
-         DELETE FROM attempts WHERE run_id = 2; DELETE FROM plan_rows WHERE run_id = 2;
-         DELETE FROM runs WHERE id = 2; DELETE FROM evidence WHERE run_id = 2;",
+        "DELETE FROM run_starts WHERE id = 2;
+         DELETE FROM run_resumes WHERE run_id = 2;
+         DELETE FROM run_ends WHERE run_id = 2;
+         DELETE FROM planned_rows WHERE run_id = 2;
+         DELETE FROM prior_states WHERE run_id = 2;
+         DELETE FROM row_outcomes WHERE run_id = 2;
+         DELETE FROM row_accounts WHERE run_id = 2;
+         DELETE FROM requests WHERE run_id = 2;
+         DELETE FROM request_results WHERE run_id = 2;
+         DELETE FROM checkpoints WHERE run_id = 2;",
     );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM evidence_log WHERE run_id = 2"),
+        0
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM evidence_log"), first);
     let ran = embatch(&emu, &db, &["verify"]).await;
     assert_eq!(ran.code, Some(0), "{}", ran.all);
+    assert_eq!(ran.stdout, format!("{first}/{first} records valid\n"));
     let ran = embatch(&emu, &db, &["verify", "--expect", &anchor]).await;
     assert_eq!(ran.code, Some(5), "{}", ran.all);
     assert_eq!(
         ran.stdout,
         format!(
-            "anchor {anchor}: not in the audit log\nverification failed: 1 problem in {} records\n",
-            count(&db, "SELECT count(*) FROM evidence_log")
+            "anchor {anchor}: not in the audit log\nverification failed: 1 problem in {first} records\n"
         )
     );
     // With --anchor, a log that fails prints no anchor.
-    edit(&db, "UPDATE runs SET operator = 'TECH\\mallory'");
+    support::edit_facts(&db, "UPDATE run_starts SET operator = 'TECH\\mallory'");
     let ran = embatch(&emu, &db, &["verify", "--anchor"]).await;
     assert_eq!(ran.code, Some(5), "{}", ran.all);
-    assert_eq!(ran.stdout.lines().next(), Some("run 1: modified"));
+    assert_eq!(
+        ran.stdout.lines().next(),
+        Some("run 1 (record #1): modified")
+    );
+    assert!(!ran.stdout.lines().any(|l| l.len() == 64), "{}", ran.all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,26 +3,26 @@
 //! callers waiting on the group's records. The first failed commit stops it for good: it is told
 //! to every handle at once, and every later record is refused.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::mpsc;
 
-use super::apply::{Applied, apply_unless_locked, context, write_accounts};
+use super::apply::{Applied, Held, Signer, apply_unless_locked, context, write_accounts};
 use super::files::LogFiles;
 use super::{Failure, Msg, Record, Reply};
 use crate::audit::AuditError;
 use crate::audit::chain::ChainHead;
 use crate::audit::db::{self, Durability};
 use crate::audit::process::WriterIdentity;
+use crate::audit::sign::CheckpointKey;
 
 /// The most messages applied in one transaction, so one commit (and the wait of its callers)
 /// stays short even when senders outpace the disk.
 const GROUP_CAP: usize = 4096;
 
-/// Statements the writer keeps prepared: its own, and one per batch size of the evidence.
+/// Statements the writer keeps prepared: one insert per table of facts, and its checks.
 const STATEMENT_CACHE: usize = 32;
 
 /// The writer's page cache, in KiB (SQLite's default is 2 MiB).
@@ -44,8 +44,10 @@ impl Drop for PanicGuard {
 pub(super) struct Writer {
     conn: Connection,
     identity: WriterIdentity,
-    /// The account id of each row told one and not finished yet, by run and row number.
-    accounts: HashMap<(i64, i64), String>,
+    /// The key checkpoints are signed with, if any.
+    key: Option<CheckpointKey>,
+    /// What the writer keeps between records.
+    held: Held,
     /// Why the writer stopped writing, once it has.
     failed: Arc<Failure>,
     /// The files the writer writes.
@@ -58,13 +60,14 @@ impl Writer {
     pub(super) fn open(
         path: &Path,
         durability: Durability,
+        key: Option<CheckpointKey>,
         failed: Arc<Failure>,
     ) -> Result<Writer, AuditError> {
         let conn = db::open(path, durability)?;
-        // Every statement the writer runs stays prepared, the evidence's batches included.
+        // Every statement the writer runs stays prepared.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        // The pages a group touches again and again (the ends of the tables and the rows in
-        // progress) stay in memory instead of being read back from the WAL.
+        // The pages a group touches again and again (the ends of the tables and their indexes)
+        // stay in memory instead of being read back from the WAL.
         conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
         let files = LogFiles::of(path).map_err(|source| AuditError::Io {
             path: path.display().to_string(),
@@ -73,7 +76,8 @@ impl Writer {
         Ok(Writer {
             conn,
             identity: WriterIdentity::current(),
-            accounts: HashMap::new(),
+            key,
+            held: Held::default(),
             failed,
             files,
         })
@@ -97,7 +101,7 @@ impl Writer {
             }
         }
         // Every handle is gone without a close: the held account ids still go in.
-        if close_replies.is_empty() && !self.accounts.is_empty() {
+        if close_replies.is_empty() && !self.held.accounts.is_empty() {
             self.apply_group(Vec::new(), true);
         }
         // Refuse whatever raced with close; the senders learn that the log is closed.
@@ -149,21 +153,23 @@ impl Writer {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(context("begin a transaction"))?;
             // Read once per group, under the group's write lock: see `ChainHead`.
-            let mut chain =
-                ChainHead::read(&tx).map_err(context("read the head of the evidence chain"))?;
+            let mut chain = ChainHead::read(&tx).map_err(context("read the head of the chain"))?;
+            let signer = Signer {
+                me: &self.identity,
+                key: self.key.as_ref(),
+            };
             for record in &records {
                 ids.push(apply_unless_locked(
                     &tx,
-                    &self.identity,
+                    &signer,
                     &mut chain,
-                    &mut self.accounts,
+                    &mut self.held,
                     record,
                 )?);
             }
             if last {
-                write_accounts(&tx, &mut chain, &mut self.accounts, None)?;
+                write_accounts(&tx, &mut chain, &mut self.held.accounts, None)?;
             }
-            chain.flush(&tx).map_err(context("record the evidence"))?;
             // A commit into a file nobody can open any more is no record: check, under the
             // group's write lock, that the path still names the files this writer writes.
             self.files.check()?;
@@ -179,6 +185,8 @@ impl Writer {
                 // The transaction rolled back as it dropped: nothing of this group is in the
                 // file, and every caller of it is told so.
                 tracing::error!("the audit log could not be written: {text}");
+                // The states this group stored are gone with it.
+                self.held.states.forget();
                 records.into_iter().for_each(|r| refuse(r, &text));
                 self.failed.set(&text);
             }

@@ -7,9 +7,10 @@ use std::cmp::Ordering;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
 
-use super::{Damage, Problems};
+use super::super::{Damage, Problems};
+use super::schema::checkpoint_content;
 use crate::audit::AuditError;
-use crate::audit::chain::{GENESIS, checkpoint_content, record_hash};
+use crate::audit::canon::{GENESIS, record_hash};
 
 /// An evidence record as stored; a field of an unexpected type is `None` (a record the writer
 /// never wrote).
@@ -65,33 +66,42 @@ impl Stored {
         ) else {
             return false;
         };
-        record_hash(prev, self.seq, kind, run_id, reference, content) == *hash
+        hex::encode(record_hash(
+            prev, self.seq, kind, run_id, reference, content,
+        )) == *hash
     }
 }
 
 /// What the walk of the chain found besides problems.
-pub(super) struct ChainSummary {
+pub(in crate::audit::verify) struct ChainSummary {
     /// The records walked that concern the run verified (all, when every run is).
-    pub(super) records: u64,
+    pub(in crate::audit::verify) records: u64,
     /// The hash of the newest record.
-    pub(super) head: String,
+    pub(in crate::audit::verify) head: String,
     /// The number of the newest record.
-    pub(super) head_seq: i64,
+    pub(in crate::audit::verify) head_seq: i64,
     /// The record whose hash is the one looked for, if any is.
-    pub(super) anchor_at: Option<i64>,
+    pub(in crate::audit::verify) anchor_at: Option<i64>,
 }
 
 /// Walks the chain oldest first (see the module docs for the rules).
-pub(super) fn walk_chain(
+pub(in crate::audit::verify) fn walk_chain(
     conn: &Connection,
+    table: &str,
     scope: Option<i64>,
     expect: Option<&str>,
     problems: &mut Problems,
 ) -> Result<ChainSummary, AuditError> {
     let in_scope = |run: Option<i64>| scope.is_none() || run == scope;
-    let mut stmt = conn.prepare(
-        "SELECT seq, kind, run_id, ref, content, prev_hash, hash FROM evidence ORDER BY seq",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT seq, kind, run_id, ref, content, prev_hash, hash FROM {table} ORDER BY seq"
+    ))?;
+    // Carried over into a migrated log, the old chain's records are named as such.
+    let label = if table == "evidence" {
+        "evidence"
+    } else {
+        "schema 01 evidence"
+    };
     let mut rows = stmt.query([])?;
     let mut expected = 1;
     let mut prev_seq = 0;
@@ -149,7 +159,7 @@ pub(super) fn walk_chain(
             && in_scope(found_in)
             && last_found.replace((seq, damage)) != Some((seq, damage))
         {
-            problems.evidence(seq, damage);
+            problems.evidence(label, seq, damage);
         }
         if rec.kind.as_deref() == Some("end")
             && let Some(run_id) = rec.run_id
@@ -167,7 +177,7 @@ pub(super) fn walk_chain(
     if let Some((end_seq, end_run)) = open_end
         && in_scope(Some(end_run))
     {
-        problems.evidence(end_seq + 1, Damage::Deleted);
+        problems.evidence(label, end_seq + 1, Damage::Deleted);
     }
     Ok(ChainSummary {
         records,

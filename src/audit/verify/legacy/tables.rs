@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
-use super::{Damage, Problems};
+use super::super::{Damage, Problems};
+use super::schema::{ATTEMPTS, PLAN_ROWS, RESUMES, RUNS, Table, row_fields};
 use crate::audit::AuditError;
-use crate::audit::chain::{ATTEMPTS, PLAN_ROWS, RESUMES, RUNS, Table, content_fields, row_fields};
+use crate::audit::canon::content_fields;
 
 /// The tables compared with the chain, by the shape of their key.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Shape {
+pub(in crate::audit::verify) enum Shape {
     /// `runs`, by id; its evidence is `run` and `end`.
     Run,
     /// `plan_rows`, by run and row number.
@@ -170,7 +171,7 @@ fn next_record(rows: &mut rusqlite::Rows<'_>) -> rusqlite::Result<Option<KeyedRe
 
 /// Compares one table with its rows as the evidence says they must be: a merge of two lists
 /// ordered by key, so only the current row of each is held in memory.
-pub(super) fn compare_table(
+pub(in crate::audit::verify) fn compare_table(
     conn: &Connection,
     shape: Shape,
     scope: Option<i64>,
