@@ -109,6 +109,7 @@ impl Exit {
             AppError::Usage(_)
             | AppError::Plan(_)
             | AppError::History(_)
+            | AppError::Unapproved { .. }
             | AppError::Audit(_)
             // A plan problem comes as `AppError::Plan`; this pattern only keeps the match whole.
             | AppError::Run(RunError::Plan(_)) => Exit::Usage,
@@ -217,6 +218,12 @@ mod tests {
             })),
             Exit::Usage
         );
+        let unapproved = AppError::Unapproved {
+            file: "plan.csv".into(),
+            expected: "0".repeat(64),
+            actual: "1".repeat(64),
+        };
+        assert_eq!(Exit::of_error(&unapproved), Exit::Usage);
         assert_eq!(Exit::of_demo(Exit::RowsFailed), Exit::Success);
         assert_eq!(Exit::of_demo(Exit::Connection), Exit::Connection);
     }

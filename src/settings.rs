@@ -258,6 +258,8 @@ pub struct ApplySettings {
     pub allow_delete: bool,
     /// Refuse plans with more changing rows than this.
     pub max_changes: Option<u64>,
+    /// The SHA-256 the plan's bytes must have (lowercase hex): that of the plan approved.
+    pub expect_sha256: Option<String>,
     /// Do not ask for confirmation.
     pub yes: bool,
     /// Wait for another run on the server to end instead of refusing to start.

@@ -20,12 +20,15 @@ pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
         // The offline check needs only the summary, so the plan is streamed, not held.
         let plan = plan::check(&s.plan)?;
         match s.output {
+            // `sha256` is the key this output always had; `plan_sha256` is the name the audit
+            // log and `apply --expect-sha256` know it by.
             OutputFormat::Json => outln!(
                 "{}",
-                serde_json::json!({"file": plan.file, "rows": plan.rows, "sha256": plan.sha256, "valid": true})
+                serde_json::json!({"file": plan.file, "rows": plan.rows, "sha256": plan.sha256, "plan_sha256": plan.sha256, "valid": true})
             )?,
             OutputFormat::Text => {
-                outln!("{}: {} rows, valid", text::printable(&plan.file), plan.rows)?
+                outln!("{}: {} rows, valid", text::printable(&plan.file), plan.rows)?;
+                outln!("{}", hash_line(&plan.sha256))?;
             }
         }
         return Ok(Exit::Success);
@@ -34,13 +37,40 @@ pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
     let config = client_config(&connect, None)?;
     let preview = runner::preview(&plan, config, pace).await?;
     match s.output {
-        OutputFormat::Json => outln!(
-            "{}",
-            serde_json::to_string_pretty(&preview).expect("a preview always serializes")
-        )?,
-        OutputFormat::Text => out!("{}", preview.text(&plan.file))?,
+        OutputFormat::Json => {
+            let mut value = serde_json::to_value(&preview).expect("a preview always serializes");
+            value["plan_sha256"] = plan.sha256.clone().into();
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&value).expect("a JSON value always serializes")
+            )?
+        }
+        OutputFormat::Text => {
+            out!("{}", preview.text(&plan.file))?;
+            outln!("{}", hash_line(&plan.sha256))?;
+        }
     }
     Ok(Exit::of_preview(&preview))
+}
+
+/// The last line of `check`'s text: the plan's SHA-256, on a line of its own so that it can be
+/// pasted into the change ticket, and from there into `apply --expect-sha256` once approved.
+fn hash_line(sha256: &str) -> String {
+    format!("sha256 {sha256}")
+}
+
+/// Refuses a plan whose bytes are not those approved (`--expect-sha256`), before anything is
+/// sent or recorded. The hash compared is the one the run records and its rows are read back
+/// against, so a file changed after this check is refused there as any changed plan is.
+fn approved(plan: &PlanFile, expected: Option<&str>) -> Result<(), AppError> {
+    match expected {
+        Some(expected) if expected != plan.sha256 => Err(AppError::Unapproved {
+            file: plan.file.clone(),
+            expected: expected.to_owned(),
+            actual: plan.sha256.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// What a plan may change, counted by action, for the confirmation before apply.
@@ -128,9 +158,17 @@ pub(super) async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     // The plan is validated in one pass that keeps no rows, then read again row by row as the
     // run records it; a file changed in between is refused before anything is sent.
     let plan = plan::check(&s.plan)?;
+    // Before the guards and their question: a plan that was not approved is not offered.
+    approved(&plan, s.expect_sha256.as_deref())?;
     guard_blast_radius(&plan, &s)?;
     let config = client_config(&s.connect, None)?;
-    let settings = runner::run_settings(config, s.pace, s.max_failures, serde_json::json!({}));
+    // The hash approved is kept with the run, beside the plan's own (`plan_sha256`), as the
+    // record that this run applied what the change board saw.
+    let extra = match &s.expect_sha256 {
+        Some(hash) => serde_json::json!({ "expected_sha256": hash }),
+        None => serde_json::json!({}),
+    };
+    let settings = runner::run_settings(config, s.pace, s.max_failures, extra);
     // Read again for each try: a run that waited for the lock reads the plan when it starts.
     let mut make = || -> Result<RunSpec, AppError> {
         let rows = plan.rows()?;
@@ -191,4 +229,29 @@ pub(super) async fn rebuild_scopes(s: ApplyLike) -> Result<Exit, AppError> {
         wait: s.wait,
     };
     run_through(door, &mut make, settings, s.output).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_approved_plan_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.csv");
+        std::fs::write(&path, "account,action,target\nTECH\\a,restore-all-vms,on\n").unwrap();
+        let plan = plan::check(&path).unwrap();
+        assert!(approved(&plan, None).is_ok());
+        assert!(approved(&plan, Some(&plan.sha256)).is_ok());
+        let other = "0".repeat(64);
+        let Err(e) = approved(&plan, Some(&other)) else {
+            panic!("another hash is refused");
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains(&other) && text.contains(&plan.sha256),
+            "{text}"
+        );
+        assert_eq!(hash_line(&plan.sha256), format!("sha256 {}", plan.sha256));
+    }
 }

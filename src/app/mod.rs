@@ -47,6 +47,20 @@ pub enum AppError {
     /// The audit log could not be opened or read, or a key of its signatures made or read.
     #[error("{}", audit_text(.0))]
     Audit(#[from] AuditError),
+    /// The plan is not the one approved: its SHA-256 is not the one `--expect-sha256` names.
+    /// Found before anything is sent or recorded.
+    #[error(
+        "{file}: the plan's SHA-256 is {actual}, not {expected} as --expect-sha256 requires: \
+         this file is not the plan that was approved; nothing was sent"
+    )]
+    Unapproved {
+        /// The plan's file name.
+        file: String,
+        /// The hash `--expect-sha256` names (lowercase hex).
+        expected: String,
+        /// The hash of the file's bytes (lowercase hex).
+        actual: String,
+    },
     /// The run cannot be replayed, undone or resumed: nothing was sent.
     #[error("{0}")]
     History(String),

@@ -414,6 +414,12 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "N")]
     pub max_changes: Option<u64>,
 
+    /// Apply the plan only if its SHA-256 is this one: the hash of the plan that was approved,
+    /// as `check` prints it on its last line (64 hex digits, either case). Any other file is
+    /// refused (exit 2) before anything is sent or recorded. Recorded with the run.
+    #[arg(long, value_name = "HASH")]
+    pub expect_sha256: Option<String>,
+
     /// After the rows, start one scope rebuild (RebuildUnprocessed) if the run added scopes,
     /// so they take effect now rather than at EM's daily rebuild.
     #[arg(long)]

@@ -152,6 +152,11 @@ impl Cli {
                 rebuild_scopes: a.rebuild_scopes,
                 allow_delete: a.allow_delete,
                 max_changes: a.max_changes,
+                expect_sha256: a
+                    .expect_sha256
+                    .as_deref()
+                    .map(|h| parse_hash("--expect-sha256", PLAN_HASH, h))
+                    .transpose()?,
                 yes: a.rows.changes.yes,
                 wait: a.rows.changes.wait,
                 output: a.output.into(),
@@ -188,7 +193,11 @@ impl Cli {
             CliCommand::Verify(a) => Command::Verify(VerifySettings {
                 run: a.run.as_deref().map(parse_run_ref).transpose()?,
                 anchor: a.anchor,
-                expect: a.expect.as_deref().map(parse_hash).transpose()?,
+                expect: a
+                    .expect
+                    .as_deref()
+                    .map(|h| parse_hash("--expect", HEAD_HASH, h))
+                    .transpose()?,
                 public_key: a.public_key,
                 db: a.db.db,
                 output: a.output.into(),
@@ -472,14 +481,23 @@ impl EmulatorArgs {
     }
 }
 
-/// A head hash as `verify --anchor` prints it: 64 hex digits, taken in either case.
-fn parse_hash(text: &str) -> Result<String, UsageError> {
+/// What `verify --expect` takes, as its usage error names it.
+const HEAD_HASH: &str = "a head hash of 64 hex digits, as `verify --anchor` prints it";
+
+/// What `apply --expect-sha256` takes, as its usage error names it.
+const PLAN_HASH: &str = "a plan's SHA-256 of 64 hex digits, as `check` prints it";
+
+/// A SHA-256 in hex as embatch prints them (a head hash, a plan's hash), taken in either case
+/// and given back in lowercase, the case they are printed and recorded in; `what` says what
+/// `flag` takes when `text` is none.
+fn parse_hash(flag: &str, what: &str, text: &str) -> Result<String, UsageError> {
     let hash = text.trim();
     if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hash.to_ascii_lowercase())
     } else {
         Err(usage(format!(
-            "--expect must be a head hash of 64 hex digits, as `verify --anchor` prints it, not '{text}'"
+            "{flag} must be {what}, not '{}'",
+            crate::text::printable(text)
         )))
     }
 }
@@ -504,11 +522,12 @@ mod tests {
 
     #[test]
     fn expected_hashes() {
+        let parse = |text: &str| parse_hash("--expect", HEAD_HASH, text);
         let upper = "AB".repeat(32);
-        assert_eq!(parse_hash(&upper).unwrap(), "ab".repeat(32));
-        assert_eq!(parse_hash(&format!(" {upper}\n")).unwrap(), "ab".repeat(32));
-        assert!(parse_hash(&"ab".repeat(31)).is_err());
-        assert!(parse_hash(&"zz".repeat(32)).is_err());
+        assert_eq!(parse(&upper).unwrap(), "ab".repeat(32));
+        assert_eq!(parse(&format!(" {upper}\n")).unwrap(), "ab".repeat(32));
+        assert!(parse(&"ab".repeat(31)).is_err());
+        assert!(parse(&"zz".repeat(32)).is_err());
     }
 
     #[test]
@@ -668,6 +687,53 @@ mod tests {
             panic!("not verify");
         };
         assert_eq!(s.public_key, Some(std::path::PathBuf::from("ops.key.pub")));
+    }
+
+    #[test]
+    fn the_approved_plans_hash_is_taken_in_either_case_and_a_malformed_one_refused() {
+        let apply = |hash: &str| {
+            Cli::try_parse_from([
+                "embatch",
+                "apply",
+                "p.csv",
+                "--url",
+                "http://h/api",
+                "--user",
+                "u",
+                "--expect-sha256",
+                hash,
+            ])
+            .unwrap()
+            .into_command()
+        };
+        let Ok(Command::Apply(s)) = apply(&"C0".repeat(32)) else {
+            panic!("an upper-case hash is accepted");
+        };
+        assert_eq!(s.expect_sha256, Some("c0".repeat(32)));
+        for bad in [
+            "c0".repeat(31),
+            "g0".repeat(32),
+            "sha256".into(),
+            String::new(),
+        ] {
+            let e = apply(&bad).unwrap_err();
+            assert!(e.0.starts_with("--expect-sha256 must be"), "{bad}: {e}");
+        }
+        let Command::Apply(s) = Cli::try_parse_from([
+            "embatch",
+            "apply",
+            "p.csv",
+            "--url",
+            "http://h/api",
+            "--user",
+            "u",
+        ])
+        .unwrap()
+        .into_command()
+        .unwrap() else {
+            panic!("not apply");
+        };
+        assert_eq!(s.expect_sha256, None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod apply;
+mod approved;
 mod cli;
 mod client;
 mod crash;
