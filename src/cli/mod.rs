@@ -19,7 +19,7 @@ pub use args::*;
 
 use crate::settings::{
     ApplyLike, ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings,
-    EmulatorSettings, ExportSettings, FollowUpSettings, OutputFormat, PasswordSource,
+    EmulatorSettings, ExportSettings, FollowUpSettings, OutputFormat, PasswordSource, PlanSettings,
     ReportSettings, RunRef, ShowSettings, SnapshotAccounts, SnapshotSettings, VerifySettings,
 };
 
@@ -78,6 +78,10 @@ pub enum CliCommand {
     /// Read the current roles, scopes and restore-all-VMs flag of accounts, for an access
     /// review; read-only, and recorded in the audit log as a `snapshot` run.
     Snapshot(SnapshotArgs),
+    /// Compute the change plan that makes EM match a desired-access sheet (an edited
+    /// `snapshot --format csv`), against the live state; read-only, the reads recorded as a
+    /// `snapshot` run. Check the plan, then apply it.
+    Plan(PlanArgs),
     /// Check offline that the audit log is as embatch wrote it: recompute its hash chain and
     /// compare every run, row and request with it. Where it does not hold, name the first record
     /// that was modified, deleted or inserted, and exit with status 5.
@@ -217,6 +221,18 @@ impl Cli {
                     SnapshotFormatArg::Jsonl => SnapshotFormat::Jsonl,
                 },
                 out: a.out.out,
+                connect: a.server.connect.into_settings()?,
+                pace: a.server.pace.into_pace()?,
+                db: a.server.db.db,
+                signing_key: a.server.signing.signing_key,
+            }),
+            CliCommand::Plan(a) => Command::Plan(PlanSettings {
+                desired: a.desired,
+                out: a.out,
+                force: a.force,
+                prune: a.prune,
+                ticket: a.ticket,
+                output: a.output.into(),
                 connect: a.server.connect.into_settings()?,
                 pace: a.server.pace.into_pace()?,
                 db: a.server.db.db,
