@@ -5,6 +5,7 @@ mod apply;
 mod cli;
 mod client;
 mod crash;
+mod desired;
 mod emulator;
 mod export;
 mod fuzz_corpus;
