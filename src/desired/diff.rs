@@ -2,7 +2,8 @@
 //! a snapshot read them and the accounts as the sheet wants them.
 //!
 //! Rows of one account are written adding first and removing last (roles and scopes added, the
-//! flag set, then scopes and roles removed), so that an account never passes through a state
+//! flag set, then scopes and roles removed; a scope replaced by another object of the same name
+//! is removed just before its successor is added), so that an account never passes through a state
 //! with less than both the old and the new access would allow it to keep: no role-less or
 //! scope-less moment that EM might refuse.
 
@@ -167,6 +168,7 @@ fn existing(
     }
     // Each live scope matches at most one of the sheet's, and the other way round.
     let mut kept = vec![false; held.scopes.len()];
+    let mut added: Vec<&DesiredScope> = Vec::new();
     for scope in &want.scopes {
         let found = held
             .scopes
@@ -175,8 +177,33 @@ fn existing(
             .find(|(i, h)| !kept[*i] && same_scope(scope, h));
         match found {
             Some((i, _)) => kept[i] = true,
-            None => add_scope(want, name, scope, "desired: scope added", changes, problem),
+            None => added.push(scope),
         }
+    }
+    let removed: Vec<&HeldScope> = held
+        .scopes
+        .iter()
+        .zip(&kept)
+        .filter(|(_, k)| !**k)
+        .map(|(s, _)| s)
+        .collect();
+    // A scope replaced by another object of the same name is removed before the new one is
+    // added: apply takes an add-scope as done when the account has a scope of that name on the
+    // same platform, type and root, and would then remove the only one.
+    let replaced = |s: &HeldScope| added.iter().any(|a| a.name == s.name);
+    let remove = |scope: &HeldScope, changes: &mut Changes| {
+        // By GUID: two scopes of one account may share a name.
+        changes.push(
+            name,
+            Action::RemoveScope(ScopeRef::Id(scope.id)),
+            format!("desired: scope '{}' removed", scope.name),
+        );
+    };
+    for scope in removed.iter().filter(|s| replaced(s)) {
+        remove(scope, changes);
+    }
+    for scope in &added {
+        add_scope(want, name, scope, "desired: scope added", changes, problem);
     }
     if want.restore_all_vms != held.allow_restore_all_vms {
         let comment = if want.restore_all_vms {
@@ -186,13 +213,8 @@ fn existing(
         };
         changes.push(name, Action::RestoreAllVms(want.restore_all_vms), comment);
     }
-    for (scope, _) in held.scopes.iter().zip(&kept).filter(|(_, k)| !**k) {
-        // By GUID: two scopes of one account may share a name.
-        changes.push(
-            name,
-            Action::RemoveScope(ScopeRef::Id(scope.id)),
-            format!("desired: scope '{}' removed", scope.name),
-        );
+    for scope in removed.iter().filter(|s| !replaced(s)) {
+        remove(scope, changes);
     }
     for role in &held.roles {
         if !want
@@ -462,10 +484,11 @@ mod tests {
             rows(&changes),
             [
                 "TECH\\a assign-role File Restore Operator # desired: role added",
+                // Another object of the same name: removed before the new one is added.
+                "TECH\\a remove-scope 00000000-0000-0000-0000-000000000065 # desired: scope 'Finance' removed",
                 format!("TECH\\a add-scope {REF} # desired: scope added").as_str(),
                 "TECH\\a restore-all-vms off # desired: restore-all-vms turned off",
                 "TECH\\a remove-scope 00000000-0000-0000-0000-000000000064 # desired: scope 'Old' removed",
-                "TECH\\a remove-scope 00000000-0000-0000-0000-000000000065 # desired: scope 'Finance' removed",
                 "TECH\\a remove-role VM Restore Operator # desired: role removed",
             ]
         );
