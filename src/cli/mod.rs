@@ -624,6 +624,40 @@ mod tests {
     }
 
     #[test]
+    fn plan_desired_needs_a_sheet_and_an_output_file() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["embatch", "plan", "--url", "http://h/api", "--user", "u"];
+            all.extend(args);
+            Cli::try_parse_from(all).map(|c| c.into_command())
+        };
+        let Ok(Ok(Command::Plan(s))) = parse(&[
+            "--desired",
+            "d.csv",
+            "-o",
+            "c.csv",
+            "--prune",
+            "--ticket",
+            "CHG-1",
+            "--output",
+            "json",
+        ]) else {
+            panic!("not plan");
+        };
+        assert_eq!(s.desired, std::path::PathBuf::from("d.csv"));
+        assert_eq!(s.out, std::path::PathBuf::from("c.csv"));
+        assert!(s.prune && !s.force);
+        assert_eq!(s.ticket.as_deref(), Some("CHG-1"));
+        assert_eq!(s.output, OutputFormat::Json);
+        let Ok(Ok(Command::Plan(s))) = parse(&["--desired", "d.csv", "-o", "c.csv", "--force"])
+        else {
+            panic!("not plan");
+        };
+        assert!(s.force && !s.prune && s.ticket.is_none());
+        assert!(parse(&["--desired", "d.csv"]).is_err(), "-o is required");
+        assert!(parse(&["-o", "c.csv"]).is_err(), "--desired is required");
+    }
+
+    #[test]
     fn every_command_that_records_a_run_takes_a_signing_key() {
         let connect = ["--url", "http://h/api", "--user", "u"];
         let with_key = |args: &[&str]| {
@@ -644,6 +678,10 @@ mod tests {
         assert_eq!(s.signing_key, k);
         let Command::Snapshot(s) = with_key(&["snapshot", "--all", "--format", "csv"]) else {
             panic!("not snapshot");
+        };
+        assert_eq!(s.signing_key, k);
+        let Command::Plan(s) = with_key(&["plan", "--desired", "d.csv", "-o", "c.csv"]) else {
+            panic!("not plan");
         };
         assert_eq!(s.signing_key, k);
         for verb in ["replay", "undo", "resume"] {
