@@ -108,6 +108,7 @@ impl Exit {
         match e {
             AppError::Usage(_)
             | AppError::Plan(_)
+            | AppError::Desired(_)
             | AppError::History(_)
             | AppError::Unapproved { .. }
             | AppError::Audit(_)

@@ -7,6 +7,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod console;
+pub mod desired;
 pub mod em;
 pub mod emulator;
 pub mod exit;

@@ -60,6 +60,8 @@ pub enum Command {
     Export(ExportSettings),
     /// `embatch snapshot`
     Snapshot(SnapshotSettings),
+    /// `embatch plan --desired`
+    Plan(PlanSettings),
     /// `embatch verify`
     Verify(VerifySettings),
     /// `embatch migrate`
@@ -134,6 +136,31 @@ pub struct SnapshotSettings {
     /// The audit log the snapshot run is recorded in.
     pub db: PathBuf,
     /// The signing key's file, to sign the run's checkpoint with.
+    pub signing_key: Option<PathBuf>,
+}
+
+/// `embatch plan --desired`.
+#[derive(Debug)]
+pub struct PlanSettings {
+    /// The desired-access sheet.
+    pub desired: PathBuf,
+    /// Where the change plan goes (mode 0600).
+    pub out: PathBuf,
+    /// Replace `out` if it exists.
+    pub force: bool,
+    /// Delete the accounts on EM the sheet leaves out.
+    pub prune: bool,
+    /// The ticket every row carries.
+    pub ticket: Option<String>,
+    /// Output format of the counts.
+    pub output: OutputFormat,
+    /// The server.
+    pub connect: ConnectSettings,
+    /// Pace and retries of the reads.
+    pub pace: Pace,
+    /// The audit log the snapshot run the plan is computed from is recorded in.
+    pub db: PathBuf,
+    /// The signing key's file, to sign that run's checkpoint with.
     pub signing_key: Option<PathBuf>,
 }
 

@@ -5,6 +5,7 @@
 
 mod apply;
 mod connect;
+mod desired;
 mod emulator;
 mod history;
 mod keys;
@@ -13,6 +14,7 @@ mod render;
 mod snapshot;
 
 use self::apply::{apply, check, rebuild_scopes};
+use self::desired::plan_desired;
 use self::emulator::{demo, run_emulator};
 use self::history::{replay, resume, undo};
 use self::keys::keygen;
@@ -40,6 +42,9 @@ pub enum AppError {
     /// The plan is invalid: nothing was sent. The report lists every problem.
     #[error("{0}")]
     Plan(#[from] plan::PlanErrors),
+    /// The desired-access sheet is invalid, or asks what no plan can do: nothing was written.
+    #[error("{0}")]
+    Desired(plan::PlanErrors),
     /// The run could not start or keep its record (a plan refused while the run read it is
     /// [`AppError::Plan`], see the `From` below).
     #[error(transparent)]
@@ -140,6 +145,7 @@ pub async fn run(command: Command) -> Exit {
         Command::Keygen { file } => keygen(&file),
         Command::Export(s) => export(s),
         Command::Snapshot(s) => snapshot_accounts(s).await,
+        Command::Plan(s) => plan_desired(s).await,
         Command::Report(s) => report(s),
         Command::Print(text) => out!("{text}").map(|()| Exit::Success).map_err(AppError::Io),
     };
@@ -156,6 +162,11 @@ pub(super) fn error_text(e: &AppError) -> String {
     match e {
         AppError::Plan(errors) => format!(
             "the plan has {} problem{}; nothing was sent:\n{errors}",
+            errors.0.len(),
+            if errors.0.len() == 1 { "" } else { "s" }
+        ),
+        AppError::Desired(errors) => format!(
+            "the desired sheet has {} problem{}; no plan was written:\n{errors}",
             errors.0.len(),
             if errors.0.len() == 1 { "" } else { "s" }
         ),

@@ -504,8 +504,22 @@ impl PrivateOutput {
     /// others could read is restricted to its owner. Other kinds of file (`/dev/null`, a pipe)
     /// are used as they are.
     pub fn create(path: &Path) -> io::Result<PrivateOutput> {
+        Self::open(path, false)
+    }
+
+    /// Creates `path`, which must not exist yet: for output that must never replace a file
+    /// silently (`plan -o`).
+    pub fn create_new(path: &Path) -> io::Result<PrivateOutput> {
+        Self::open(path, true)
+    }
+
+    fn open(path: &Path, new: bool) -> io::Result<PrivateOutput> {
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        if new {
+            options.write(true).create_new(true);
+        } else {
+            options.write(true).create(true).truncate(true);
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;

@@ -135,6 +135,40 @@ pub enum SnapshotFormatArg {
     Jsonl,
 }
 
+/// `embatch plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The desired-access sheet: CSV in the columns of `snapshot --format csv` (account, type,
+    /// restore_all_vms, roles, scopes; account_id and read_at are ignored).
+    #[arg(long, value_name = "FILE")]
+    pub desired: PathBuf,
+
+    /// Write the change plan to this file (created with mode 0600). An existing file is
+    /// refused unless --force.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Delete the accounts on EM that the sheet leaves out (delete-account rows, which apply
+    /// runs only with --allow-delete). Without it they are left alone.
+    #[arg(long)]
+    pub prune: bool,
+
+    /// The change ticket every row of the plan carries.
+    #[arg(long, value_name = "TICKET")]
+    pub ticket: Option<String>,
+
+    /// Print the counts of what the plan would change as JSON on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 /// `embatch report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {

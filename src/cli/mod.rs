@@ -19,7 +19,7 @@ pub use args::*;
 
 use crate::settings::{
     ApplyLike, ApplySettings, CheckSettings, Command, ConnectSettings, DemoSettings,
-    EmulatorSettings, ExportSettings, FollowUpSettings, OutputFormat, PasswordSource,
+    EmulatorSettings, ExportSettings, FollowUpSettings, OutputFormat, PasswordSource, PlanSettings,
     ReportSettings, RunRef, ShowSettings, SnapshotAccounts, SnapshotSettings, VerifySettings,
 };
 
@@ -78,6 +78,10 @@ pub enum CliCommand {
     /// Read the current roles, scopes and restore-all-VMs flag of accounts, for an access
     /// review; read-only, and recorded in the audit log as a `snapshot` run.
     Snapshot(SnapshotArgs),
+    /// Compute the change plan that makes EM match a desired-access sheet (an edited
+    /// `snapshot --format csv`), against the live state; read-only, the reads recorded as a
+    /// `snapshot` run. Check the plan, then apply it.
+    Plan(PlanArgs),
     /// Check offline that the audit log is as embatch wrote it: recompute its hash chain and
     /// compare every run, row and request with it. Where it does not hold, name the first record
     /// that was modified, deleted or inserted, and exit with status 5.
@@ -226,6 +230,18 @@ impl Cli {
                     SnapshotFormatArg::Jsonl => SnapshotFormat::Jsonl,
                 },
                 out: a.out.out,
+                connect: a.server.connect.into_settings()?,
+                pace: a.server.pace.into_pace()?,
+                db: a.server.db.db,
+                signing_key: a.server.signing.signing_key,
+            }),
+            CliCommand::Plan(a) => Command::Plan(PlanSettings {
+                desired: a.desired,
+                out: a.out,
+                force: a.force,
+                prune: a.prune,
+                ticket: a.ticket,
+                output: a.output.into(),
                 connect: a.server.connect.into_settings()?,
                 pace: a.server.pace.into_pace()?,
                 db: a.server.db.db,
@@ -627,6 +643,40 @@ mod tests {
     }
 
     #[test]
+    fn plan_desired_needs_a_sheet_and_an_output_file() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["embatch", "plan", "--url", "http://h/api", "--user", "u"];
+            all.extend(args);
+            Cli::try_parse_from(all).map(|c| c.into_command())
+        };
+        let Ok(Ok(Command::Plan(s))) = parse(&[
+            "--desired",
+            "d.csv",
+            "-o",
+            "c.csv",
+            "--prune",
+            "--ticket",
+            "CHG-1",
+            "--output",
+            "json",
+        ]) else {
+            panic!("not plan");
+        };
+        assert_eq!(s.desired, std::path::PathBuf::from("d.csv"));
+        assert_eq!(s.out, std::path::PathBuf::from("c.csv"));
+        assert!(s.prune && !s.force);
+        assert_eq!(s.ticket.as_deref(), Some("CHG-1"));
+        assert_eq!(s.output, OutputFormat::Json);
+        let Ok(Ok(Command::Plan(s))) = parse(&["--desired", "d.csv", "-o", "c.csv", "--force"])
+        else {
+            panic!("not plan");
+        };
+        assert!(s.force && !s.prune && s.ticket.is_none());
+        assert!(parse(&["--desired", "d.csv"]).is_err(), "-o is required");
+        assert!(parse(&["-o", "c.csv"]).is_err(), "--desired is required");
+    }
+
+    #[test]
     fn every_command_that_records_a_run_takes_a_signing_key() {
         let connect = ["--url", "http://h/api", "--user", "u"];
         let with_key = |args: &[&str]| {
@@ -647,6 +697,10 @@ mod tests {
         assert_eq!(s.signing_key, k);
         let Command::Snapshot(s) = with_key(&["snapshot", "--all", "--format", "csv"]) else {
             panic!("not snapshot");
+        };
+        assert_eq!(s.signing_key, k);
+        let Command::Plan(s) = with_key(&["plan", "--desired", "d.csv", "-o", "c.csv"]) else {
+            panic!("not plan");
         };
         assert_eq!(s.signing_key, k);
         for verb in ["replay", "undo", "resume"] {

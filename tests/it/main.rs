@@ -6,6 +6,7 @@ mod approved;
 mod cli;
 mod client;
 mod crash;
+mod desired;
 mod emulator;
 mod export;
 mod fuzz_corpus;
