@@ -321,22 +321,12 @@ fn new_account(
     }
 }
 
-/// The plan's columns.
-const PLAN_COLUMNS: [&str; 6] = [
-    "account",
-    "action",
-    "target",
-    "object_name",
-    "ticket",
-    "comment",
-];
-
 /// Writes `rows` as plan CSV, each with `ticket`. Cells are written as they are, with no `'`
 /// before a leading `=`: the plan is read by embatch, which takes every cell literally, and an
 /// account named `=Finance+Ops` must stay that name.
 pub fn write_plan<W: Write>(rows: &[PlannedRow], ticket: Option<&str>, out: W) -> io::Result<()> {
     let mut csv = csv::Writer::from_writer(out);
-    csv.write_record(PLAN_COLUMNS)?;
+    csv.write_record(crate::plan::WRITTEN_COLUMNS)?;
     for row in rows {
         let object_name = match &row.action {
             Action::AddScope { object_name, .. } => object_name.as_str(),

@@ -27,6 +27,17 @@ mod scan;
 #[cfg(test)]
 mod testing;
 
+/// The columns of a plan that embatch writes (`undo --emit-plan`, `plan --desired`), in order:
+/// the ones every plan may have, without annotations.
+pub const WRITTEN_COLUMNS: [&str; 6] = [
+    "account",
+    "action",
+    "target",
+    "object_name",
+    "ticket",
+    "comment",
+];
+
 pub use error::{PlanError, PlanErrors};
 pub use recorded::{RecordedColumns, recorded_row};
 pub use row::{AccountRef, Action, Actions, PlanRow, RoleRef, ScopeRef};

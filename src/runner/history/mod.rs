@@ -33,15 +33,7 @@ pub enum HistoryError {
 /// number, line or annotations.
 fn to_csv<'a>(rows: impl IntoIterator<Item = &'a RowColumns>) -> String {
     let mut out = csv::Writer::from_writer(Vec::new());
-    let header = [
-        "account",
-        "action",
-        "target",
-        "object_name",
-        "ticket",
-        "comment",
-    ];
-    out.write_record(header)
+    out.write_record(crate::plan::WRITTEN_COLUMNS)
         .expect("writing to memory cannot fail");
     for c in rows {
         out.write_record([
