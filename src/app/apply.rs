@@ -13,12 +13,12 @@ use crate::settings::{ApplyLike, ApplySettings, CheckSettings, OutputFormat};
 use crate::text;
 
 use super::connect::client_config;
-use super::{AppError, load_plan, reporter_for, run_through, signing_key};
+use super::{AppError, reporter_for, run_through, signing_key};
 
 pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
     let Some((connect, pace)) = s.online else {
         // The offline check needs only the summary, so the plan is streamed, not held.
-        let plan = plan::check(&s.plan)?;
+        let plan = plan::check_sheet(&s.plan, s.sheet.as_deref())?;
         match s.output {
             OutputFormat::Json => outln!(
                 "{}",
@@ -30,7 +30,7 @@ pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
         }
         return Ok(Exit::Success);
     };
-    let plan = load_plan(&s.plan)?;
+    let plan = plan::load_sheet(&s.plan, s.sheet.as_deref())?;
     let config = client_config(&connect, None)?;
     let preview = runner::preview(&plan, config, pace).await?;
     match s.output {
@@ -127,7 +127,7 @@ pub(super) async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     let key = signing_key(s.signing_key.as_deref())?;
     // The plan is validated in one pass that keeps no rows, then read again row by row as the
     // run records it; a file changed in between is refused before anything is sent.
-    let plan = plan::check(&s.plan)?;
+    let plan = plan::check_sheet(&s.plan, s.sheet.as_deref())?;
     guard_blast_radius(&plan, &s)?;
     let config = client_config(&s.connect, None)?;
     let settings = runner::run_settings(config, s.pace, s.max_failures, serde_json::json!({}));

@@ -378,8 +378,12 @@ pub struct PaceArgs {
 /// `embatch check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The CSV change plan.
+    /// The change plan: CSV, or a spreadsheet (.xlsx, .xlsm, .ods).
     pub plan: PathBuf,
+
+    /// The sheet of a spreadsheet plan to read; the first one when not given.
+    #[arg(long, value_name = "NAME")]
+    pub sheet: Option<String>,
 
     /// Also log on, read the current state of every account in the plan, and print row by row
     /// what apply would do. Changes nothing on the server.
@@ -400,8 +404,12 @@ pub struct CheckArgs {
 /// `embatch apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The CSV change plan.
+    /// The change plan: CSV, or a spreadsheet (.xlsx, .xlsm, .ods).
     pub plan: PathBuf,
+
+    /// The sheet of a spreadsheet plan to read; the first one when not given.
+    #[arg(long, value_name = "NAME")]
+    pub sheet: Option<String>,
 
     #[command(flatten)]
     pub rows: RowRunArgs,
