@@ -111,7 +111,7 @@ impl PlanFile {
     /// them; for the fuzz target, which has bytes and no file.
     pub(crate) fn rows_from<R: BufRead>(&self, reader: R) -> PlanRows<R> {
         PlanRows {
-            source: Source::Csv(Scanner::new(&self.file, reader, None, true)),
+            source: Source::Csv(Box::new(Scanner::new(&self.file, reader, None, true))),
             sha256: self.sha256.clone(),
             done: false,
         }
@@ -169,7 +169,7 @@ impl<R: BufRead> std::iter::FusedIterator for PlanRows<R> {}
 
 /// Where a [`PlanRows`] reads from: a CSV file, or a spreadsheet's sheet.
 enum Source<R> {
-    Csv(Scanner<R>),
+    Csv(Box<Scanner<R>>),
     Sheet(Box<SheetScanner>),
 }
 

@@ -108,6 +108,8 @@ enum Msg {
 /// A workbook read into memory and checked, ready to be read.
 struct Workbook {
     bytes: Arc<[u8]>,
+    /// Whether a worksheet may hold a formula.
+    formulas: bool,
     sha256: String,
     format: Format,
 }
@@ -148,9 +150,10 @@ fn open_workbook(path: &Path, file: &str, format: Format) -> Result<Workbook, Pl
         )));
     }
     let sha256 = hex::encode(Sha256::digest(&bytes));
-    inspect(&bytes, format).map_err(refuse)?;
+    let formulas = inspect(&bytes, format).map_err(refuse)?;
     Ok(Workbook {
         bytes: bytes.into(),
+        formulas,
         sha256,
         format,
     })
@@ -159,7 +162,10 @@ fn open_workbook(path: &Path, file: &str, format: Format) -> Result<Workbook, Pl
 /// Refuses bytes that are not a sound workbook of `format`: not a zip archive (an encrypted
 /// workbook is an OLE file, a CSV renamed is text), a corrupt or truncated archive, or a part
 /// that inflates past its limit.
-pub(super) fn inspect(bytes: &[u8], format: Format) -> Result<(), String> {
+///
+/// Returns whether a worksheet may hold a formula (a false yes costs memory, never a wrong
+/// reading): only then is a sheet read a second time for its formulas.
+pub(super) fn inspect(bytes: &[u8], format: Format) -> Result<bool, String> {
     const OLE: &[u8] = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1";
     if bytes.starts_with(OLE) {
         return Err(format!(
@@ -179,6 +185,7 @@ pub(super) fn inspect(bytes: &[u8], format: Format) -> Result<(), String> {
         format!("the workbook is corrupt or truncated ({e}); save it again")
     };
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| corrupt(&e))?;
+    let mut formulas = false;
     for i in 0..zip.len() {
         let mut part = zip.by_index(i).map_err(|e| corrupt(&e))?;
         if part.encrypted() {
@@ -193,8 +200,10 @@ pub(super) fn inspect(bytes: &[u8], format: Format) -> Result<(), String> {
             MAX_HELD_PART_BYTES
         };
         // Counted while inflating: the sizes an archive declares may lie.
+        let mut seen = FormulaSeen::default();
         let inflated =
-            io::copy(&mut (&mut part).take(limit + 1), &mut io::sink()).map_err(|e| corrupt(&e))?;
+            io::copy(&mut (&mut part).take(limit + 1), &mut seen).map_err(|e| corrupt(&e))?;
+        formulas |= streamed && seen.found;
         if inflated > limit {
             return Err(format!(
                 "the workbook's part {} inflates to more than {} MiB, more than any plan needs; \
@@ -204,7 +213,40 @@ pub(super) fn inspect(bytes: &[u8], format: Format) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(formulas)
+}
+
+/// A sink that notes whether the XML written to it has an `<f>` element (a formula), with or
+/// without a namespace prefix (`<x:f>`), across the chunks it is written in.
+#[derive(Default)]
+struct FormulaSeen {
+    found: bool,
+    /// The last two bytes of the previous chunk.
+    tail: [u8; 2],
+}
+
+impl io::Write for FormulaSeen {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.found {
+            let mut prev = self.tail;
+            for &b in buf {
+                if matches!(b, b'>' | b' ' | b'/')
+                    && prev[1] == b'f'
+                    && matches!(prev[0], b'<' | b':')
+                {
+                    self.found = true;
+                    break;
+                }
+                prev = [prev[1], b];
+            }
+            self.tail = prev;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Text for one cell, as the spreadsheet shows it; `Err` with why when a plan cell cannot be
@@ -335,7 +377,12 @@ fn pick(names: &[String], wanted: Option<&str>) -> Result<String, String> {
     }
 }
 
-fn read_xlsx(bytes: &[u8], sheet: Option<&str>, rows: &mut RowBuilder) -> Result<(), String> {
+fn read_xlsx(
+    bytes: &[u8],
+    sheet: Option<&str>,
+    formulas: bool,
+    rows: &mut RowBuilder,
+) -> Result<(), String> {
     let unreadable = |e: calamine::XlsxError| match e {
         calamine::XlsxError::Password => {
             "the workbook is encrypted; save it without a password".to_string()
@@ -343,14 +390,26 @@ fn read_xlsx(bytes: &[u8], sheet: Option<&str>, rows: &mut RowBuilder) -> Result
         e => format!("cannot read the workbook as .xlsx: {e}"),
     };
     // Two readers over the same bytes in step: calamine gives a cell's value and its formula
-    // in separate passes, and a formula without a saved value shows only in both.
+    // in separate passes, and a formula without a saved value shows only in both. The second
+    // holds its own copy of the shared strings, so it is opened only when a sheet has a
+    // formula.
     let mut values: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).map_err(unreadable)?;
     let name = pick(&values.sheet_names(), sheet)?;
-    let mut formulas: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).map_err(unreadable)?;
+    let mut second: Option<Xlsx<_>> = if formulas {
+        Some(Xlsx::new(Cursor::new(bytes)).map_err(unreadable)?)
+    } else {
+        None
+    };
     let mut values = values.worksheet_cells_reader(&name).map_err(unreadable)?;
-    let mut formulas = formulas.worksheet_cells_reader(&name).map_err(unreadable)?;
+    let mut formulas = match &mut second {
+        Some(book) => Some(book.worksheet_cells_reader(&name).map_err(unreadable)?),
+        None => None,
+    };
     while let Some(cell) = values.next_cell().map_err(unreadable)? {
-        let formula = formulas.next_formula().map_err(unreadable)?;
+        let formula = match &mut formulas {
+            Some(f) => f.next_formula().map_err(unreadable)?,
+            None => None,
+        };
         let formula = formula.as_ref().map_or("", |f| f.get_value().as_str());
         let (row, col) = cell.get_position();
         if rows
@@ -393,13 +452,14 @@ fn spawn(book: &Workbook, sheet: Option<String>) -> Receiver<Msg> {
     let (tx, rx) = sync_channel(CHANNEL_ROWS);
     let bytes = Arc::clone(&book.bytes);
     let format = book.format;
+    let formulas = book.formulas;
     std::thread::spawn(move || {
         let mut rows = RowBuilder {
             tx: tx.clone(),
             current: SheetRecord::default(),
         };
         let read = match format {
-            Format::Xlsx => read_xlsx(&bytes, sheet.as_deref(), &mut rows),
+            Format::Xlsx => read_xlsx(&bytes, sheet.as_deref(), formulas, &mut rows),
             Format::Ods => read_ods(&bytes, sheet.as_deref(), &mut rows),
         };
         match read {
@@ -656,6 +716,22 @@ mod tests {
         assert!(e.contains("encrypted"), "{e}");
         let e = inspect(b"PK\x03\x04truncated", Format::Ods).unwrap_err();
         assert!(e.contains("corrupt or truncated"), "{e}");
+    }
+
+    #[test]
+    fn formulas_are_seen_across_chunks_with_or_without_a_prefix() {
+        use std::io::Write;
+        let seen = |chunks: &[&[u8]]| {
+            let mut s = FormulaSeen::default();
+            for c in chunks {
+                s.write_all(c).unwrap();
+            }
+            s.found
+        };
+        assert!(seen(&[b"<c r=\"A1\"><f>A2</f><v>1</v></c>"]));
+        assert!(seen(&[b"<c><", b"f", b" t=\"shared\"/></c>"]));
+        assert!(seen(&[b"<x:c><x:f>1+1</x:f></x:c>"]));
+        assert!(!seen(&[b"<c r=\"A1\" t=\"s\"><v>1</v></c><font/>"]));
     }
 
     #[test]
