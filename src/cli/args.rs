@@ -107,7 +107,8 @@ pub enum ExportFormatArg {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("accounts").required(true).args(["plan", "all"])))]
 pub struct SnapshotArgs {
-    /// Read the accounts this change plan names (CSV, or the first sheet of an .xlsx, .xlsm or .ods).
+    /// Read the accounts this change plan names (CSV, or the first sheet of an .xlsx, .xlsm or
+    /// .ods).
     #[arg(long, value_name = "PLAN")]
     pub plan: Option<PathBuf>,
 
