@@ -166,6 +166,16 @@ fn open_workbook(path: &Path, file: &str, format: Format) -> Result<Workbook, Pl
 /// Returns whether a worksheet may hold a formula (a false yes costs memory, never a wrong
 /// reading): only then is a sheet read a second time for its formulas.
 pub(super) fn inspect(bytes: &[u8], format: Format) -> Result<bool, String> {
+    inspect_within(bytes, format, MAX_PART_BYTES, MAX_HELD_PART_BYTES)
+}
+
+/// [`inspect`] with the limits given, for the tests, which cannot inflate a GiB.
+fn inspect_within(
+    bytes: &[u8],
+    format: Format,
+    max_part: u64,
+    max_held_part: u64,
+) -> Result<bool, String> {
     const OLE: &[u8] = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1";
     if bytes.starts_with(OLE) {
         return Err(format!(
@@ -194,11 +204,7 @@ pub(super) fn inspect(bytes: &[u8], format: Format) -> Result<bool, String> {
         let name = part.name().to_string();
         // calamine streams xlsx sheets; everything else it reads whole.
         let streamed = format == Format::Xlsx && name.starts_with("xl/worksheets/");
-        let limit = if streamed {
-            MAX_PART_BYTES
-        } else {
-            MAX_HELD_PART_BYTES
-        };
+        let limit = if streamed { max_part } else { max_held_part };
         // Counted while inflating: the sizes an archive declares may lie.
         let mut seen = FormulaSeen::default();
         let inflated =
@@ -209,7 +215,7 @@ pub(super) fn inspect(bytes: &[u8], format: Format) -> Result<bool, String> {
                 "the workbook's part {} inflates to more than {} MiB, more than any plan needs; \
                  refused",
                 crate::text::clip(&name, 200),
-                limit / (1024 * 1024)
+                limit.div_ceil(1024 * 1024)
             ));
         }
     }
@@ -732,6 +738,107 @@ mod tests {
         assert!(seen(&[b"<c><", b"f", b" t=\"shared\"/></c>"]));
         assert!(seen(&[b"<x:c><x:f>1+1</x:f></x:c>"]));
         assert!(!seen(&[b"<c r=\"A1\" t=\"s\"><v>1</v></c><font/>"]));
+    }
+
+    fn xlsx_with(rows: u32) -> Vec<u8> {
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        for r in 0..rows {
+            sheet.write_string(r, 0, format!("TECH\\user{r}")).unwrap();
+        }
+        book.save_to_buffer().unwrap()
+    }
+
+    #[test]
+    fn a_part_that_inflates_past_its_limit_is_refused() {
+        let book = xlsx_with(20_000);
+        assert_eq!(inspect(&book, Format::Xlsx), Ok(false));
+        // The sheet is streamed and gets the larger limit; the shared strings are held whole.
+        let e = inspect_within(&book, Format::Xlsx, 64 * 1024, 1 << 30).unwrap_err();
+        assert!(
+            e.contains("part xl/worksheets/sheet1.xml inflates to more than"),
+            "{e}"
+        );
+        let e = inspect_within(&book, Format::Xlsx, 1 << 30, 64 * 1024).unwrap_err();
+        assert!(e.contains("part xl/sharedStrings.xml"), "{e}");
+    }
+
+    /// A minimal ODS file: its mimetype, manifest and `content` as the rows of one table.
+    fn ods_with(rows: &str) -> Vec<u8> {
+        use std::io::Write;
+        use zip::write::SimpleFileOptions;
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let stored =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("mimetype", stored).unwrap();
+        zip.write_all(b"application/vnd.oasis.opendocument.spreadsheet")
+            .unwrap();
+        zip.start_file("META-INF/manifest.xml", SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(
+            br#"<?xml version="1.0" encoding="UTF-8"?>
+<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>"#,
+        )
+        .unwrap();
+        zip.start_file("content.xml", SimpleFileOptions::default())
+            .unwrap();
+        write!(
+            zip,
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet><table:table table:name="Plan">{rows}</table:table></office:spreadsheet></office:body></office:document-content>"#
+        )
+        .unwrap();
+        zip.finish().unwrap().into_inner()
+    }
+
+    fn text(t: &str) -> String {
+        format!(
+            r#"<table:table-cell office:value-type="string"><text:p>{t}</text:p></table:table-cell>"#
+        )
+    }
+
+    #[test]
+    fn an_ods_plan_is_read_as_shown_with_its_row_numbers() {
+        let header = format!(
+            "<table:table-row>{}{}{}{}</table:table-row>",
+            text("account"),
+            text("action"),
+            text("target"),
+            text("ticket")
+        );
+        let good = format!(
+            "<table:table-row>{}{}{}<table:table-cell office:value-type=\"float\" office:value=\"2041\"><text:p>2041</text:p></table:table-cell></table:table-row>",
+            text("TECH\\alice"),
+            text("assign-role"),
+            text("Portal User")
+        );
+        let blank = "<table:table-row><table:table-cell/></table:table-row>";
+        let formula = format!(
+            "<table:table-row>{}{}<table:table-cell table:formula=\"of:=LOWER(&quot;ON&quot;)\" office:value-type=\"string\" office:string-value=\"on\"><text:p>on</text:p></table:table-cell></table:table-row>",
+            text("TECH\\bob"),
+            text("restore-all-vms")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.ods");
+        std::fs::write(&path, ods_with(&format!("{header}{good}{blank}{formula}"))).unwrap();
+        let plan = crate::plan::load_sheet(&path, None).unwrap();
+        let lines: Vec<u64> = plan.rows.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [2, 4]);
+        assert_eq!(plan.rows[0].ticket.as_deref(), Some("2041"));
+
+        let date = format!(
+            "<table:table-row>{}{}<table:table-cell office:value-type=\"date\" office:date-value=\"2026-05-31\"><text:p>2026-05-31</text:p></table:table-cell></table:table-row>",
+            text("TECH\\carol"),
+            text("assign-role")
+        );
+        std::fs::write(&path, ods_with(&format!("{header}{good}{date}"))).unwrap();
+        let err = crate::plan::load_sheet(&path, Some("Plan"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plan.ods[Plan]:3: column C (target): a date or time cell"),
+            "{err}"
+        );
     }
 
     #[test]
