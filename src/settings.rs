@@ -258,6 +258,8 @@ pub struct ConnectSettings {
 pub struct CheckSettings {
     /// The plan.
     pub plan: PathBuf,
+    /// The sheet of a spreadsheet plan (the first when `None`).
+    pub sheet: Option<String>,
     /// With `--online`: the server and the pace of the reads.
     pub online: Option<(ConnectSettings, Pace)>,
     /// Output format.
@@ -269,6 +271,8 @@ pub struct CheckSettings {
 pub struct ApplySettings {
     /// The plan.
     pub plan: PathBuf,
+    /// The sheet of a spreadsheet plan (the first when `None`).
+    pub sheet: Option<String>,
     /// The server.
     pub connect: ConnectSettings,
     /// Pace and retries.

@@ -13,12 +13,12 @@ use crate::settings::{ApplyLike, ApplySettings, CheckSettings, OutputFormat};
 use crate::text;
 
 use super::connect::client_config;
-use super::{AppError, load_plan, reporter_for, run_through, signing_key};
+use super::{AppError, reporter_for, run_through, signing_key};
 
 pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
     let Some((connect, pace)) = s.online else {
         // The offline check needs only the summary, so the plan is streamed, not held.
-        let plan = plan::check(&s.plan)?;
+        let plan = plan::check_sheet(&s.plan, s.sheet.as_deref())?;
         match s.output {
             // `sha256` is the key this output always had; `plan_sha256` is the name the audit
             // log and `apply --expect-sha256` know it by.
@@ -33,7 +33,7 @@ pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
         }
         return Ok(Exit::Success);
     };
-    let plan = load_plan(&s.plan)?;
+    let plan = plan::load_sheet(&s.plan, s.sheet.as_deref())?;
     let config = client_config(&connect, None)?;
     let preview = runner::preview(&plan, config, pace).await?;
     match s.output {
@@ -157,7 +157,7 @@ pub(super) async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     let key = signing_key(s.signing_key.as_deref())?;
     // The plan is validated in one pass that keeps no rows, then read again row by row as the
     // run records it; a file changed in between is refused before anything is sent.
-    let plan = plan::check(&s.plan)?;
+    let plan = plan::check_sheet(&s.plan, s.sheet.as_deref())?;
     // Before the guards and their question: a plan that was not approved is not offered.
     approved(&plan, s.expect_sha256.as_deref())?;
     guard_blast_radius(&plan, &s)?;

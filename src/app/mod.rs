@@ -223,7 +223,7 @@ pub(super) fn advice(e: &AppError) -> Vec<String> {
 }
 
 pub(super) fn load_plan(path: &Path) -> Result<Plan, AppError> {
-    Ok(plan::load(path)?)
+    Ok(plan::load_sheet(path, None)?)
 }
 
 pub(super) fn open_reader(db: &Path) -> Result<AuditReader, AppError> {

@@ -107,7 +107,8 @@ pub enum ExportFormatArg {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("accounts").required(true).args(["plan", "all"])))]
 pub struct SnapshotArgs {
-    /// Read the accounts this CSV change plan names.
+    /// Read the accounts this change plan names (CSV, or the first sheet of an .xlsx, .xlsm or
+    /// .ods).
     #[arg(long, value_name = "PLAN")]
     pub plan: Option<PathBuf>,
 
@@ -412,8 +413,12 @@ pub struct PaceArgs {
 /// `embatch check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The CSV change plan.
+    /// The change plan: CSV, or a spreadsheet (.xlsx, .xlsm, .ods).
     pub plan: PathBuf,
+
+    /// The sheet of a spreadsheet plan to read; the first one when not given.
+    #[arg(long, value_name = "NAME")]
+    pub sheet: Option<String>,
 
     /// Also log on, read the current state of every account in the plan, and print row by row
     /// what apply would do. Changes nothing on the server.
@@ -434,8 +439,12 @@ pub struct CheckArgs {
 /// `embatch apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The CSV change plan.
+    /// The change plan: CSV, or a spreadsheet (.xlsx, .xlsm, .ods).
     pub plan: PathBuf,
+
+    /// The sheet of a spreadsheet plan to read; the first one when not given.
+    #[arg(long, value_name = "NAME")]
+    pub sheet: Option<String>,
 
     #[command(flatten)]
     pub rows: RowRunArgs,

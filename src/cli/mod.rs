@@ -139,6 +139,7 @@ impl Cli {
             }),
             CliCommand::Check(a) => Command::Check(CheckSettings {
                 plan: a.plan,
+                sheet: a.sheet,
                 online: if a.online {
                     Some((a.connect.into_settings()?, a.pace.into_pace()?))
                 } else {
@@ -148,6 +149,7 @@ impl Cli {
             }),
             CliCommand::Apply(a) => Command::Apply(ApplySettings {
                 plan: a.plan,
+                sheet: a.sheet,
                 connect: a.rows.server.connect.into_settings()?,
                 pace: a.rows.server.pace.into_pace()?,
                 db: a.rows.server.db.db,

@@ -206,7 +206,7 @@ enum Column {
 
 /// The number of columns a header's `fields` make: up to the last named one, since
 /// spreadsheets export empty cells after it.
-fn header_width(fields: &[Cow<'_, str>]) -> usize {
+pub(super) fn header_width(fields: &[Cow<'_, str>]) -> usize {
     fields
         .iter()
         .rposition(|f| !f.trim().is_empty())
@@ -214,6 +214,9 @@ fn header_width(fields: &[Cow<'_, str>]) -> usize {
 }
 
 /// The header: which column is which.
+/// The delimiter a header read from a spreadsheet is given: it has none.
+pub(super) const SHEET: u8 = 0;
+
 pub(super) struct Header {
     /// The columns up to the last named one; empty header cells after it are ignored.
     columns: Vec<Column>,
@@ -237,7 +240,12 @@ fn fold_name(name: &str) -> String {
 
 impl Header {
     /// Reads the header record on `line`, reporting every problem with it.
-    fn read(fields: &[Cow<'_, str>], line: u64, delimiter: u8, problems: &mut Problems) -> Header {
+    pub(super) fn read(
+        fields: &[Cow<'_, str>],
+        line: u64,
+        delimiter: u8,
+        problems: &mut Problems,
+    ) -> Header {
         let width = header_width(fields);
         let mut header = Header {
             columns: Vec::with_capacity(width),
@@ -329,6 +337,16 @@ impl Header {
         header
     }
 
+    /// The name of column `i` (0-based) as the header gives it; `None` for a column without
+    /// one.
+    pub(super) fn column_name(&self, i: usize) -> Option<String> {
+        match self.columns.get(i)? {
+            Column::Known(k) => Some(Known::ALL[*k as usize].1.to_string()),
+            Column::Annotation(h) => Some(h.clone()),
+            Column::Unnamed => None,
+        }
+    }
+
     /// The trimmed cell of known column `which`, or `None` when that column cannot be read.
     fn cell<'f>(&self, fields: &'f [Cow<'_, str>], which: Known) -> Option<&'f str> {
         self.index[which as usize].map(|i| fields.get(i).map_or("", |f| f.trim()))
@@ -352,15 +370,17 @@ impl Header {
         if let Some(last) = fields.iter().rposition(|f| !f.trim().is_empty())
             && last >= width
         {
-            let delimiter = match self.delimiter {
-                b'\t' => "a tab".to_string(),
-                d => format!("'{}'", char::from(d)),
+            // A spreadsheet's cells have no delimiter to quote (`SHEET`), so its rows get no
+            // advice about quoting.
+            let advice = match self.delimiter {
+                SHEET => String::new(),
+                b'\t' => "; a value that contains a tab must be quoted".to_string(),
+                d => format!("; a value that contains '{}' must be quoted", char::from(d)),
             };
             fail(
                 problems,
                 format!(
-                    "too many cells: the header has {width} columns but this row has {} (the last is {}); \
-                     a value that contains {delimiter} must be quoted",
+                    "too many cells: the header has {width} columns but this row has {} (the last is {}){advice}",
                     last + 1,
                     quoted(fields[last].trim())
                 ),

@@ -24,6 +24,7 @@ mod recorded;
 mod records;
 mod row;
 mod scan;
+mod sheet;
 #[cfg(test)]
 mod testing;
 
@@ -44,5 +45,6 @@ pub use row::{AccountRef, Action, Actions, PlanRow, RoleRef, ScopeRef};
 pub(crate) use scan::check_reader;
 pub use scan::{
     MAX_COLUMNS, MAX_PROBLEMS, MAX_RECORD_BYTES, MAX_RECORD_LINES, Plan, PlanFile, PlanRows, check,
-    load, parse,
+    check_sheet, load, load_sheet, parse,
 };
+pub use sheet::{MAX_HELD_PART_BYTES, MAX_PART_BYTES, MAX_WORKBOOK_BYTES};

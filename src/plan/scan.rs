@@ -17,6 +17,7 @@ use super::error::{PlanError, PlanErrors, Problems};
 use super::header::Header;
 use super::records::{self, Line, LineReader, QuoteState, RecordInfo, Records};
 use super::row::{Action, Actions, PlanRow};
+use super::sheet::{self, SheetScanner};
 
 /// The most bytes one record may take in the file: its physical lines, line breaks included.
 ///
@@ -75,6 +76,8 @@ pub struct PlanFile {
     pub actions: Actions,
     /// The lines of the delete-account rows, in file order.
     pub delete_lines: Vec<u64>,
+    /// The sheet asked for, when the plan is a spreadsheet read with `--sheet`.
+    pub sheet: Option<String>,
 }
 
 impl PlanFile {
@@ -86,6 +89,21 @@ impl PlanFile {
     /// Only the checks of single rows are made again: the checks across rows need tables as
     /// large as the plan, and the hash shows that the rows are the ones [`check`] compared.
     pub fn rows(&self) -> Result<PlanRows, PlanErrors> {
+        if let Some(format) = sheet::format_of(&self.path) {
+            let scanner = SheetScanner::open(
+                &self.path,
+                &self.file,
+                format,
+                self.sheet.as_deref(),
+                None,
+                true,
+            )?;
+            return Ok(PlanRows {
+                source: Source::Sheet(Box::new(scanner)),
+                sha256: self.sha256.clone(),
+                done: false,
+            });
+        }
         Ok(self.rows_from(open(&self.path, &self.file)?))
     }
 
@@ -93,7 +111,7 @@ impl PlanFile {
     /// them; for the fuzz target, which has bytes and no file.
     pub(crate) fn rows_from<R: BufRead>(&self, reader: R) -> PlanRows<R> {
         PlanRows {
-            scanner: Scanner::new(&self.file, reader, None, true),
+            source: Source::Csv(Box::new(Scanner::new(&self.file, reader, None, true))),
             sha256: self.sha256.clone(),
             done: false,
         }
@@ -103,7 +121,7 @@ impl PlanFile {
 /// The rows of a checked plan, read again from its file; see [`PlanFile::rows`]. Holds a read
 /// buffer and the current record, whatever the size of the plan.
 pub struct PlanRows<R = BufReader<File>> {
-    scanner: Scanner<R>,
+    source: Source<R>,
     /// The hash the file had when it was checked.
     sha256: String,
     done: bool,
@@ -116,13 +134,22 @@ impl<R: BufRead> Iterator for PlanRows<R> {
         if self.done {
             return None;
         }
-        if let Some(row) = self.scanner.next_row() {
+        let (row, problems) = match &mut self.source {
+            Source::Csv(scanner) => (scanner.next_row(), &mut scanner.problems),
+            Source::Sheet(scanner) => (scanner.next_row(), &mut scanner.problems),
+        };
+        if let Some(row) = row {
             return Some(Ok(row));
         }
+        let problems = std::mem::take(problems);
         self.done = true;
-        let now = self.scanner.lines.sha256();
-        let file = self.scanner.problems.file.clone();
-        match std::mem::take(&mut self.scanner.problems).into_result() {
+        let now = match &self.source {
+            Source::Csv(scanner) => scanner.lines.sha256(),
+            // The workbook is hashed as it is read, whole, before its rows are.
+            Source::Sheet(scanner) => scanner.sha256.clone(),
+        };
+        let file = problems.file.clone();
+        match problems.into_result() {
             Err(e) => Some(Err(e)),
             Ok(()) if now != self.sha256 => Some(Err(PlanErrors(vec![PlanError {
                 file,
@@ -139,6 +166,78 @@ impl<R: BufRead> Iterator for PlanRows<R> {
 }
 
 impl<R: BufRead> std::iter::FusedIterator for PlanRows<R> {}
+
+/// Where a [`PlanRows`] reads from: a CSV file, or a spreadsheet's sheet.
+enum Source<R> {
+    Csv(Box<Scanner<R>>),
+    Sheet(Box<SheetScanner>),
+}
+
+/// [`check`] of a plan that may be a spreadsheet: `sheet` names the sheet to read (the first
+/// when `None`), and is refused for a CSV plan.
+pub fn check_sheet(path: &Path, sheet: Option<&str>) -> Result<PlanFile, PlanErrors> {
+    let Some(format) = sheet::format_of(path) else {
+        no_sheet_in_csv(path, sheet)?;
+        return check(path);
+    };
+    let file = sheet::display_name(path, sheet);
+    let mut scanner =
+        SheetScanner::open(path, &file, format, sheet, Some(Tracker::default()), false)?;
+    let mut rows = 0;
+    let mut actions = Actions::default();
+    let mut delete_lines = Vec::new();
+    while let Some(row) = scanner.next_row() {
+        rows += 1;
+        actions.count(&row.action);
+        if row.action == Action::DeleteAccount {
+            delete_lines.push(row.line);
+        }
+    }
+    std::mem::take(&mut scanner.problems).into_result()?;
+    Ok(PlanFile {
+        file,
+        path: path.to_path_buf(),
+        sha256: scanner.sha256.clone(),
+        rows,
+        actions,
+        delete_lines,
+        sheet: sheet.map(str::to_string),
+    })
+}
+
+/// [`load`] of a plan that may be a spreadsheet; see [`check_sheet`].
+pub fn load_sheet(path: &Path, sheet: Option<&str>) -> Result<Plan, PlanErrors> {
+    let Some(format) = sheet::format_of(path) else {
+        no_sheet_in_csv(path, sheet)?;
+        return load(path);
+    };
+    let file = sheet::display_name(path, sheet);
+    let mut scanner =
+        SheetScanner::open(path, &file, format, sheet, Some(Tracker::default()), false)?;
+    let mut rows = Vec::new();
+    while let Some(row) = scanner.next_row() {
+        rows.push(row);
+    }
+    std::mem::take(&mut scanner.problems).into_result()?;
+    Ok(Plan {
+        file,
+        rows,
+        sha256: scanner.sha256.clone(),
+    })
+}
+
+/// Refuses `--sheet` for a plan that is not a spreadsheet, rather than ignoring it.
+fn no_sheet_in_csv(path: &Path, sheet: Option<&str>) -> Result<(), PlanErrors> {
+    match sheet {
+        None => Ok(()),
+        Some(_) => Err(PlanErrors(vec![PlanError {
+            file: path.display().to_string(),
+            line: 0,
+            message: "--sheet is for spreadsheets (.xlsx, .xlsm, .ods); this plan is read as CSV"
+                .into(),
+        }])),
+    }
+}
 
 /// Validates the plan at `path` in one streaming pass, holding no rows: only the tables of
 /// the checks across rows and the problems found. The result says what the plan holds;
@@ -176,6 +275,7 @@ pub(crate) fn check_reader<R: BufRead>(
         rows,
         actions,
         delete_lines,
+        sheet: None,
     })
 }
 

@@ -17,6 +17,7 @@ mod logfail;
 mod migration;
 mod report;
 mod secrets;
+mod sheets;
 mod signing;
 mod soak;
 mod support;
