@@ -24,10 +24,13 @@ pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
             // log and `apply --expect-sha256` know it by.
             OutputFormat::Json => outln!(
                 "{}",
-                serde_json::json!({"file": plan.file, "rows": plan.rows, "sha256": plan.sha256, "plan_sha256": plan.sha256, "valid": true})
+                serde_json::json!({"file": plan.file, "rows": plan.rows, "sha256": plan.sha256, "plan_sha256": plan.sha256, "hidden_rows": plan.hidden_rows, "valid": true})
             )?,
             OutputFormat::Text => {
                 outln!("{}: {} rows, valid", text::printable(&plan.file), plan.rows)?;
+                if plan.hidden_rows > 0 {
+                    outln!("{}", hidden_line(plan.hidden_rows))?;
+                }
                 outln!("{}", hash_line(&plan.sha256))?;
             }
         }
@@ -57,6 +60,15 @@ pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
 /// pasted into the change ticket, and from there into `apply --expect-sha256` once approved.
 fn hash_line(sha256: &str) -> String {
     format!("sha256 {sha256}")
+}
+
+/// The line that tells a reviewer of a spreadsheet plan that it has rows the spreadsheet does
+/// not show, which were read (and will be applied) all the same.
+fn hidden_line(hidden_rows: u64) -> String {
+    match hidden_rows {
+        1 => "1 hidden row was read like any other".to_string(),
+        n => format!("{n} hidden rows were read like any other"),
+    }
 }
 
 /// Refuses a plan whose bytes are not those approved (`--expect-sha256`), before anything is
@@ -253,5 +265,11 @@ mod tests {
             "{text}"
         );
         assert_eq!(hash_line(&plan.sha256), format!("sha256 {}", plan.sha256));
+    }
+
+    #[test]
+    fn hidden_rows_are_told_in_a_sentence() {
+        assert_eq!(hidden_line(1), "1 hidden row was read like any other");
+        assert_eq!(hidden_line(3), "3 hidden rows were read like any other");
     }
 }

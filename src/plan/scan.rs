@@ -78,6 +78,8 @@ pub struct PlanFile {
     pub delete_lines: Vec<u64>,
     /// The sheet asked for, when the plan is a spreadsheet read with `--sheet`.
     pub sheet: Option<String>,
+    /// The hidden rows of a spreadsheet plan's sheet, read like any other (0 for CSV).
+    pub hidden_rows: u64,
 }
 
 impl PlanFile {
@@ -194,6 +196,7 @@ pub fn check_sheet(path: &Path, sheet: Option<&str>) -> Result<PlanFile, PlanErr
         }
     }
     std::mem::take(&mut scanner.problems).into_result()?;
+    let hidden_rows = scanner.hidden_rows(sheet)?;
     Ok(PlanFile {
         file,
         path: path.to_path_buf(),
@@ -202,6 +205,7 @@ pub fn check_sheet(path: &Path, sheet: Option<&str>) -> Result<PlanFile, PlanErr
         actions,
         delete_lines,
         sheet: sheet.map(str::to_string),
+        hidden_rows,
     })
 }
 
@@ -276,6 +280,7 @@ pub(crate) fn check_reader<R: BufRead>(
         actions,
         delete_lines,
         sheet: None,
+        hidden_rows: 0,
     })
 }
 

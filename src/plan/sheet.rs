@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use calamine::{Data, DataRef, Ods, Reader, Xlsx};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::reader::Reader as XmlReader;
 use sha2::{Digest, Sha256};
 
 use super::checks::Tracker;
@@ -220,6 +222,205 @@ fn inspect_within(
         }
     }
     Ok(formulas)
+}
+
+/// How many hidden rows the sheet `wanted` (or the first) of a checked workbook has. calamine
+/// reads hidden rows like any other and does not say which they are, so the sheet's XML is
+/// read again for them: a reviewer who sees a count knows there are rows the spreadsheet did
+/// not show.
+///
+/// A hidden row is counted whether or not it has cells, as the spreadsheet would show it when
+/// unhidden.
+pub(super) fn hidden_rows(
+    bytes: &[u8],
+    format: Format,
+    wanted: Option<&str>,
+) -> Result<u64, String> {
+    let why = |e: &dyn std::fmt::Display| format!("cannot count the sheet's hidden rows ({e})");
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| why(&e))?;
+    match format {
+        Format::Xlsx => {
+            let part = xlsx_sheet_part(&mut zip, wanted)?;
+            let sheet = zip.by_name(&part).map_err(|e| why(&e))?;
+            // The part was inflated and measured by `inspect`; the bound holds again here in
+            // case the archive differs from what it declares.
+            xlsx_hidden_rows(io::BufReader::new(sheet.take(MAX_PART_BYTES + 1)))
+                .map_err(|e| why(&e))
+        }
+        Format::Ods => {
+            let content = zip.by_name("content.xml").map_err(|e| why(&e))?;
+            ods_hidden_rows(
+                io::BufReader::new(content.take(MAX_HELD_PART_BYTES + 1)),
+                wanted,
+            )
+            .map_err(|e| why(&e))
+        }
+    }
+}
+
+/// The value of the attribute whose local name (without its prefix) is `name`.
+fn attribute(start: &BytesStart<'_>, name: &str) -> Result<Option<String>, String> {
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| e.to_string())?;
+        if attr.key.local_name().as_ref() == name {
+            let value = attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| e.to_string())?;
+            return Ok(Some(value.into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// The path in the archive of the worksheet `wanted` (or the first sheet): its relationship
+/// id from `xl/workbook.xml`, its target from `xl/_rels/workbook.xml.rels`.
+fn xlsx_sheet_part<R: Read + io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    wanted: Option<&str>,
+) -> Result<String, String> {
+    let why = |e: &dyn std::fmt::Display| format!("cannot count the sheet's hidden rows ({e})");
+    let mut id = None;
+    {
+        let part = zip.by_name("xl/workbook.xml").map_err(|e| why(&e))?;
+        let mut reader =
+            XmlReader::from_reader(io::BufReader::new(part.take(MAX_HELD_PART_BYTES + 1)));
+        let mut buf = Vec::new();
+        loop {
+            match reader.read_event_into(&mut buf).map_err(|e| why(&e))? {
+                Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == "sheet" => {
+                    let name = attribute(&e, "name").map_err(|e| why(&e))?;
+                    if wanted.is_none() || name.as_deref() == wanted {
+                        id = attribute(&e, "id").map_err(|e| why(&e))?;
+                        break;
+                    }
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+            buf.clear();
+        }
+    }
+    let id = id.ok_or_else(|| why(&"the sheet is not in xl/workbook.xml"))?;
+    let part = zip
+        .by_name("xl/_rels/workbook.xml.rels")
+        .map_err(|e| why(&e))?;
+    let mut reader = XmlReader::from_reader(io::BufReader::new(part.take(MAX_HELD_PART_BYTES + 1)));
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf).map_err(|e| why(&e))? {
+            Event::Start(e) | Event::Empty(e)
+                if e.local_name().as_ref() == "Relationship"
+                    && attribute(&e, "Id").map_err(|e| why(&e))?.as_deref()
+                        == Some(id.as_str()) =>
+            {
+                let target = attribute(&e, "Target")
+                    .map_err(|e| why(&e))?
+                    .ok_or_else(|| why(&"a relationship without a target"))?;
+                return Ok(part_path(&target));
+            }
+            Event::Eof => {
+                return Err(why(
+                    &"the sheet's part is not in xl/_rels/workbook.xml.rels",
+                ));
+            }
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+/// A relationship target of the workbook as a path in the archive: absolute (`/xl/..`), or
+/// relative to `xl/`, with `..` resolved.
+fn part_path(target: &str) -> String {
+    let joined = match target.strip_prefix('/') {
+        Some(absolute) => absolute.to_string(),
+        None => format!("xl/{target}"),
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in joined.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    parts.join("/")
+}
+
+/// Counts the `<row>` elements of a worksheet's XML marked `hidden`.
+fn xlsx_hidden_rows<R: io::BufRead>(xml: R) -> Result<u64, String> {
+    let mut reader = XmlReader::from_reader(xml);
+    let mut buf = Vec::new();
+    let mut hidden = 0;
+    loop {
+        match reader
+            .read_event_into(&mut buf)
+            .map_err(|e| e.to_string())?
+        {
+            Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == "row" => {
+                // xsd:boolean: `1` or `true`.
+                if matches!(attribute(&e, "hidden")?.as_deref(), Some("1" | "true")) {
+                    hidden += 1;
+                }
+            }
+            Event::Eof => return Ok(hidden),
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+/// Counts the hidden rows (`table:visibility` `collapsed` or `filter`) of the table `wanted`
+/// (or the first) in an ODS's `content.xml`; a hidden row repeated counts as many rows.
+fn ods_hidden_rows<R: io::BufRead>(xml: R, wanted: Option<&str>) -> Result<u64, String> {
+    let mut reader = XmlReader::from_reader(xml);
+    let mut buf = Vec::new();
+    let mut hidden: u64 = 0;
+    // Tables open inside the chosen one (a table in a cell), 0 outside it: only the chosen
+    // table's own end ends the count.
+    let mut depth = 0usize;
+    loop {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| e.to_string())?;
+        match event {
+            Event::Start(e) if e.local_name().as_ref() == "table" => {
+                if depth > 0 {
+                    depth += 1;
+                } else if wanted.is_none() || attribute(&e, "name")?.as_deref() == wanted {
+                    depth = 1;
+                }
+            }
+            Event::End(e) if depth > 0 && e.local_name().as_ref() == "table" => {
+                depth -= 1;
+                if depth == 0 {
+                    return Ok(hidden);
+                }
+            }
+            Event::Start(e) | Event::Empty(e)
+                if depth == 1 && e.local_name().as_ref() == "table-row" =>
+            {
+                if matches!(
+                    attribute(&e, "visibility")?.as_deref(),
+                    Some("collapsed" | "filter")
+                ) {
+                    let repeated = match attribute(&e, "number-rows-repeated")? {
+                        Some(n) => n
+                            .trim()
+                            .parse::<u64>()
+                            .map_err(|_| format!("a row repeated {n:?} times"))?,
+                        None => 1,
+                    };
+                    hidden = hidden.saturating_add(repeated);
+                }
+            }
+            Event::Eof => return Ok(hidden),
+            _ => {}
+        }
+        buf.clear();
+    }
 }
 
 /// A sink that notes whether the XML written to it has an `<f>` element (a formula), with or
@@ -492,6 +693,9 @@ pub(super) struct SheetScanner {
     records_seen: u64,
     /// The SHA-256 of the workbook's bytes.
     pub(super) sha256: String,
+    /// The workbook's bytes, for [`SheetScanner::hidden_rows`].
+    bytes: Arc<[u8]>,
+    format: Format,
 }
 
 impl SheetScanner {
@@ -517,8 +721,16 @@ impl SheetScanner {
             stage: Stage::Start,
             header: None,
             records_seen: 0,
+            bytes: Arc::clone(&book.bytes),
+            format: book.format,
             sha256: book.sha256,
         })
+    }
+
+    /// How many hidden rows the sheet `sheet` (or the first) has; see [`hidden_rows`]. Asked
+    /// for only by `check`, so that reading the rows again does not read the sheet twice.
+    pub(super) fn hidden_rows(&self, sheet: Option<&str>) -> Result<u64, PlanErrors> {
+        hidden_rows(&self.bytes, self.format, sheet).map_err(|m| refusal(&self.problems.file, m))
     }
 
     /// The next valid row; `None` at the end or, when stopping at the first problem, at it.
@@ -839,6 +1051,102 @@ mod tests {
             err.contains("plan.ods[Plan]:3: column C (target): a date or time cell"),
             "{err}"
         );
+    }
+
+    /// A minimal xlsx archive: two sheets (`Plan` and `Other`, the second's part named by an
+    /// absolute target), each with the XML given for its rows.
+    fn xlsx_parts(plan_rows: &str, other_rows: &str) -> Vec<u8> {
+        use std::io::Write;
+        use zip::write::SimpleFileOptions;
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let o = SimpleFileOptions::default();
+        zip.start_file("xl/workbook.xml", o).unwrap();
+        zip.write_all(
+            br#"<?xml version="1.0"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Plan" sheetId="1" r:id="rId2"/><sheet name="Other" sheetId="2" r:id="rId1"/></sheets></workbook>"#,
+        )
+        .unwrap();
+        zip.start_file("xl/_rels/workbook.xml.rels", o).unwrap();
+        zip.write_all(
+            br#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="worksheet" Target="/xl/worksheets/sheet9.xml"/><Relationship Id="rId2" Type="worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#,
+        )
+        .unwrap();
+        for (name, rows) in [("sheet1", plan_rows), ("sheet9", other_rows)] {
+            zip.start_file(format!("xl/worksheets/{name}.xml"), o)
+                .unwrap();
+            write!(
+                zip,
+                r#"<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>{rows}</sheetData></worksheet>"#
+            )
+            .unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn hidden_xlsx_rows_are_counted_in_the_sheet_read() {
+        let book = xlsx_parts(
+            r#"<row r="1"><c r="A1"><v>1</v></c></row><row r="2" hidden="1"><c r="A2"><v>2</v></c></row><row r="3" hidden="0"/><row r="4" hidden="true"/>"#,
+            r#"<row r="1" hidden="1"/><row r="2" spans="1:1" hidden="1"/><row r="3" hidden="1"/>"#,
+        );
+        assert_eq!(hidden_rows(&book, Format::Xlsx, None), Ok(2));
+        assert_eq!(hidden_rows(&book, Format::Xlsx, Some("Plan")), Ok(2));
+        assert_eq!(hidden_rows(&book, Format::Xlsx, Some("Other")), Ok(3));
+        let plain = xlsx_parts(r#"<row r="1"/>"#, "");
+        assert_eq!(hidden_rows(&plain, Format::Xlsx, None), Ok(0));
+        // A real workbook, as a spreadsheet program writes it.
+        assert_eq!(hidden_rows(&xlsx_with(3), Format::Xlsx, None), Ok(0));
+    }
+
+    #[test]
+    fn workbook_targets_become_archive_paths() {
+        assert_eq!(
+            part_path("worksheets/sheet1.xml"),
+            "xl/worksheets/sheet1.xml"
+        );
+        assert_eq!(part_path("/xl/worksheets/s.xml"), "xl/worksheets/s.xml");
+        assert_eq!(part_path("../xl/worksheets/s.xml"), "xl/worksheets/s.xml");
+    }
+
+    #[test]
+    fn hidden_ods_rows_are_counted_with_their_repeats() {
+        let rows = format!(
+            "<table:table-row>{a}</table:table-row>\
+             <table:table-row table:visibility=\"collapsed\">{a}</table:table-row>\
+             <table:table-row-group><table:table-row table:visibility=\"filter\" table:number-rows-repeated=\"3\">{a}</table:table-row></table:table-row-group>\
+             <table:table-row table:visibility=\"visible\">{a}</table:table-row>",
+            a = text("x")
+        );
+        let book = ods_with(&rows);
+        assert_eq!(hidden_rows(&book, Format::Ods, None), Ok(4));
+        assert_eq!(hidden_rows(&book, Format::Ods, Some("Plan")), Ok(4));
+        let header = format!(
+            "<table:table-row>{}{}{}</table:table-row>",
+            text("account"),
+            text("action"),
+            text("target")
+        );
+        let row = format!(
+            "<table:table-row table:visibility=\"collapsed\">{}{}{}</table:table-row>",
+            text("TECH\\alice"),
+            text("assign-role"),
+            text("Portal User")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.ods");
+        std::fs::write(&path, ods_with(&format!("{header}{row}"))).unwrap();
+        let plan = crate::plan::check_sheet(&path, None).unwrap();
+        assert_eq!((plan.rows, plan.hidden_rows), (1, 1));
+        // Another table's hidden rows are not the chosen one's.
+        let xml = format!(
+            r#"<office:document-content xmlns:office="o" xmlns:table="t"><table:table table:name="A"><table:table-row table:visibility="collapsed"/></table:table><table:table table:name="B">{rows}</table:table></office:document-content>"#
+        );
+        assert_eq!(ods_hidden_rows(xml.as_bytes(), None), Ok(1));
+        assert_eq!(ods_hidden_rows(xml.as_bytes(), Some("B")), Ok(4));
+        assert_eq!(ods_hidden_rows(ods_content_plain().as_bytes(), None), Ok(0));
+    }
+
+    fn ods_content_plain() -> String {
+        r#"<office:document-content xmlns:office="o" xmlns:table="t"><table:table table:name="A"><table:table-row/></table:table></office:document-content>"#.to_string()
     }
 
     #[test]
