@@ -13,7 +13,7 @@ use crate::settings::{ApplyLike, ApplySettings, CheckSettings, OutputFormat};
 use crate::text;
 
 use super::connect::client_config;
-use super::{AppError, reporter_for, run_through, signing_key};
+use super::{AppError, front_door, run_through, signing_key};
 
 pub(super) async fn check(s: CheckSettings) -> Result<Exit, AppError> {
     let Some((connect, pace)) = s.online else {
@@ -195,12 +195,7 @@ pub(super) async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
         }
         Ok(spec)
     };
-    let door = Door {
-        db: &s.db,
-        signing_key: key.as_ref(),
-        reporter: reporter_for(s.output),
-        wait: s.wait,
-    };
+    let door = front_door(&s.db, key.as_ref(), s.output, s.wait);
     run_through(door, &mut make, settings, s.output).await
 }
 

@@ -6,13 +6,13 @@ use crate::audit::{AuditReader, RunInfo, RunSelector};
 use crate::console::{errln, outln};
 use crate::exit::Exit;
 use crate::runner::history::{self};
-use crate::runner::{self, Door, RunSpec};
+use crate::runner::{self, RunSpec};
 use crate::settings::{FollowUpSettings, OutputFormat};
 use crate::text;
 
 use super::apply::{confirm, jobs_text};
 use super::connect::client_config;
-use super::{AppError, open_reader, reporter_for, run_through, signing_key};
+use super::{AppError, front_door, open_reader, run_through, signing_key};
 
 /// The recorded run a follow-up command starts from, with a reader of its log.
 pub(super) fn recorded_run(s: &FollowUpSettings) -> Result<(AuditReader, RunInfo), AppError> {
@@ -52,12 +52,7 @@ pub(super) async fn run_follow_up(
         Some(spec) => Ok(spec),
         None => derive(&open_reader(&s.db)?, run),
     };
-    let door = Door {
-        db: &s.db,
-        signing_key: key.as_ref(),
-        reporter: reporter_for(s.output),
-        wait: s.wait,
-    };
+    let door = front_door(&s.db, key.as_ref(), s.output, s.wait);
     run_through(door, &mut make, settings, s.output).await
 }
 

@@ -312,6 +312,22 @@ pub(super) fn reporter_for(output: OutputFormat) -> Reporter {
     }
 }
 
+/// The front door of a run recorded in `db`, its checkpoints signed with `key` when given, its
+/// progress shown as `output` asks, waiting for the server's lock with `wait`.
+pub(super) fn front_door<'a>(
+    db: &'a Path,
+    key: Option<&'a crate::audit::CheckpointKey>,
+    output: OutputFormat,
+    wait: bool,
+) -> Door<'a> {
+    Door {
+        db,
+        signing_key: key,
+        reporter: reporter_for(output),
+        wait,
+    }
+}
+
 /// Runs the spec `make` builds through the runner's front door, then prints how it ended and
 /// answers its status.
 pub(super) async fn run_through(

@@ -182,9 +182,7 @@ pub fn check_sheet(path: &Path, sheet: Option<&str>) -> Result<PlanFile, PlanErr
         no_sheet_in_csv(path, sheet)?;
         return check(path);
     };
-    let file = sheet::display_name(path, sheet);
-    let mut scanner =
-        SheetScanner::open(path, &file, format, sheet, Some(Tracker::default()), false)?;
+    let (file, mut scanner) = checked_sheet(path, format, sheet)?;
     let mut rows = 0;
     let mut actions = Actions::default();
     let mut delete_lines = Vec::new();
@@ -209,15 +207,25 @@ pub fn check_sheet(path: &Path, sheet: Option<&str>) -> Result<PlanFile, PlanErr
     })
 }
 
+/// The sheet of the workbook at `path` read with the checks across rows: its name in messages,
+/// and its scanner.
+fn checked_sheet(
+    path: &Path,
+    format: sheet::Format,
+    sheet: Option<&str>,
+) -> Result<(String, SheetScanner), PlanErrors> {
+    let file = sheet::display_name(path, sheet);
+    let scanner = SheetScanner::open(path, &file, format, sheet, Some(Tracker::default()), false)?;
+    Ok((file, scanner))
+}
+
 /// [`load`] of a plan that may be a spreadsheet; see [`check_sheet`].
 pub fn load_sheet(path: &Path, sheet: Option<&str>) -> Result<Plan, PlanErrors> {
     let Some(format) = sheet::format_of(path) else {
         no_sheet_in_csv(path, sheet)?;
         return load(path);
     };
-    let file = sheet::display_name(path, sheet);
-    let mut scanner =
-        SheetScanner::open(path, &file, format, sheet, Some(Tracker::default()), false)?;
+    let (file, mut scanner) = checked_sheet(path, format, sheet)?;
     let mut rows = Vec::new();
     while let Some(row) = scanner.next_row() {
         rows.push(row);
@@ -312,10 +320,20 @@ fn read_plan<R: BufRead>(file: &str, reader: R) -> Result<Plan, PlanErrors> {
     })
 }
 
-/// The plan file at `path`, buffered for reading line by line. Only a regular file is a plan:
-/// a plan is read twice (checked, then its rows read again and compared by hash), which a pipe
-/// cannot be, and a device such as `/dev/zero` or `/dev/urandom` never ends.
+/// The plan file at `path`, buffered for reading line by line.
 fn open(path: &Path, file: &str) -> Result<BufReader<File>, PlanErrors> {
+    // A larger buffer than the default 8 KiB halves the read calls on a large plan and costs
+    // nothing that matters.
+    Ok(BufReader::with_capacity(
+        64 * 1024,
+        open_plan_file(path, file)?,
+    ))
+}
+
+/// The plan file at `path` (named `file` in messages), opened. Only a regular file is a plan: a
+/// plan is read twice (checked, then its rows read again and compared by hash), which a pipe
+/// cannot be, and a device such as `/dev/zero` or `/dev/urandom` never ends.
+pub(super) fn open_plan_file(path: &Path, file: &str) -> Result<File, PlanErrors> {
     let refuse = |message: String| {
         PlanErrors(vec![PlanError {
             file: file.to_string(),
@@ -335,9 +353,7 @@ fn open(path: &Path, file: &str) -> Result<BufReader<File>, PlanErrors> {
                 .into(),
         ));
     }
-    // A larger buffer than the default 8 KiB halves the read calls on a large plan and costs
-    // nothing that matters.
-    Ok(BufReader::with_capacity(64 * 1024, handle))
+    Ok(handle)
 }
 
 /// How far a [`Scanner`] has read.

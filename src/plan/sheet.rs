@@ -18,7 +18,6 @@
 //! cannot live in an iterator beside it.
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::io::{self, Cursor, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -128,17 +127,7 @@ fn refusal(file: &str, message: String) -> PlanErrors {
 /// it.
 fn open_workbook(path: &Path, file: &str, format: Format) -> Result<Workbook, PlanErrors> {
     let refuse = |m: String| refusal(file, m);
-    let handle = File::open(path).map_err(|e| refuse(format!("cannot read the plan: {e}")))?;
-    let meta = handle
-        .metadata()
-        .map_err(|e| refuse(format!("cannot read the plan: {e}")))?;
-    if !meta.is_file() {
-        return Err(refuse(
-            "not a regular file: a plan is a file that can be read twice, not a device, pipe \
-             or directory"
-                .into(),
-        ));
-    }
+    let handle = super::scan::open_plan_file(path, file)?;
     let mut bytes = Vec::new();
     // One more byte than the limit shows a file past it without reading all of it.
     handle

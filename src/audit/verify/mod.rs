@@ -298,15 +298,7 @@ struct Problems {
 impl Problems {
     /// A damaged evidence record, named by its number: found in the walk of the chain.
     pub(super) fn evidence(&mut self, label: &str, seq: i64, damage: Damage) {
-        let record = format!("{label} #{seq}");
-        self.push(
-            Phase::Chain,
-            Problem {
-                record,
-                damage,
-                seq: Some(seq),
-            },
-        );
+        self.record(format!("{label} #{seq}"), damage, seq);
     }
 
     /// A damaged record of the chain of facts, named `record`, with its number.
