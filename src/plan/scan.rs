@@ -183,16 +183,7 @@ pub fn check_sheet(path: &Path, sheet: Option<&str>) -> Result<PlanFile, PlanErr
         return check(path);
     };
     let (file, mut scanner) = checked_sheet(path, format, sheet)?;
-    let mut rows = 0;
-    let mut actions = Actions::default();
-    let mut delete_lines = Vec::new();
-    while let Some(row) = scanner.next_row() {
-        rows += 1;
-        actions.count(&row.action);
-        if row.action == Action::DeleteAccount {
-            delete_lines.push(row.line);
-        }
-    }
+    let (rows, actions, delete_lines) = tally(std::iter::from_fn(|| scanner.next_row()));
     std::mem::take(&mut scanner.problems).into_result()?;
     let hidden_rows = scanner.hidden_rows(sheet)?;
     Ok(PlanFile {
@@ -260,6 +251,22 @@ pub fn check(path: &Path) -> Result<PlanFile, PlanErrors> {
     check_reader(file, path, reader)
 }
 
+/// What a check keeps of the rows it read: how many, how many of each action, and the lines of
+/// the delete-account rows (for the confirmation that names them).
+fn tally(rows: impl Iterator<Item = PlanRow>) -> (u64, Actions, Vec<u64>) {
+    let mut count = 0;
+    let mut actions = Actions::default();
+    let mut delete_lines = Vec::new();
+    for row in rows {
+        count += 1;
+        actions.count(&row.action);
+        if row.action == Action::DeleteAccount {
+            delete_lines.push(row.line);
+        }
+    }
+    (count, actions, delete_lines)
+}
+
 /// [`check`] of the plan `reader` reads, naming it `file` and recording `path` as where it
 /// is read again from.
 pub(crate) fn check_reader<R: BufRead>(
@@ -268,16 +275,7 @@ pub(crate) fn check_reader<R: BufRead>(
     reader: R,
 ) -> Result<PlanFile, PlanErrors> {
     let mut scanner = Scanner::new(&file, reader, Some(Tracker::default()), false);
-    let mut rows = 0;
-    let mut actions = Actions::default();
-    let mut delete_lines = Vec::new();
-    while let Some(row) = scanner.next_row() {
-        rows += 1;
-        actions.count(&row.action);
-        if row.action == Action::DeleteAccount {
-            delete_lines.push(row.line);
-        }
-    }
+    let (rows, actions, delete_lines) = tally(std::iter::from_fn(|| scanner.next_row()));
     let sha256 = scanner.lines.sha256();
     scanner.problems.into_result()?;
     Ok(PlanFile {
