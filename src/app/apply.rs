@@ -169,7 +169,7 @@ pub(super) async fn apply(s: ApplySettings) -> Result<Exit, AppError> {
     let key = signing_key(s.signing_key.as_deref())?;
     // The plan is validated in one pass that keeps no rows, then read again row by row as the
     // run records it; a file changed in between is refused before anything is sent.
-    let plan = plan::check_sheet(&s.plan, s.sheet.as_deref())?;
+    let plan = plan::check_sheet_to_run(&s.plan, s.sheet.as_deref())?;
     // Before the guards and their question: a plan that was not approved is not offered.
     approved(&plan, s.expect_sha256.as_deref())?;
     guard_blast_radius(&plan, &s)?;

@@ -45,6 +45,6 @@ pub use row::{AccountRef, Action, Actions, PlanRow, RoleRef, ScopeRef};
 pub(crate) use scan::check_reader;
 pub use scan::{
     MAX_COLUMNS, MAX_PROBLEMS, MAX_RECORD_BYTES, MAX_RECORD_LINES, Plan, PlanFile, PlanRows, check,
-    check_sheet, load, load_sheet, parse,
+    check_sheet, check_sheet_to_run, load, load_sheet, parse,
 };
 pub use sheet::{MAX_HELD_PART_BYTES, MAX_PART_BYTES, MAX_WORKBOOK_BYTES};

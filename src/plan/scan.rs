@@ -176,8 +176,23 @@ enum Source<R> {
 }
 
 /// [`check`] of a plan that may be a spreadsheet: `sheet` names the sheet to read (the first
-/// when `None`), and is refused for a CSV plan.
+/// when `None`), and is refused for a CSV plan. The sheet's hidden rows are counted, for
+/// `check` to tell.
 pub fn check_sheet(path: &Path, sheet: Option<&str>) -> Result<PlanFile, PlanErrors> {
+    check_sheet_counting(path, sheet, true)
+}
+
+/// [`check_sheet`] for a run, which never shows the count of hidden rows: the sheet's XML is
+/// not read a second time to count them (0 is recorded).
+pub fn check_sheet_to_run(path: &Path, sheet: Option<&str>) -> Result<PlanFile, PlanErrors> {
+    check_sheet_counting(path, sheet, false)
+}
+
+fn check_sheet_counting(
+    path: &Path,
+    sheet: Option<&str>,
+    count_hidden: bool,
+) -> Result<PlanFile, PlanErrors> {
     let Some(format) = sheet::format_of(path) else {
         no_sheet_in_csv(path, sheet)?;
         return check(path);
@@ -185,7 +200,11 @@ pub fn check_sheet(path: &Path, sheet: Option<&str>) -> Result<PlanFile, PlanErr
     let (file, mut scanner) = checked_sheet(path, format, sheet)?;
     let (rows, actions, delete_lines) = tally(std::iter::from_fn(|| scanner.next_row()));
     std::mem::take(&mut scanner.problems).into_result()?;
-    let hidden_rows = scanner.hidden_rows(sheet)?;
+    let hidden_rows = if count_hidden {
+        scanner.hidden_rows(sheet)?
+    } else {
+        0
+    };
     Ok(PlanFile {
         file,
         path: path.to_path_buf(),
