@@ -13,15 +13,20 @@
 
 mod endpoints;
 mod session;
+mod transport;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use base64::Engine as _;
+use http::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, RETRY_AFTER,
+};
+use http::{Method, Request as HttpRequest};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body as _, Bytes, Incoming};
 use tokio::time::Instant;
-
-use reqwest::Method;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 use super::codec::{self, Codec, DecodeError};
 use super::error::{classify_transport, error_chain, parse_retry_after};
@@ -30,6 +35,7 @@ use super::tls;
 use super::{AttemptOutcome, ClientConfig, EmError, RequestObserver, RequestTag, Retry};
 use crate::text;
 use session::{SESSION_HEADER, SessionSlot};
+use transport::{Origin, Transport, TransportError};
 
 pub use endpoints::Call;
 pub(crate) use session::is_session_id;
@@ -55,6 +61,9 @@ pub const MAX_ANSWER_BYTES: usize = 32 << 20;
 /// [`text::MAX_MESSAGE_BYTES`].
 pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 
+/// A deadline far enough away to stand for none, for a timeout too large to add to a time.
+const FOREVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
 /// The most bytes kept of each text a refused certificate shows (its subject, its issuer): a
 /// name is a few dozen bytes, and the message holds several of them.
 const MAX_CERTIFICATE_TEXT_BYTES: usize = 512;
@@ -66,8 +75,8 @@ enum Auth<'a> {
     None,
     /// Basic credentials (the logon, and only the logon).
     Basic,
-    /// The session token.
-    Token(&'a str),
+    /// The session token, as its header's value.
+    Token(&'a HeaderValue),
 }
 
 /// An answer, whatever its status.
@@ -113,14 +122,19 @@ enum BodyEnd {
     /// The request's time ran out first.
     TimedOut,
     /// The connection failed.
-    Failed(reqwest::Error),
+    Failed(hyper::Error),
 }
 
 /// An EM client. Cheap to share behind an `Arc`; all callers share one session.
 pub struct Client {
     config: ClientConfig,
     observer: Arc<dyn RequestObserver>,
-    http: reqwest::Client,
+    transport: Transport,
+    /// The `Authorization` header of the logon, built once; marked sensitive, so that hyper
+    /// keeps it out of its own debug output.
+    basic: HeaderValue,
+    /// The `Accept` (and a body's `Content-Type`) header of the wire format.
+    media_type: HeaderValue,
     codec: &'static dyn Codec,
     /// Takes the password and the session tokens out of whatever the server sends back.
     redactor: Redactor,
@@ -161,21 +175,27 @@ impl Client {
             ));
         }
         let tls = super::tls::client_config(&config.tls)?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            // EM does not redirect; following one could resend a write somewhere unexpected.
-            .redirect(reqwest::redirect::Policy::none())
-            .http1_only()
-            .build()
-            .map_err(|e| EmError::Setup(format!("build the http client: {e}")))?;
+        // Redirects are never followed (there is no code to): EM does not redirect, and
+        // following one could resend a write somewhere unexpected.
+        let transport = Transport::new(Origin::new(&config.base_url)?, tls);
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            config.user,
+            config.password.expose()
+        ));
+        let mut basic = HeaderValue::try_from(format!("Basic {credentials}")).map_err(|_| {
+            EmError::Setup("the user name or password cannot be sent in a header".into())
+        })?;
+        basic.set_sensitive(true);
+        let codec = codec::for_wire(config.wire);
         Ok(Client {
-            codec: codec::for_wire(config.wire),
+            codec,
+            media_type: HeaderValue::from_static(codec.media_type()),
+            basic,
             redactor: Redactor::new(&config.user, config.password.expose()),
             config,
             observer,
-            http,
+            transport,
             session: Mutex::new(SessionSlot::default()),
             logon_gate: tokio::sync::Mutex::new(()),
         })
@@ -191,18 +211,10 @@ impl Client {
         &self.config.base_url
     }
 
-    /// The URL of `path` (with any query) below the base URL.
-    fn url(&self, path: &str) -> url::Url {
-        let (path, query) = match path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path, None),
-        };
-        let mut url = self.config.base_url.clone();
-        let base = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{base}{path}"));
-        url.set_query(query);
-        url.set_fragment(None);
-        url
+    /// The path and query of `path` (with any query) below the base URL, as the request line
+    /// and the audit log name it.
+    fn target(&self, path: &str) -> String {
+        self.transport.origin().target(path)
     }
 
     /// One HTTP attempt, between the observer's calls. Any status is an `Ok` answer here.
@@ -213,19 +225,18 @@ impl Client {
         &self,
         tag: RequestTag,
         method: &Method,
-        url: &url::Url,
+        target: &str,
         auth: Auth<'_>,
         body: Option<&str>,
         limit: usize,
     ) -> Result<Answer, EmError> {
-        let shown = path_and_query(url);
         self.observer.before_send().await;
-        let id = match self.observer.sending(tag, method.as_str(), &shown).await {
+        let id = match self.observer.sending(tag, method.as_str(), target).await {
             Ok(id) => id,
             Err(message) => {
                 return Err(EmError::NotRecorded {
                     method: method.to_string(),
-                    path: shown,
+                    path: target.to_string(),
                     message,
                 });
             }
@@ -239,24 +250,28 @@ impl Client {
             ended: AtomicBool::new(false),
         };
 
-        let mut builder = self
-            .http
-            .request(method.clone(), url.clone())
-            .header(ACCEPT, self.codec.media_type());
+        let mut builder = HttpRequest::builder()
+            .method(method.clone())
+            .uri(target)
+            .header(HOST, self.transport.origin().authority())
+            .header(ACCEPT, &self.media_type);
         builder = match auth {
             Auth::None => builder,
-            Auth::Basic => {
-                builder.basic_auth(&self.config.user, Some(self.config.password.expose()))
-            }
+            Auth::Basic => builder.header(AUTHORIZATION, &self.basic),
             Auth::Token(token) => builder.header(SESSION_HEADER, token),
         };
-        builder = match body {
-            Some(body) => builder
-                .header(CONTENT_TYPE, self.codec.media_type())
-                .body(body.to_string()),
-            // A POST without a body (logon, toggle) still says so with a zero length.
-            None if *method == Method::POST => builder.body(Vec::<u8>::new()),
-            None => builder,
+        let payload = match body {
+            Some(body) => {
+                builder = builder.header(CONTENT_TYPE, &self.media_type);
+                Bytes::copy_from_slice(body.as_bytes())
+            }
+            None => {
+                // A POST without a body (logon, toggle) still says so with a zero length.
+                if *method == Method::POST {
+                    builder = builder.header(CONTENT_LENGTH, HeaderValue::from_static("0"));
+                }
+                Bytes::new()
+            }
         };
 
         // Ends the attempt as a failure: recorded with the observer, then returned.
@@ -267,75 +282,100 @@ impl Client {
                 error: Some(message.clone()),
             };
             in_flight.end(&outcome, started.elapsed());
-            tracing::debug!(method = %method, path = %shown, "request failed: {message}");
+            tracing::debug!(method = %method, path = %target, "request failed: {message}");
             EmError::Transport {
                 method: method.to_string(),
-                path: shown.clone(),
+                path: target.to_string(),
                 message,
                 retry,
             }
         };
-        let transport = |error: &reqwest::Error, status: Option<u16>, retry: Option<Retry>| {
-            let (classified, message) = classify_transport(error);
-            failed(status, retry.unwrap_or(classified), &message)
+        let transport = |error: &(dyn std::error::Error + 'static), retry: Retry| {
+            let (classified, message) = classify_transport(error, retry);
+            failed(None, classified, &message)
         };
 
-        let mut response = match builder.send().await {
-            Ok(response) => response,
-            Err(e) => match tls::refusal_in(&error_chain(&e)) {
-                // The handshake failed on the certificate: the request never left, and the
-                // error says what the server presented, so the user can decide to trust it.
-                Some(refusal) => {
-                    let refusal = refusal.map_outside(|t| {
-                        text::clip(&self.redactor.redact(t), MAX_CERTIFICATE_TEXT_BYTES)
-                            .into_owned()
-                    });
-                    let message = self.outside(&refusal.to_string());
-                    in_flight.end(
-                        &AttemptOutcome {
-                            status: None,
-                            error: Some(message.clone()),
-                        },
-                        started.elapsed(),
-                    );
-                    tracing::debug!(method = %method, path = %shown, "request failed: {message}");
-                    return Err(EmError::Certificate {
-                        method: method.to_string(),
-                        path: shown,
-                        refusal: Box::new(refusal),
-                    });
-                }
-                None => return Err(transport(&e, None, None)),
-            },
+        let request = match builder.body(Full::new(payload)) {
+            Ok(request) => request,
+            // The path is built from fixed text and checked ids, so this is a bug, not EM.
+            Err(e) => {
+                return Err(failed(
+                    None,
+                    Retry::Never,
+                    &format!("build the request: {e}"),
+                ));
+            }
         };
-        let status = response.status().as_u16();
-        // Taken rather than cloned: the body is read next, and nothing else needs them.
-        let headers = std::mem::take(response.headers_mut());
+        // Nothing here may wait on a server for longer than asked: the connection, the answer's
+        // head and its body all end by this deadline.
+        let deadline = started
+            .checked_add(self.config.timeout)
+            .unwrap_or_else(|| started + FOREVER);
+        let sent = tokio::time::timeout_at(deadline, self.transport.send(request, deadline)).await;
+        let (response, connection) = match sent {
+            Ok(Ok(sent)) => sent,
+            Err(_elapsed) => {
+                let message = format!(
+                    "no answer within the {:.1} s timeout",
+                    self.config.timeout.as_secs_f64()
+                );
+                return Err(failed(None, Retry::CheckFirst, &message));
+            }
+            Ok(Err(e)) => {
+                let retry = match e {
+                    TransportError::Connect(_) | TransportError::NotSent(_) => Retry::Safe,
+                    TransportError::Exchange(_) => Retry::CheckFirst,
+                };
+                return match tls::refusal_in(&error_chain(&e)) {
+                    // The handshake failed on the certificate: the request never left, and the
+                    // error says what the server presented, so the user can decide to trust it.
+                    Some(refusal) => {
+                        let refusal = refusal.map_outside(|t| {
+                            text::clip(&self.redactor.redact(t), MAX_CERTIFICATE_TEXT_BYTES)
+                                .into_owned()
+                        });
+                        let message = self.outside(&refusal.to_string());
+                        in_flight.end(
+                            &AttemptOutcome {
+                                status: None,
+                                error: Some(message.clone()),
+                            },
+                            started.elapsed(),
+                        );
+                        tracing::debug!(method = %method, path = %target, "request failed: {message}");
+                        Err(EmError::Certificate {
+                            method: method.to_string(),
+                            path: target.to_string(),
+                            refusal: Box::new(refusal),
+                        })
+                    }
+                    None => Err(transport(&e, retry)),
+                };
+            }
+        };
+        let (head, mut incoming) = response.into_parts();
+        let status = head.status.as_u16();
+        let headers = head.headers;
         let success = SUCCESS.contains(&status);
         let limit = if success { limit } else { MAX_ERROR_BODY_BYTES };
         let mut bytes = Vec::new();
-        // reqwest's timeout covers the body too; this deadline makes sure of it, whatever the
-        // server's pace, since nothing here may wait on a server for longer than asked.
-        let deadline = started.checked_add(self.config.timeout);
-        let end = match deadline {
+        let end = if success
+            && incoming
+                .size_hint()
+                .exact()
+                .is_some_and(|length| length > limit as u64)
+        {
             // A success answer announced as too long is not read at all.
-            _ if success
-                && response
-                    .content_length()
-                    .is_some_and(|length| length > limit as u64) =>
-            {
-                BodyEnd::TooLarge
-            }
-            Some(deadline) => {
-                tokio::time::timeout_at(deadline, read_body(&mut response, limit, &mut bytes))
-                    .await
-                    .unwrap_or(BodyEnd::TimedOut)
-            }
-            None => read_body(&mut response, limit, &mut bytes).await,
+            BodyEnd::TooLarge
+        } else {
+            tokio::time::timeout_at(deadline, read_body(&mut incoming, limit, &mut bytes))
+                .await
+                .unwrap_or(BodyEnd::TimedOut)
         };
-        drop(response);
         match end {
-            BodyEnd::Whole => {}
+            // Read whole, the connection is ready for the next request; otherwise it is dropped
+            // (closed) with the rest of the answer unread.
+            BodyEnd::Whole => connection.give_back(),
             // An error status is answer enough without the rest of its body.
             _ if !success => tracing::debug!("the body of an HTTP {status} answer was cut short"),
             // EM answered success, so it acted; a GET read again answers the same.
@@ -360,7 +400,10 @@ impl Client {
                 return Err(failed(Some(status), Retry::CheckFirst, &message));
             }
             // EM answered success, so it acted; only the body went missing.
-            BodyEnd::Failed(e) => return Err(transport(&e, Some(status), Some(Retry::CheckFirst))),
+            BodyEnd::Failed(e) => {
+                let (_, message) = classify_transport(&e, Retry::CheckFirst);
+                return Err(failed(Some(status), Retry::CheckFirst, &message));
+            }
         }
         // Valid UTF-8 (every answer EM sends) is taken as it is; only other bytes pay for the
         // lossy conversion.
@@ -374,7 +417,7 @@ impl Client {
             },
             elapsed,
         );
-        tracing::debug!(method = %method, path = %shown, status, elapsed_ms = elapsed.as_millis() as u64, "answer");
+        tracing::debug!(method = %method, path = %target, status, elapsed_ms = elapsed.as_millis() as u64, "answer");
         Ok(Answer {
             status,
             headers,
@@ -383,7 +426,7 @@ impl Client {
     }
 
     /// The answer when its status is a success, else the error it describes.
-    fn check(&self, method: &Method, url: &url::Url, answer: Answer) -> Result<Answer, EmError> {
+    fn check(&self, method: &Method, target: &str, answer: Answer) -> Result<Answer, EmError> {
         if SUCCESS.contains(&answer.status) {
             return Ok(answer);
         }
@@ -397,7 +440,7 @@ impl Client {
         };
         Err(EmError::Api {
             method: method.to_string(),
-            path: path_and_query(url),
+            path: target.to_string(),
             status: answer.status,
             message: self.outside(&codec::error_message(answer.status, &answer.body)),
             retry_after,
@@ -459,7 +502,7 @@ impl Client {
     ) -> Result<T, EmError> {
         parse(self.codec, &answer.body).map_err(|message| EmError::Decode {
             method: request.method.to_string(),
-            path: path_and_query(&self.url(&request.path)),
+            path: self.target(&request.path),
             message: self.outside(&message),
         })
     }
@@ -492,20 +535,16 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The URL's path and query, as the audit log and error messages show it.
-fn path_and_query(url: &url::Url) -> String {
-    match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_string(),
-    }
-}
-
 /// Reads `response`'s body into `body`, `limit` bytes at most: the rest of a longer body is
 /// left unread.
-async fn read_body(response: &mut reqwest::Response, limit: usize, body: &mut Vec<u8>) -> BodyEnd {
+async fn read_body(response: &mut Incoming, limit: usize, body: &mut Vec<u8>) -> BodyEnd {
     loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
+        match response.frame().await {
+            // Trailers carry nothing EM sends.
+            Some(Ok(frame)) => {
+                let Ok(chunk) = frame.into_data() else {
+                    continue;
+                };
                 let room = limit - body.len();
                 if chunk.len() > room {
                     body.extend_from_slice(&chunk[..room]);
@@ -513,8 +552,8 @@ async fn read_body(response: &mut reqwest::Response, limit: usize, body: &mut Ve
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(None) => return BodyEnd::Whole,
-            Err(e) => return BodyEnd::Failed(e),
+            None => return BodyEnd::Whole,
+            Some(Err(e)) => return BodyEnd::Failed(e),
         }
     }
 }

@@ -190,7 +190,7 @@ pub(crate) fn error_message(status: u16, body: &str) -> String {
     }
     let collapsed = body.split_whitespace().collect::<Vec<_>>().join(" ");
     if collapsed.is_empty() {
-        return reqwest::StatusCode::from_u16(status)
+        return http::StatusCode::from_u16(status)
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("no message")

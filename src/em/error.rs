@@ -221,9 +221,13 @@ const HTTP_DATE: &[time::format_description::FormatItem<'static>] = time::macros
     "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
 );
 
-/// Classifies a failure below HTTP and describes it (without the URL, which the error's
-/// method and path already give).
-pub(crate) fn classify_transport(error: &reqwest::Error) -> (Retry, String) {
+/// Describes a failure below HTTP (without the URL, which the error's method and path already
+/// give) and gives its retry advice: `retry`, what the connection knew of whether the request
+/// left, unless TLS failed, which repeats until trust is configured differently.
+pub(crate) fn classify_transport(
+    error: &(dyn std::error::Error + 'static),
+    retry: Retry,
+) -> (Retry, String) {
     let chain = error_chain(error);
     let mut parts: Vec<String> = Vec::new();
     for e in &chain {
@@ -233,28 +237,14 @@ pub(crate) fn classify_transport(error: &reqwest::Error) -> (Retry, String) {
             parts.push(text);
         }
     }
-    let mut message = parts.join(": ");
-    if let Some(url) = error.url() {
-        message = message.replace(&format!(" for url ({url})"), "");
-    }
+    let message = parts.join(": ");
     let tls = chain
         .iter()
         .any(|e| e.downcast_ref::<rustls::Error>().is_some())
         || parts
             .iter()
             .any(|p| p.to_ascii_lowercase().contains("certificate"));
-    let retry = if tls {
-        // A certificate or handshake failure repeats until trust is configured differently.
-        Retry::Never
-    } else if error.is_connect() {
-        // Refused, unreachable, DNS, connect timeout: the request never left.
-        Retry::Safe
-    } else if error.is_builder() {
-        Retry::Never
-    } else {
-        // A timeout or a connection lost after the request went out: EM may have acted.
-        Retry::CheckFirst
-    };
+    let retry = if tls { Retry::Never } else { retry };
     (retry, message)
 }
 

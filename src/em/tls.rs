@@ -1,5 +1,5 @@
 //! Certificate trust for the client's HTTPS connections: the rustls configuration (ring as the
-//! crypto provider, chosen explicitly because reqwest is built without a default provider), with
+//! crypto provider, chosen explicitly rather than left to a process-wide default), with
 //! the system roots, exactly the certificates of a PEM file, one certificate pinned by its
 //! SHA-256 fingerprint, or no verification at all.
 //!

@@ -2,8 +2,8 @@
 //! logon sessions, accounts, roles and scopes, and the scope rebuild), on [`Call`], which has
 //! every attempt recorded with the caller's tag.
 
-use reqwest::Method;
-use reqwest::header::LOCATION;
+use http::Method;
+use http::header::LOCATION;
 use uuid::Uuid;
 
 use super::{Auth, Client, MAX_ANSWER_BYTES, MAX_LIST_ANSWER_BYTES, Request};
@@ -32,11 +32,18 @@ impl Call<'_> {
     pub async fn entry_point(&self) -> Result<EntryPoint, EmError> {
         let client = self.client;
         let method = Method::GET;
-        let url = client.url("/");
+        let target = client.target("/");
         let answer = client
-            .attempt(self.tag, &method, &url, Auth::None, None, MAX_ANSWER_BYTES)
+            .attempt(
+                self.tag,
+                &method,
+                &target,
+                Auth::None,
+                None,
+                MAX_ANSWER_BYTES,
+            )
             .await?;
-        let answer = client.check(&method, &url, answer)?;
+        let answer = client.check(&method, &target, answer)?;
         let request = Request::new(method, "/".into(), None);
         client.decode(&request, &answer, |c, body| c.entry_point(body))
     }

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use reqwest::Method;
-use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use http::Method;
+use http::header::{HeaderMap, HeaderValue, LOCATION, SET_COOKIE};
 
-use super::{Answer, Auth, Client, MAX_ANSWER_BYTES, Request, path_and_query};
+use super::{Answer, Auth, Client, MAX_ANSWER_BYTES, Request};
 use crate::em::codec;
 use crate::em::{EmError, LogonSession, RequestTag};
 
@@ -22,7 +22,8 @@ const MAX_RELOGONS: u32 = 3;
 
 /// A live session. Its token is a credential and never shows in `Debug` output.
 struct Session {
-    token: String,
+    /// The token as the header every request carries, built once; marked sensitive.
+    token: HeaderValue,
     id: String,
 }
 
@@ -63,12 +64,12 @@ impl Client {
         let Some(session) = session else {
             return Ok(());
         };
-        let url = self.url(&format!("/logonSessions/{}", session.id));
+        let target = self.target(&format!("/logonSessions/{}", session.id));
         let answer = self
             .attempt(
                 RequestTag::default(),
                 &Method::DELETE,
-                &url,
+                &target,
                 Auth::Token(&session.token),
                 None,
                 MAX_ANSWER_BYTES,
@@ -79,7 +80,7 @@ impl Client {
             tracing::debug!("the session had already ended (HTTP {})", answer.status);
             return Ok(());
         }
-        self.check(&Method::DELETE, &url, answer).map(|_| ())
+        self.check(&Method::DELETE, &target, answer).map(|_| ())
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, SessionSlot> {
@@ -124,20 +125,25 @@ impl Client {
     /// `POST /sessionMngr/?v=latest`; the caller holds the logon gate.
     async fn logon_locked(&self, tag: RequestTag) -> Result<LogonSession, EmError> {
         let method = Method::POST;
-        let url = self.url("/sessionMngr/?v=latest");
+        let target = self.target("/sessionMngr/?v=latest");
         let answer = self
-            .attempt(tag, &method, &url, Auth::Basic, None, MAX_ANSWER_BYTES)
+            .attempt(tag, &method, &target, Auth::Basic, None, MAX_ANSWER_BYTES)
             .await?;
-        let answer = self.check(&method, &url, answer)?;
+        let answer = self.check(&method, &target, answer)?;
         let decode = |message: String| EmError::Decode {
             method: method.to_string(),
-            path: path_and_query(&url),
+            path: target.clone(),
             message: self.outside(&message),
         };
         let token = session_token(&answer.headers)
             .ok_or_else(|| decode(format!("the logon answer has no {SESSION_HEADER} header")))?;
         // From here on, an echo of the token is redacted like one of the password.
         self.redactor.add_token(&token);
+        // Taken from a header's visible text, so it makes a header again; sensitive, so that
+        // hyper keeps it out of its own debug output.
+        let mut token = HeaderValue::try_from(token)
+            .map_err(|_| decode("the logon answer's session token is not header text".into()))?;
+        token.set_sensitive(true);
         let parsed = if answer.body.trim().is_empty() {
             Err("empty body".to_string())
         } else {
@@ -198,7 +204,7 @@ impl Client {
         tag: RequestTag,
         request: &Request,
     ) -> Result<Answer, EmError> {
-        let url = self.url(&request.path);
+        let target = self.target(&request.path);
         let mut relogons = 0;
         loop {
             let (session, generation) = self.session_for(tag).await?;
@@ -206,20 +212,20 @@ impl Client {
                 .attempt(
                     tag,
                     &request.method,
-                    &url,
+                    &target,
                     Auth::Token(&session.token),
                     request.body.as_deref(),
                     request.limit,
                 )
                 .await?;
             if answer.status != 401 || relogons == MAX_RELOGONS {
-                return self.check(&request.method, &url, answer);
+                return self.check(&request.method, &target, answer);
             }
             relogons += 1;
             self.relogon(tag, generation).await?;
             if !request.resend_after_relogon {
                 // The fresh session is ready for the caller's own retry.
-                return self.check(&request.method, &url, answer);
+                return self.check(&request.method, &target, answer);
             }
         }
     }
@@ -261,7 +267,7 @@ mod tests {
 
     #[test]
     fn session_tokens_come_from_the_header_or_the_cookie() {
-        let mut headers = reqwest::header::HeaderMap::new();
+        let mut headers = HeaderMap::new();
         headers.insert(
             "set-cookie",
             "X-RestSvcSessionId=abc==; Path=/api;".parse().unwrap(),
@@ -269,6 +275,6 @@ mod tests {
         assert_eq!(session_token(&headers).as_deref(), Some("abc=="));
         headers.insert("x-restsvcsessionid", "hdr".parse().unwrap());
         assert_eq!(session_token(&headers).as_deref(), Some("hdr"));
-        assert_eq!(session_token(&reqwest::header::HeaderMap::new()), None);
+        assert_eq!(session_token(&HeaderMap::new()), None);
     }
 }
