@@ -27,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use embatch::app::Layout;
 use embatch::audit::{AttemptStart, AuditWriter, NewRun, RowColumns, RowResult};
 use embatch::em::{ClientConfig, Secret, TlsOptions, Wire};
 use embatch::emulator::{self, EmulatorConfig, Faults, RunningEmulator, StateSnapshot};
@@ -248,10 +249,14 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T> {
 
 fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
+    // The runtime `embatch` itself uses, so that the figures are the binary's; the emulator's
+    // process serves as `embatch emulator` does. BENCH_RUNTIME=server runs the client on the
+    // server's layout, to compare the two.
+    let layout = match (args.mode, std::env::var("BENCH_RUNTIME").as_deref()) {
+        (Mode::Serve, _) | (_, Ok("server")) => Layout::Server,
+        _ => Layout::Client,
+    };
+    let runtime = embatch::app::runtime(layout).context("start the async runtime")?;
     if args.mode != Mode::Serve {
         println!("{}", machine());
     }

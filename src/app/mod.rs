@@ -106,16 +106,41 @@ pub fn run_blocking(command: Result<Command, crate::cli::UsageError>) -> Exit {
             return Exit::of_setup();
         }
     };
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let layout = match command {
+        Command::Emulator(_) => Layout::Server,
+        _ => Layout::Client,
+    };
+    match runtime(layout) {
         Ok(runtime) => runtime.block_on(run(command)),
         Err(e) => {
             errln!("embatch: cannot start the async runtime: {e}");
             Exit::of_setup()
         }
     }
+}
+
+/// What a runtime is for: the two need different layouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// The commands that talk to EM (and those that only read files): one thread runs every
+    /// task, and the audit log's writer has a thread of its own. A request's work (its intent
+    /// awaited, sent, its answer read and decided) then stays on one thread instead of being
+    /// stolen and woken across two, which cost a tenth more CPU per request
+    /// (BENCHMARKS.md); EM, not embatch, sets a real run's pace, and one thread keeps up with
+    /// many times that.
+    Client,
+    /// The emulator, a server answering many clients at once: a thread per core.
+    Server,
+}
+
+/// The async runtime of `layout`.
+pub fn runtime(layout: Layout) -> std::io::Result<tokio::runtime::Runtime> {
+    match layout {
+        Layout::Client => tokio::runtime::Builder::new_current_thread(),
+        Layout::Server => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
 }
 
 /// Runs a command and decides the exit status. Errors are printed here, once.
