@@ -4,7 +4,12 @@
 //! The resident set (VmHWM) also counts the allocator's free lists, thread stacks and the
 //! binary; the live heap does not, which is what makes the two worth reading side by side.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc;
+
+/// The allocator the `embatch` binary uses (src/main.rs), so that the figures are its own.
+static INNER: MiMalloc = MiMalloc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bytes allocated and not yet freed.
@@ -13,14 +18,14 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// The most bytes live at once since the last [`take_peak`].
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
-/// The system allocator, counted.
+/// The binary's allocator, counted.
 pub struct Counting;
 
-// SAFETY: every method forwards to the system allocator unchanged; the counters only observe.
+// SAFETY: every method forwards to the binary's allocator unchanged; the counters only observe.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `alloc`'s contract, which is passed on as it is.
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { INNER.alloc(layout) };
         if !ptr.is_null() {
             grew(layout.size());
         }
@@ -29,7 +34,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = unsafe { INNER.alloc_zeroed(layout) };
         if !ptr.is_null() {
             grew(layout.size());
         }
@@ -37,14 +42,14 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator with `layout`, which is the system's.
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: `ptr` came from this allocator with `layout`, which is the binary's allocator's.
+        unsafe { INNER.dealloc(ptr, layout) };
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as for `dealloc`; the system allocator made the block.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        // SAFETY: as for `dealloc`; that allocator made the block.
+        let new = unsafe { INNER.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             if new_size >= layout.size() {
                 grew(new_size - layout.size());
