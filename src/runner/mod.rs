@@ -3,7 +3,7 @@
 //!
 //! Shape of a run (see ARCHITECTURE.md): the run and its rows are recorded first; then one
 //! logon; then the roles (and, for rows that name accounts, the account list) are resolved;
-//! then the run's pool (`pool`) keeps `2 × concurrency` accounts in work, taking one at a time
+//! then the run's pool (`pool`) keeps `8 × concurrency` accounts in work, taking one at a time
 //! from a shared queue. A worker reads the account's state before its first row and decides
 //! each row against it (`state`), so rows already in place are no-ops and the restore-all-VMs
 //! toggle is only sent when needed. The runner emits [`RunEvent`]s for the console reporter

@@ -46,9 +46,13 @@ use super::RunEvent;
 
 /// Workers per request in flight: a run with concurrency N works on up to this many times N
 /// accounts at once, so that requests waiting for their intents' commit do not leave the places
-/// on the wire empty. Two covers a commit that takes as long as a request; more measured no
-/// faster and records more intents ahead of their requests.
-pub const WORKERS_PER_REQUEST: usize = 2;
+/// on the wire empty. Each request waits for a commit (a disk flush and the group's inserts)
+/// before it leaves, so the workers, not the places, bound a run's pace: with the log on disk at
+/// concurrency 32, four workers per place gave a quarter more requests/s than two, and eight a
+/// tenth more than four, each with less CPU per request, as commit groups grow
+/// (BENCHMARKS.md). The cost is in a crash: more intents may be committed ahead of their
+/// requests, and a resume reads each of their accounts before it decides the row again.
+pub const WORKERS_PER_REQUEST: usize = 8;
 
 /// How fast and how hard a run may push the server.
 #[derive(Clone, Debug)]

@@ -1,6 +1,6 @@
 //! The work of a run on one account: reads the account's state and runs its rows in plan order,
 //! recording each outcome. The run's pool (`pool.rs`) takes the accounts from the run's queue
-//! and keeps `2N` of them in work at once; it catches a panic per account, which stops the run.
+//! and keeps `8N` of them in work at once; it catches a panic per account, which stops the run.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
