@@ -14,8 +14,6 @@
 //!   NULL; `prev_hash` is the lowercase hex hash of the record before, or 64 zeros ([`GENESIS`])
 //!   for the first.
 
-use std::io::Write as _;
-
 use rusqlite::Row;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use sha2::{Digest, Sha256};
@@ -47,10 +45,20 @@ pub(crate) struct Content {
 
 impl Content {
     /// An empty object.
+    #[cfg(test)]
     pub(crate) fn new() -> Content {
-        let mut out = Vec::with_capacity(384);
-        out.push(b'{');
-        Content { out, last: "" }
+        Content::in_buffer(Vec::with_capacity(384))
+    }
+
+    /// An empty object written into `buffer`, emptied first: the writer hands one buffer from
+    /// record to record rather than allocate one for each.
+    pub(crate) fn in_buffer(mut buffer: Vec<u8>) -> Content {
+        buffer.clear();
+        buffer.push(b'{');
+        Content {
+            out: buffer,
+            last: "",
+        }
     }
 
     /// Adds a column with the value bound to the statement that writes it (so, since every
@@ -73,9 +81,16 @@ impl Content {
     }
 
     /// The JSON text.
-    pub(crate) fn finish(mut self) -> String {
+    #[cfg(test)]
+    pub(crate) fn finish(self) -> String {
+        String::from_utf8(self.into_bytes()).expect("JSON built from UTF-8 text and ASCII is UTF-8")
+    }
+
+    /// The JSON text's bytes (UTF-8, as for [`Content::finish`], but not checked again: only
+    /// hashed).
+    pub(crate) fn into_bytes(mut self) -> Vec<u8> {
         self.out.push(b'}');
-        String::from_utf8(self.out).expect("JSON built from UTF-8 text and ASCII is UTF-8")
+        self.out
     }
 }
 
@@ -158,7 +173,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 fn json_value(out: &mut Vec<u8>, value: ValueRef<'_>) {
     match value {
         ValueRef::Null => out.extend_from_slice(b"null"),
-        ValueRef::Integer(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
+        ValueRef::Integer(i) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
         // serde_json writes a finite double as the shortest text that reads back as the same
         // double, but an infinite one as `null`, which would be mistaken for NULL.
         ValueRef::Real(r) if r.is_finite() => {
@@ -191,17 +206,24 @@ pub(crate) fn record_hash(
     kind: &str,
     run_id: i64,
     reference: Option<i64>,
-    content: &str,
+    content: impl AsRef<[u8]>,
 ) -> [u8; 32] {
-    let mut head = Vec::with_capacity(128);
-    match reference {
-        Some(r) => write!(head, "{prev_hash}\n{seq}\n{kind}\n{run_id}\n{r}\n"),
-        None => write!(head, "{prev_hash}\n{seq}\n{kind}\n{run_id}\n\n"),
-    }
-    .expect("writing to a Vec cannot fail");
+    // Fed piece by piece: the hasher buffers its blocks itself, so the text is never built.
+    let mut number = itoa::Buffer::new();
     let mut hasher = Sha256::new();
-    hasher.update(&head);
-    hasher.update(content.as_bytes());
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(number.format(seq).as_bytes());
+    hasher.update(b"\n");
+    hasher.update(kind.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(number.format(run_id).as_bytes());
+    hasher.update(b"\n");
+    if let Some(r) = reference {
+        hasher.update(number.format(r).as_bytes());
+    }
+    hasher.update(b"\n");
+    hasher.update(content.as_ref());
     hasher.finalize().into()
 }
 

@@ -324,6 +324,8 @@ pub(crate) struct ChainHead {
     /// The newest record's hash as lowercase hex, as the next record's hash covers it (kept as
     /// bytes: it is written anew for every record).
     hash: [u8; 64],
+    /// The buffer each record's content is written into, kept from one record to the next.
+    content: Vec<u8>,
 }
 
 impl ChainHead {
@@ -356,6 +358,7 @@ impl ChainHead {
                 Ok(ChainHead {
                     seq,
                     hash: head_hex,
+                    content: Vec::new(),
                 })
             }
             None => {
@@ -363,6 +366,7 @@ impl ChainHead {
                 Ok(ChainHead {
                     seq: 0,
                     hash: head_hex,
+                    content: Vec::new(),
                 })
             }
         }
@@ -388,13 +392,14 @@ impl ChainHead {
     ) -> rusqlite::Result<i64> {
         debug_assert_eq!(values.len(), table.columns.len(), "{}", table.name);
         let seq = self.seq + 1;
-        let mut content = Content::new();
+        let mut content = Content::in_buffer(std::mem::take(&mut self.content));
         for (name, value) in table.columns.iter().zip(values) {
             content = content.field(name, *value)?;
         }
-        let content = content.finish();
+        let content = content.into_bytes();
         let (run_id, reference) = table.run_and_ref(seq, |i| bound_int(values[i]));
         let hash = record_hash(self.hash(), seq, table.kind, run_id, reference, &content);
+        self.content = content;
         let mut stmt = conn.prepare_cached(table.insert_sql())?;
         stmt.raw_bind_parameter(1, seq)?;
         stmt.raw_bind_parameter(2, &hash[..])?;

@@ -118,7 +118,7 @@ impl Record {
             self.table.kind,
             run_id,
             reference,
-            &self.content(),
+            self.content(),
         ))
     }
 
