@@ -12,8 +12,8 @@
 #   bench --mode check        seconds to check 1,000,000 rows (< 1.5 s)
 #
 # then a table: figure, target, measured, met or not. One step at a time, so no two measure on
-# the same CPUs at once. Takes about ten minutes on two CPUs (the 1,000,000-row apply two to
-# three of them).
+# the same CPUs at once. Takes five minutes or more on two CPUs, most of it the Python script
+# (one to two minutes) and the 1,000,000-row apply (two or so), once built.
 #
 # Usage: scripts/bench-request-path.sh   (environment: RATE_RUNS=10, the runs at 5000/s; the
 #                                         rest, e.g. CONCURRENCY or AUDIT_DIR, goes through to
