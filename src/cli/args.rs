@@ -386,8 +386,8 @@ pub enum WireArg {
 #[derive(Debug, Args)]
 pub struct PaceArgs {
     /// Requests in flight at most: the server never sees more at once. The run works on up to
-    /// twice as many accounts at a time, so that while some requests wait for their record in
-    /// the audit log to be committed, others keep these places busy.
+    /// eight times as many accounts at a time, so that while some requests wait for their record
+    /// in the audit log to be committed, others keep these places busy.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
 
