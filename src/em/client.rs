@@ -77,6 +77,11 @@ enum Auth<'a> {
     Basic,
     /// The session token, as its header's value.
     Token(&'a HeaderValue),
+    /// The session current when the request leaves, or this one (of this generation) if there
+    /// is none then (a logout in between). Chosen after the request's record is committed and
+    /// its place on the wire taken, which can take many other requests' time: a session that
+    /// expired and was replaced meanwhile would only earn a 401 and a resend.
+    Current(&'a session::Session, u64),
 }
 
 /// An answer, whatever its status.
@@ -84,6 +89,8 @@ struct Answer {
     status: u16,
     headers: HeaderMap,
     body: String,
+    /// The generation of the session the request carried, for [`Auth::Current`].
+    session: Option<u64>,
 }
 
 /// A request made with the session.
@@ -241,6 +248,17 @@ impl Client {
                 });
             }
         };
+        let chosen;
+        let (auth, session) = match auth {
+            Auth::Current(fallback, generation) => {
+                chosen = self.current();
+                match &chosen {
+                    Some((current, generation)) => (Auth::Token(&current.token), Some(*generation)),
+                    None => (Auth::Token(&fallback.token), Some(generation)),
+                }
+            }
+            other => (other, None),
+        };
         let started = Instant::now();
         // Tells the observer of an attempt dropped before it ended, so that what it holds for
         // the attempt (a place among the requests in flight) is not held for ever.
@@ -259,6 +277,7 @@ impl Client {
             Auth::None => builder,
             Auth::Basic => builder.header(AUTHORIZATION, &self.basic),
             Auth::Token(token) => builder.header(SESSION_HEADER, token),
+            Auth::Current(..) => unreachable!("the current session was chosen above"),
         };
         let payload = match body {
             Some(body) => {
@@ -422,6 +441,7 @@ impl Client {
             status,
             headers,
             body,
+            session,
         })
     }
 

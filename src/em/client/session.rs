@@ -21,9 +21,9 @@ pub(super) const SESSION_HEADER: &str = "X-RestSvcSessionId";
 const MAX_RELOGONS: u32 = 3;
 
 /// A live session. Its token is a credential and never shows in `Debug` output.
-struct Session {
+pub(super) struct Session {
     /// The token as the header every request carries, built once; marked sensitive.
-    token: HeaderValue,
+    pub(super) token: HeaderValue,
     id: String,
 }
 
@@ -89,7 +89,7 @@ impl Client {
             .expect("the session lock is never held across a panic")
     }
 
-    fn current(&self) -> Option<(Arc<Session>, u64)> {
+    pub(super) fn current(&self) -> Option<(Arc<Session>, u64)> {
         let slot = self.slot();
         slot.current.clone().map(|s| (s, slot.generation))
     }
@@ -213,7 +213,7 @@ impl Client {
                     tag,
                     &request.method,
                     &target,
-                    Auth::Token(&session.token),
+                    Auth::Current(&session, generation),
                     request.body.as_deref(),
                     request.limit,
                 )
@@ -222,7 +222,9 @@ impl Client {
                 return self.check(&request.method, &target, answer);
             }
             relogons += 1;
-            self.relogon(tag, generation).await?;
+            // The session the request carried, which may be newer than the one it began with.
+            self.relogon(tag, answer.session.unwrap_or(generation))
+                .await?;
             if !request.resend_after_relogon {
                 // The fresh session is ready for the caller's own retry.
                 return self.check(&request.method, &target, answer);

@@ -1111,3 +1111,65 @@ async fn a_session_id_that_is_no_path_segment_is_refused() {
     let last = fake.seen().pop().unwrap();
     assert_eq!(last.path, format!("/api/logonSessions/{id}"));
 }
+
+/// Holds the first GET in `sending` (where a run's request waits for its record's commit and
+/// its place on the wire) until released.
+struct Gate {
+    held: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    holding: AtomicBool,
+}
+
+impl RequestObserver for Gate {
+    fn before_send(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+    fn sending(
+        &self,
+        _tag: RequestTag,
+        method: &str,
+        _path: &str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>> {
+        let hold = method == "GET" && !self.holding.swap(true, Ordering::SeqCst);
+        Box::pin(async move {
+            if hold {
+                let released = self.release.notified();
+                self.held.notify_one();
+                released.await;
+            }
+            Ok(1)
+        })
+    }
+    fn finished(&self, _id: u64, _outcome: &AttemptOutcome, _elapsed: Duration) {}
+}
+
+#[tokio::test]
+async fn a_request_carries_the_session_current_when_it_leaves() {
+    let (fake, base) = serve().await;
+    let gate = Arc::new(Gate {
+        held: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+        holding: AtomicBool::new(false),
+    });
+    let client = Arc::new(Client::new(config(&base, Wire::Xml), gate.clone()).unwrap());
+    client.logon().await.unwrap();
+    let read = tokio::spawn({
+        let client = client.clone();
+        async move { client.call(RequestTag::default()).roles().await }
+    });
+    // While the read waits for its record, its session expires and another is logged on.
+    gate.held.notified().await;
+    fake.expire_all();
+    client.logon().await.unwrap();
+    gate.release.notify_one();
+    assert_eq!(read.await.unwrap().unwrap().len(), 1);
+    // It went once, with the new session: no 401, no resend.
+    assert_eq!(fake.count("GET", "/security/roles"), 1);
+    let valid = fake.valid.lock().unwrap().clone();
+    let roles = fake
+        .seen()
+        .into_iter()
+        .find(|s| s.path.contains("/security/roles"))
+        .unwrap();
+    assert!(valid.contains(roles.token.as_deref().unwrap()), "{roles:?}");
+}
