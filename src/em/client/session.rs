@@ -1,7 +1,9 @@
 //! The client's session, one shared by all callers: logged on when a request first needs it,
 //! logged on again after a 401 (once, for every caller that saw the same session expire), and
 //! logged out. The id a logon answer names is checked before a URL is built with it, and its
-//! token is redacted from everything the server sends after.
+//! token is redacted from everything the server sends after. A request carries the session that
+//! is current when it leaves, after its record is committed and its place taken, not the one of
+//! when it began to wait: a run's request may wait for many others' time.
 
 use std::sync::Arc;
 
