@@ -14,9 +14,7 @@
 //! written.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::HeaderValue;
@@ -25,9 +23,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::either::Either;
 
 use crate::em::EmError;
 
@@ -61,14 +59,11 @@ impl Origin {
         let port = url
             .port_or_known_default()
             .ok_or_else(|| setup("names no port"))?;
-        let host_text = match &host {
-            url::Host::Domain(d) => d.clone(),
-            url::Host::Ipv4(a) => a.to_string(),
-            url::Host::Ipv6(a) => format!("[{a}]"),
-        };
+        // `host_str` writes an IPv6 address in brackets, as the header needs it.
+        let host_text = url.host_str().ok_or_else(|| setup("names no host"))?;
         let authority = match url.port() {
             Some(port) => format!("{host_text}:{port}"),
-            None => host_text,
+            None => host_text.to_string(),
         };
         let authority =
             HeaderValue::try_from(authority).map_err(|_| setup("has an unusable host"))?;
@@ -291,76 +286,15 @@ impl Transport {
         match (&self.tls, &self.origin.server_name) {
             (Some(tls), Some(name)) => {
                 let stream = tls.connect(name.clone(), tcp).await?;
-                Ok(Stream::Tls(Box::new(stream)))
+                Ok(Either::Right(Box::new(stream)))
             }
-            _ => Ok(Stream::Plain(tcp)),
+            _ => Ok(Either::Left(tcp)),
         }
     }
 }
 
-/// A connection's byte stream: plain TCP or TLS over it.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
+/// A connection's byte stream: plain TCP, or TLS over it.
+type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 #[cfg(test)]
 mod tests {
